@@ -1,0 +1,263 @@
+//! Layer 1 — identity: an ed25519 keypair, the [`PeerId`] derived from its
+//! public key, and the `<peer-id>@host:port` address form.
+//!
+//! The text form of a [`PeerId`] is base58 (bitcoin alphabet) of the 32-byte
+//! public key, and it is the only text form used anywhere in peerlink.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::str::FromStr;
+
+use ed25519_dalek::Signer;
+
+/// Errors of the identity layer.
+#[derive(Debug, thiserror::Error, PartialEq, Eq, Clone)]
+pub enum IdentityError {
+    #[error("peer id is not valid base58: {0}")]
+    PeerIdEncoding(String),
+    #[error("peer id must decode to 32 bytes, got {0}")]
+    PeerIdLength(usize),
+    #[error("peer id is not a valid ed25519 public key")]
+    PeerIdNotAKey,
+    #[error("peer address must look like <peer-id>@host:port, got {0:?}")]
+    AddrSyntax(String),
+    #[error("peer address {addr:?} has an invalid socket address: {reason}")]
+    AddrSocket { addr: String, reason: String },
+    #[error("secret key must be 32 bytes (64 hex characters), got {0} bytes")]
+    SecretKeyLength(usize),
+    #[error("secret key file is not hex: {0}")]
+    SecretKeyEncoding(String),
+    #[error("signature is invalid")]
+    BadSignature,
+    #[error("operating system random number generator failed: {0}")]
+    Rng(String),
+}
+
+/// Length of a [`PeerId`] in bytes.
+pub const PEER_ID_LEN: usize = 32;
+/// Length of an ed25519 signature.
+pub const SIGNATURE_LEN: usize = 64;
+
+/// A peer's identity: its ed25519 public key.
+///
+/// ```
+/// use peerlink_proto::{Keypair, PeerId};
+/// let kp = Keypair::generate().unwrap();
+/// let text = kp.peer_id().to_string();
+/// assert_eq!(text.parse::<PeerId>().unwrap(), kp.peer_id());
+/// ```
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PeerId([u8; PEER_ID_LEN]);
+
+impl PeerId {
+    /// Builds a peer id from raw public-key bytes, checking it is a valid key.
+    pub fn from_bytes(bytes: [u8; PEER_ID_LEN]) -> Result<Self, IdentityError> {
+        ed25519_dalek::VerifyingKey::from_bytes(&bytes).map_err(|_| IdentityError::PeerIdNotAKey)?;
+        Ok(PeerId(bytes))
+    }
+
+    /// Builds a peer id from a slice, checking its length and that it is a key.
+    pub fn from_slice(bytes: &[u8]) -> Result<Self, IdentityError> {
+        let arr: [u8; PEER_ID_LEN] = bytes
+            .try_into()
+            .map_err(|_| IdentityError::PeerIdLength(bytes.len()))?;
+        Self::from_bytes(arr)
+    }
+
+    /// The raw 32 public-key bytes.
+    pub fn as_bytes(&self) -> &[u8; PEER_ID_LEN] {
+        &self.0
+    }
+
+    /// Verifies `signature` over `message` with this peer's key (strict
+    /// verification: rejects malleable and small-order forms).
+    pub fn verify(&self, message: &[u8], signature: &[u8]) -> Result<(), IdentityError> {
+        let key = ed25519_dalek::VerifyingKey::from_bytes(&self.0)
+            .map_err(|_| IdentityError::PeerIdNotAKey)?;
+        let sig = ed25519_dalek::Signature::from_slice(signature)
+            .map_err(|_| IdentityError::BadSignature)?;
+        key.verify_strict(message, &sig).map_err(|_| IdentityError::BadSignature)
+    }
+}
+
+impl fmt::Display for PeerId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&bs58::encode(self.0).into_string())
+    }
+}
+
+impl fmt::Debug for PeerId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = self.to_string();
+        write!(f, "PeerId({})", s.get(..10).unwrap_or(&s))
+    }
+}
+
+impl FromStr for PeerId {
+    type Err = IdentityError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        // 32 bytes are at most 44 base58 characters; refuse long input early.
+        if s.len() > 64 {
+            return Err(IdentityError::PeerIdLength(s.len()));
+        }
+        let mut buf = [0u8; 64];
+        let n = bs58::decode(s)
+            .onto(&mut buf[..])
+            .map_err(|e| IdentityError::PeerIdEncoding(e.to_string()))?;
+        Self::from_slice(&buf[..n])
+    }
+}
+
+/// An ed25519 keypair: the node's long-term identity.
+#[derive(Clone)]
+pub struct Keypair {
+    signing: ed25519_dalek::SigningKey,
+}
+
+impl fmt::Debug for Keypair {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Keypair({})", self.peer_id())
+    }
+}
+
+impl Keypair {
+    /// A new random keypair from the operating system's RNG.
+    pub fn generate() -> Result<Self, IdentityError> {
+        let mut secret = [0u8; 32];
+        getrandom::fill(&mut secret).map_err(|e| IdentityError::Rng(e.to_string()))?;
+        Ok(Self::from_secret(secret))
+    }
+
+    /// A keypair from its 32-byte secret seed.
+    pub fn from_secret(secret: [u8; 32]) -> Self {
+        Keypair { signing: ed25519_dalek::SigningKey::from_bytes(&secret) }
+    }
+
+    /// The 32-byte secret seed.
+    pub fn secret(&self) -> [u8; 32] {
+        self.signing.to_bytes()
+    }
+
+    /// This keypair's peer id.
+    pub fn peer_id(&self) -> PeerId {
+        PeerId(self.signing.verifying_key().to_bytes())
+    }
+
+    /// Signs `message`.
+    pub fn sign(&self, message: &[u8]) -> [u8; SIGNATURE_LEN] {
+        self.signing.sign(message).to_bytes()
+    }
+
+    /// The secret as 64 lowercase hex characters (the key file format).
+    pub fn to_hex(&self) -> String {
+        self.secret().iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// Parses the key file format (64 hex characters, surrounding white space ignored).
+    pub fn from_hex(text: &str) -> Result<Self, IdentityError> {
+        let text = text.trim();
+        if text.len() != 64 {
+            return Err(IdentityError::SecretKeyLength(text.len() / 2));
+        }
+        let mut secret = [0u8; 32];
+        for (i, byte) in secret.iter_mut().enumerate() {
+            let pair = text.get(2 * i..2 * i + 2).ok_or(IdentityError::SecretKeyLength(i))?;
+            *byte = u8::from_str_radix(pair, 16)
+                .map_err(|_| IdentityError::SecretKeyEncoding(format!("bad hex pair {pair:?}")))?;
+        }
+        Ok(Self::from_secret(secret))
+    }
+}
+
+/// A peer's address: who (the [`PeerId`]) and where (a socket address),
+/// written `<peer-id>@host:port`.
+///
+/// ```
+/// use peerlink_proto::{Keypair, PeerAddr};
+/// let id = Keypair::generate().unwrap().peer_id();
+/// let addr: PeerAddr = format!("{id}@127.0.0.1:4001").parse().unwrap();
+/// assert_eq!(addr.id, id);
+/// assert_eq!(addr.to_string(), format!("{id}@127.0.0.1:4001"));
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct PeerAddr {
+    pub id: PeerId,
+    pub addr: SocketAddr,
+}
+
+impl PeerAddr {
+    pub fn new(id: PeerId, addr: SocketAddr) -> Self {
+        PeerAddr { id, addr }
+    }
+}
+
+impl fmt::Display for PeerAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}@{}", self.id, self.addr)
+    }
+}
+
+impl FromStr for PeerAddr {
+    type Err = IdentityError;
+    /// Parses `<peer-id>@ip:port`. Host names are resolved by the caller
+    /// (see `peerlink_net::resolve_peer_addr`), so this stays I/O-free.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (id, addr) = s.split_once('@').ok_or_else(|| IdentityError::AddrSyntax(s.to_string()))?;
+        let id: PeerId = id.parse()?;
+        let addr: SocketAddr = addr.parse().map_err(|e: std::net::AddrParseError| {
+            IdentityError::AddrSocket { addr: s.to_string(), reason: e.to_string() }
+        })?;
+        Ok(PeerAddr { id, addr })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peer_id_round_trips_through_text() {
+        let kp = Keypair::generate().unwrap();
+        let id = kp.peer_id();
+        assert_eq!(id.to_string().parse::<PeerId>().unwrap(), id);
+    }
+
+    #[test]
+    fn bad_peer_ids_are_named_errors() {
+        assert!(matches!("0OIl".parse::<PeerId>(), Err(IdentityError::PeerIdEncoding(_))));
+        assert!(matches!("abc".parse::<PeerId>(), Err(IdentityError::PeerIdLength(_))));
+        assert!(matches!("".parse::<PeerId>(), Err(IdentityError::PeerIdLength(0))));
+        let long = "1".repeat(500);
+        assert!(matches!(long.parse::<PeerId>(), Err(IdentityError::PeerIdLength(500))));
+    }
+
+    #[test]
+    fn bad_addresses_are_named_errors() {
+        let id = Keypair::generate().unwrap().peer_id();
+        assert!(matches!("127.0.0.1:1".parse::<PeerAddr>(), Err(IdentityError::AddrSyntax(_))));
+        assert!(matches!(
+            format!("{id}@nowhere").parse::<PeerAddr>(),
+            Err(IdentityError::AddrSocket { .. })
+        ));
+        assert!(format!("{id}@[::1]:9").parse::<PeerAddr>().is_ok());
+    }
+
+    #[test]
+    fn signatures_verify_and_tampering_fails() {
+        let kp = Keypair::generate().unwrap();
+        let sig = kp.sign(b"hello");
+        kp.peer_id().verify(b"hello", &sig).unwrap();
+        assert_eq!(kp.peer_id().verify(b"hellO", &sig), Err(IdentityError::BadSignature));
+        assert_eq!(kp.peer_id().verify(b"hello", &sig[..10]), Err(IdentityError::BadSignature));
+    }
+
+    #[test]
+    fn key_hex_round_trips_and_rejects_garbage() {
+        let kp = Keypair::generate().unwrap();
+        let back = Keypair::from_hex(&format!("{}\n", kp.to_hex())).unwrap();
+        assert_eq!(back.peer_id(), kp.peer_id());
+        assert!(matches!(Keypair::from_hex("abcd"), Err(IdentityError::SecretKeyLength(2))));
+        assert!(matches!(Keypair::from_hex(&"zz".repeat(32)), Err(IdentityError::SecretKeyEncoding(_))));
+        assert!(Keypair::from_hex(&"é".repeat(32)).is_err());
+    }
+}

@@ -1,0 +1,29 @@
+//! # peerlink-proto — the sans-IO core of peerlink
+//!
+//! Everything here is a plain state machine or codec: bytes and time in,
+//! bytes and actions out; no sockets, tasks or clocks. The tokio driver
+//! (`peerlink-net`) and, later, the simulator drive this same code.
+//!
+//! | layer | module |
+//! |---|---|
+//! | 1 identity | [`identity`]: [`Keypair`], [`PeerId`], [`PeerAddr`] |
+//! | 2 secure session | [`handshake`] (Noise XX bound to ed25519), [`cipher`], [`frame`] |
+//! | 3 connection | [`control`] (ping/pong/go-away), [`keepalive`] |
+//! | 7 request/response | [`control::RrMessage`] |
+//!
+//! Every decoder bounds lengths before allocating and returns a named
+//! error; none panics on peer input (see the property tests and `fuzz/`).
+#![forbid(unsafe_code)]
+
+pub mod cipher;
+pub mod control;
+pub mod frame;
+pub mod handshake;
+pub mod identity;
+pub mod keepalive;
+pub mod varint;
+
+pub use cipher::{CipherState, CipherSuite};
+pub use frame::{FrameDecoder, FrameEncoder, FrameError, Record, Records};
+pub use handshake::{Established, Handshake, HandshakeError, NoiseIdentity};
+pub use identity::{IdentityError, Keypair, PeerAddr, PeerId};
