@@ -1,1 +1,82 @@
+//! # peerlink-net — the tokio driver and the `Node` API
+//!
+//! A [`Node`] owns an ed25519 identity, listens on TCP, and keeps one
+//! authenticated, encrypted connection per peer. On each connection:
+//!
+//! * **channels** — numbered message streams (applications use 16 and up),
+//!   each with a bounded queue that blocks or drops when full ([`Policy`]);
+//!   control traffic goes first;
+//! * **request/response** — [`Node::request`] with a timeout and size
+//!   limit, served by [`Node::serve`];
+//! * **keepalive** — pings measure RTT; silent peers are timed out.
+//!
+//! Many small messages are packed into one sealed frame and one write.
+//! The protocol logic lives in `peerlink-proto`; this crate moves bytes.
+//!
+//! ```
+//! use peerlink_net::Node;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), peerlink_net::NetError> {
+//! let alice = Node::builder().listen("127.0.0.1:0".parse().unwrap()).build().await?;
+//! let bob = Node::builder().listen("127.0.0.1:0".parse().unwrap()).build().await?;
+//!
+//! // Bob receives on channel 16; Alice dials him by `<peer-id>@host:port`.
+//! let mut inbox = bob.channel(16)?;
+//! let bob_addr = bob.addr().unwrap();
+//! alice.connect(bob_addr).await?;
+//! alice.send(&bob.peer_id(), 16, &b"hello"[..]).await?;
+//!
+//! let msg = inbox.recv().await.unwrap();
+//! assert_eq!((msg.peer, &msg.payload[..]), (alice.peer_id(), &b"hello"[..]));
+//!
+//! // Request/response with a timeout.
+//! let mut echo = bob.serve("echo/1")?;
+//! tokio::spawn(async move {
+//!     while let Some(req) = echo.recv().await {
+//!         let body = req.body.clone();
+//!         req.respond(body);
+//!     }
+//! });
+//! let reply = alice.request(&bob.peer_id(), "echo/1", &b"ping"[..]).await?;
+//! assert_eq!(&reply[..], b"ping");
+//!
+//! alice.shutdown().await;
+//! bob.shutdown().await;
+//! # Ok(()) }
+//! ```
+#![forbid(unsafe_code)]
 
+mod config;
+mod conn;
+mod error;
+pub mod keyfile;
+mod metrics;
+mod metrics_http;
+mod node;
+mod queue;
+
+pub use config::{ChannelConfig, Limits, NodeConfig, Policy};
+pub use error::NetError;
+pub use metrics::Metrics;
+pub use metrics_http::serve_metrics;
+pub use node::{Node, NodeBuilder, PeerEvent, PeerInfo, PeerSender, Receiver, Request, Requests};
+pub use peerlink_proto::keepalive::KeepaliveConfig;
+pub use peerlink_proto::{CipherSuite, Keypair, PeerAddr, PeerId};
+pub use queue::Message;
+
+/// Resolves `<peer-id>@host:port` where host may be a name (`localhost`).
+pub async fn resolve_peer_addr(text: &str) -> Result<PeerAddr, NetError> {
+    if let Ok(addr) = text.parse::<PeerAddr>() {
+        return Ok(addr);
+    }
+    let (id, host) = text
+        .split_once('@')
+        .ok_or_else(|| peerlink_proto::IdentityError::AddrSyntax(text.to_string()))?;
+    let id: PeerId = id.parse()?;
+    let addr = tokio::net::lookup_host(host)
+        .await?
+        .next()
+        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, format!("{host} did not resolve")))?;
+    Ok(PeerAddr::new(id, addr))
+}

@@ -1,0 +1,117 @@
+//! Node configuration: limits, timeouts and channel policies, with defaults
+//! that suit a public node. Everything here has a builder method on
+//! [`crate::NodeBuilder`].
+
+use std::time::Duration;
+
+use peerlink_proto::keepalive::KeepaliveConfig;
+use peerlink_proto::CipherSuite;
+
+/// What a full queue does with one more message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Policy {
+    /// The sender waits for space (`send`), or gets `QueueFull`
+    /// (`try_send`). On inbound queues, the connection stops reading, so
+    /// TCP flow control pushes back on the remote sender.
+    Block,
+    /// The message is dropped and counted in `peerlink_messages_dropped_total`.
+    Drop,
+}
+
+/// Per-channel queue settings. Application channels are numbered from
+/// [`peerlink_proto::control::FIRST_APP_CHANNEL`] (16) up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ChannelConfig {
+    pub id: u16,
+    /// Bytes that may wait per connection (outbound) or per node (inbound).
+    pub max_queued_bytes: usize,
+    pub policy: Policy,
+}
+
+impl ChannelConfig {
+    /// A channel with the default limit (4 MiB) and [`Policy::Block`].
+    pub fn new(id: u16) -> Self {
+        ChannelConfig { id, max_queued_bytes: 4 << 20, policy: Policy::Block }
+    }
+
+    pub fn max_queued_bytes(mut self, bytes: usize) -> Self {
+        self.max_queued_bytes = bytes.max(1);
+        self
+    }
+
+    pub fn policy(mut self, policy: Policy) -> Self {
+        self.policy = policy;
+        self
+    }
+}
+
+/// Connection limits.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// Established connections in total.
+    pub max_peers: usize,
+    /// Established connections that the remote side opened.
+    pub max_inbound: usize,
+    /// Connections (established or handshaking) from one IP address.
+    pub max_per_ip: usize,
+    /// Handshakes in progress at once; more are refused at accept.
+    pub max_pending_handshakes: usize,
+    /// Largest application message, in bytes.
+    pub max_message_size: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_peers: 256,
+            max_inbound: 192,
+            max_per_ip: 16,
+            max_pending_handshakes: 64,
+            max_message_size: 1 << 20,
+        }
+    }
+}
+
+/// Everything a node needs besides its keypair and addresses.
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    pub limits: Limits,
+    pub keepalive: KeepaliveConfig,
+    /// Dial, plus the handshake, must finish within this.
+    pub handshake_timeout: Duration,
+    /// Default timeout of [`crate::Node::request`].
+    pub request_timeout: Duration,
+    /// Largest request body a served protocol accepts.
+    pub max_request_size: usize,
+    /// Requests waiting for a handler, per protocol.
+    pub request_queue: usize,
+    /// AEAD for connections this node dials.
+    pub cipher: CipherSuite,
+    /// Channel settings; unlisted channels use [`ChannelConfig::new`].
+    pub channels: Vec<ChannelConfig>,
+    /// First delay before re-dialling a seed; doubles up to `max_redial_backoff`.
+    pub redial_backoff: Duration,
+    pub max_redial_backoff: Duration,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        NodeConfig {
+            limits: Limits::default(),
+            keepalive: KeepaliveConfig::default(),
+            handshake_timeout: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(10),
+            max_request_size: 1 << 20,
+            request_queue: 1024,
+            cipher: CipherSuite::default(),
+            channels: Vec::new(),
+            redial_backoff: Duration::from_millis(250),
+            max_redial_backoff: Duration::from_secs(30),
+        }
+    }
+}
+
+/// The settings of channel `id`: configured, or the defaults.
+pub(crate) fn channel_config(channels: &[ChannelConfig], id: u16) -> ChannelConfig {
+    channels.iter().copied().find(|c| c.id == id).unwrap_or_else(|| ChannelConfig::new(id))
+}

@@ -1,0 +1,347 @@
+//! One connection: the handshake over a socket, then a reader task and a
+//! writer task around the sans-IO frame codec and keepalive machine.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use peerlink_proto::control::{Control, GoAwayReason, RemoteErrorCode, RrMessage, CONTROL_CHANNEL, FIRST_APP_CHANNEL, REQUEST_CHANNEL};
+use peerlink_proto::frame::{DEFAULT_FRAME_TARGET, MAX_RECORD_OVERHEAD};
+use peerlink_proto::keepalive::{Keepalive, KeepaliveAction};
+use peerlink_proto::{Established, FrameDecoder, FrameEncoder, Handshake, HandshakeError, PeerId, Records};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
+use tokio::task::AbortHandle;
+
+use crate::node::Inner;
+use crate::queue::{lock, Close, Inbox, Message, Outbound};
+use crate::NetError;
+
+/// Write once this much is sealed, even if more is queued.
+const WRITE_CHUNK: usize = 256 << 10;
+/// Read at least this much at a time.
+const READ_CHUNK: usize = 64 << 10;
+/// User pings carry nonces with the top bit set; keepalive's never do.
+const USER_PING_BIT: u64 = 1 << 63;
+
+/// Runs the handshake on `stream`; returns the session and any bytes that
+/// arrived after it (early frames).
+pub(crate) async fn handshake(stream: &mut TcpStream, mut hs: Handshake) -> Result<(Established, BytesMut), NetError> {
+    let mut buf = BytesMut::with_capacity(1024);
+    loop {
+        if let Some(out) = hs.take_output() {
+            stream.write_all(&out).await?;
+        }
+        if hs.is_complete() {
+            return Ok((hs.finish()?, buf));
+        }
+        // A handshake message is at most 514 bytes; never buffer more than two.
+        if buf.len() > 2 * (peerlink_proto::handshake::MAX_HANDSHAKE_MESSAGE + 2) {
+            return Err(HandshakeError::MessageTooLarge { len: buf.len(), max: peerlink_proto::handshake::MAX_HANDSHAKE_MESSAGE }.into());
+        }
+        buf.reserve(1024);
+        if stream.read_buf(&mut buf).await? == 0 {
+            return Err(NetError::HandshakeEof);
+        }
+        if let Err(e) = hs.read(&mut buf) {
+            // Tell the peer why (e.g. our version), best effort.
+            if let Some(out) = hs.take_output() {
+                let _ = stream.write_all(&out).await;
+            }
+            return Err(e.into());
+        }
+    }
+}
+
+type Pending = oneshot::Sender<Result<Bytes, NetError>>;
+
+/// State shared by a connection's tasks and the node.
+pub(crate) struct Conn {
+    pub id: u64,
+    pub peer: PeerId,
+    pub addr: SocketAddr,
+    pub inbound: bool,
+    pub connected_at: Instant,
+    pub out: Outbound,
+    pub keepalive: Mutex<Keepalive>,
+    requests: Mutex<HashMap<u64, Pending>>,
+    pings: Mutex<HashMap<u64, oneshot::Sender<Instant>>>,
+    next_id: AtomicU64,
+    terminated: AtomicBool,
+    tasks: OnceLock<[AbortHandle; 2]>,
+}
+
+impl Conn {
+    pub fn new(id: u64, peer: PeerId, addr: SocketAddr, inbound: bool, keepalive: Keepalive, out: Outbound) -> Self {
+        Conn {
+            id,
+            peer,
+            addr,
+            inbound,
+            connected_at: Instant::now(),
+            out,
+            keepalive: Mutex::new(keepalive),
+            requests: Mutex::new(HashMap::new()),
+            pings: Mutex::new(HashMap::new()),
+            next_id: AtomicU64::new(1),
+            terminated: AtomicBool::new(false),
+            tasks: OnceLock::new(),
+        }
+    }
+
+    pub fn rtt(&self) -> Option<Duration> {
+        lock(&self.keepalive).rtt()
+    }
+
+    /// Registers a request and returns its id and the response receiver.
+    pub fn register_request(&self) -> (u64, oneshot::Receiver<Result<Bytes, NetError>>) {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        lock(&self.requests).insert(id, tx);
+        (id, rx)
+    }
+
+    pub fn forget_request(&self, id: u64) {
+        lock(&self.requests).remove(&id);
+    }
+
+    /// Sends a ping now and returns when its pong arrives.
+    pub fn ping(&self) -> (Instant, oneshot::Receiver<Instant>) {
+        let nonce = self.next_id.fetch_add(1, Ordering::Relaxed) | USER_PING_BIT;
+        let (tx, rx) = oneshot::channel();
+        lock(&self.pings).insert(nonce, tx);
+        let sent = Instant::now();
+        self.out.push_control(Control::Ping(nonce).encode());
+        (sent, rx)
+    }
+
+    pub fn is_terminated(&self) -> bool {
+        self.terminated.load(Ordering::Acquire)
+    }
+
+    pub fn set_tasks(&self, reader: AbortHandle, writer: AbortHandle) {
+        let _ = self.tasks.set([reader, writer]);
+    }
+
+    /// Ends the connection at once (idempotent): pending requests fail and
+    /// both tasks stop. Returns false if it had already ended.
+    pub fn terminate(&self) -> bool {
+        if self.terminated.swap(true, Ordering::AcqRel) {
+            return false;
+        }
+        self.out.close(Close { reason: GoAwayReason::ProtocolError, flush: false });
+        for (_, tx) in lock(&self.requests).drain() {
+            let _ = tx.send(Err(NetError::ConnectionClosed));
+        }
+        lock(&self.pings).clear();
+        if let Some(tasks) = self.tasks.get() {
+            for t in tasks {
+                t.abort();
+            }
+        }
+        true
+    }
+}
+
+/// Per-reader cache of channel inboxes, refreshed when the node's set changes.
+struct InboxCache {
+    generation: u64,
+    map: HashMap<u16, Arc<Inbox>>,
+}
+
+/// Reads and dispatches frames until EOF or an error.
+pub(crate) async fn reader(
+    node: Arc<Inner>,
+    conn: Arc<Conn>,
+    mut rd: OwnedReadHalf,
+    mut buf: BytesMut,
+    mut dec: FrameDecoder,
+) -> Result<Option<GoAwayReason>, NetError> {
+    let mut cache = InboxCache { generation: u64::MAX, map: HashMap::new() };
+    let mut pending: VecDeque<Message> = VecDeque::new();
+    let mut goaway = None;
+    loop {
+        while let Some(plain) = dec.decode(&mut buf)? {
+            let now = Instant::now();
+            let mut app = false;
+            let mut current: Option<Arc<Inbox>> = None;
+            for record in Records::new(plain) {
+                let record = record?;
+                match record.channel {
+                    CONTROL_CHANNEL => match Control::decode(&record.payload)? {
+                        Control::Ping(n) => conn.out.push_control(Control::Pong(n).encode()),
+                        Control::Pong(n) if n & USER_PING_BIT != 0 => {
+                            if let Some(tx) = lock(&conn.pings).remove(&n) {
+                                let _ = tx.send(now);
+                            }
+                        }
+                        Control::Pong(n) => {
+                            lock(&conn.keepalive).on_pong(n, now);
+                        }
+                        Control::GoAway(reason) => goaway = Some(reason),
+                    },
+                    REQUEST_CHANNEL => {
+                        app = true;
+                        on_rr(&node, &conn, RrMessage::decode(&record.payload)?);
+                    }
+                    ch if ch < FIRST_APP_CHANNEL => return Err(NetError::ReservedChannel(ch)),
+                    ch => {
+                        app = true;
+                        if current.as_ref().is_none_or(|i| i.config.id != ch) {
+                            deliver(&mut current, &mut pending).await;
+                            current = inbox_for(&node, &mut cache, ch);
+                            if current.is_none() {
+                                node.metrics.unrouted(ch);
+                                continue;
+                            }
+                        }
+                        pending.push_back(Message { peer: conn.peer, payload: record.payload });
+                    }
+                }
+            }
+            deliver(&mut current, &mut pending).await;
+            let mut ka = lock(&conn.keepalive);
+            ka.on_receive(now);
+            if app {
+                ka.on_app_traffic(now);
+            }
+        }
+        let need = dec.needed(&buf)?;
+        buf.reserve(need.saturating_sub(buf.len()).max(READ_CHUNK));
+        if rd.read_buf(&mut buf).await? == 0 {
+            return Ok(goaway);
+        }
+    }
+}
+
+/// Hands the messages gathered for one inbox over, waiting for space if
+/// the channel blocks (which stops this connection's reading).
+async fn deliver(inbox: &mut Option<Arc<Inbox>>, pending: &mut VecDeque<Message>) {
+    if let Some(inbox) = inbox {
+        while !inbox.push(pending) {
+            inbox.wait_for_space().await;
+        }
+    }
+    pending.clear();
+}
+
+fn inbox_for(node: &Inner, cache: &mut InboxCache, ch: u16) -> Option<Arc<Inbox>> {
+    let generation = node.inbox_generation.load(Ordering::Acquire);
+    if generation != cache.generation {
+        cache.map = lock(&node.inboxes).clone();
+        cache.generation = generation;
+    }
+    cache.map.get(&ch).cloned()
+}
+
+fn on_rr(node: &Arc<Inner>, conn: &Arc<Conn>, msg: RrMessage) {
+    match msg {
+        RrMessage::Request { id, protocol, body } => node.on_request(conn, id, protocol, body),
+        RrMessage::Response { id, body } => {
+            if let Some(tx) = lock(&conn.requests).remove(&id) {
+                let _ = tx.send(Ok(body));
+            }
+        }
+        RrMessage::Error { id, code, message } => {
+            if let Some(tx) = lock(&conn.requests).remove(&id) {
+                let _ = tx.send(Err(NetError::Remote { code, message }));
+            }
+        }
+    }
+}
+
+/// Sends an error response for request `id`.
+pub(crate) fn respond_error(conn: &Conn, id: u64, code: RemoteErrorCode, message: &str) {
+    let msg = RrMessage::Error { id, code, message: message.to_string() }.encode();
+    let _ = conn.out.try_push(REQUEST_CHANNEL, msg, true);
+}
+
+/// Drains the outbound queues into sealed frames until the connection closes.
+pub(crate) async fn writer(node: Arc<Inner>, conn: Arc<Conn>, mut wr: OwnedWriteHalf, mut enc: FrameEncoder) -> Result<(), NetError> {
+    let mut spare: Vec<VecDeque<Bytes>> = Vec::new();
+    let stall = node.config.keepalive.timeout;
+    loop {
+        let Some(batch) = conn.out.take(&mut spare) else {
+            let deadline = lock(&conn.keepalive).next_deadline();
+            tokio::select! {
+                _ = conn.out.wait_for_work() => {}
+                _ = tokio::time::sleep_until(deadline.into()) => {}
+            }
+            poll_keepalive(&node, &conn);
+            continue;
+        };
+        let mut sent_app = false;
+        for msg in &batch.control {
+            enc.push(CONTROL_CHANNEL, msg)?;
+        }
+        for (i, mut queue) in batch.channels {
+            let Some((ch, counters)) = conn.out.counters(i) else { continue };
+            let (mut n, mut bytes) = (0u64, 0u64);
+            for msg in queue.drain(..) {
+                enc.push(ch, &msg)?;
+                n += 1;
+                bytes += msg.len() as u64;
+                if enc.buffered() >= WRITE_CHUNK {
+                    enc.finish()?;
+                    write(&mut wr, enc.bytes(), stall).await?;
+                    enc.clear();
+                }
+            }
+            sent_app = true;
+            counters.messages.inc_by(n);
+            counters.bytes.inc_by(bytes);
+            spare.push(queue);
+        }
+        if let Some(close) = batch.closing {
+            enc.push(CONTROL_CHANNEL, &Control::GoAway(close.reason).encode())?;
+            enc.finish()?;
+            write(&mut wr, enc.bytes(), stall).await?;
+            let _ = wr.shutdown().await;
+            // Give the peer a moment to close its side, then end regardless.
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            return Ok(());
+        }
+        enc.finish()?;
+        write(&mut wr, enc.bytes(), stall).await?;
+        enc.clear();
+        if sent_app {
+            lock(&conn.keepalive).on_app_traffic(Instant::now());
+        }
+        poll_keepalive(&node, &conn);
+    }
+}
+
+async fn write(wr: &mut OwnedWriteHalf, bytes: &[u8], stall: Duration) -> Result<(), NetError> {
+    if bytes.is_empty() {
+        return Ok(());
+    }
+    match tokio::time::timeout(stall, wr.write_all(bytes)).await {
+        Ok(r) => Ok(r?),
+        Err(_) => Err(NetError::Io(std::io::Error::new(std::io::ErrorKind::TimedOut, "peer stopped reading"))),
+    }
+}
+
+fn poll_keepalive(node: &Inner, conn: &Conn) {
+    let action = lock(&conn.keepalive).poll(Instant::now());
+    match action {
+        KeepaliveAction::Wait => {}
+        KeepaliveAction::SendPing(n) => conn.out.push_control(Control::Ping(n).encode()),
+        KeepaliveAction::TimedOut => {
+            node.metrics.closed("keepalive_timeout");
+            conn.terminate();
+        }
+        KeepaliveAction::Idle => conn.out.close(Close { reason: GoAwayReason::Idle, flush: true }),
+    }
+}
+
+/// Frame codec pair for an established session.
+pub(crate) fn codecs(est: Established, max_message: usize) -> (FrameEncoder, FrameDecoder) {
+    let enc = FrameEncoder::new(est.send, max_message, DEFAULT_FRAME_TARGET);
+    let dec = FrameDecoder::new(est.recv, DEFAULT_FRAME_TARGET.max(max_message + MAX_RECORD_OVERHEAD));
+    (enc, dec)
+}

@@ -1,0 +1,71 @@
+//! Errors of the driver layer.
+
+use std::time::Duration;
+
+use peerlink_proto::control::{ControlError, RemoteErrorCode};
+use peerlink_proto::{FrameError, HandshakeError, IdentityError, PeerId};
+
+/// Errors from the [`crate::Node`] API and connection handling.
+#[derive(Debug, thiserror::Error)]
+pub enum NetError {
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("handshake failed: {0}")]
+    Handshake(#[from] HandshakeError),
+    #[error("handshake with {addr} timed out after {after:?}")]
+    HandshakeTimeout { addr: std::net::SocketAddr, after: Duration },
+    #[error("peer closed the connection during the handshake")]
+    HandshakeEof,
+    #[error("frame error: {0}")]
+    Frame(#[from] FrameError),
+    #[error("malformed message: {0}")]
+    Message(#[from] ControlError),
+    #[error("peer used reserved channel {0}")]
+    ReservedChannel(u16),
+    #[error("identity: {0}")]
+    Identity(#[from] IdentityError),
+    #[error("not connected to {0}")]
+    NotConnected(PeerId),
+    #[error("queue of channel {channel} is full")]
+    QueueFull { channel: u16 },
+    #[error("channel {0} is reserved for peerlink (application channels start at 16)")]
+    ChannelReserved(u16),
+    #[error("channel {0} already has a receiver")]
+    ChannelTaken(u16),
+    #[error("protocol {0:?} is already served")]
+    ProtocolTaken(String),
+    #[error("protocol name must be 1..=64 bytes, got {0:?}")]
+    BadProtocolName(String),
+    #[error("message of {len} bytes exceeds the limit of {max}")]
+    MessageTooLarge { len: usize, max: usize },
+    #[error("connection closed")]
+    ConnectionClosed,
+    #[error("request timed out after {0:?}")]
+    RequestTimeout(Duration),
+    #[error("response of {len} bytes exceeds the limit of {max}")]
+    ResponseTooLarge { len: usize, max: usize },
+    #[error("peer answered {code:?}: {message}")]
+    Remote { code: RemoteErrorCode, message: String },
+    #[error("connection limit reached: {0}")]
+    LimitReached(&'static str),
+    #[error("node is shut down")]
+    Shutdown,
+}
+
+impl NetError {
+    /// A short, stable label for metrics.
+    pub fn label(&self) -> &'static str {
+        match self {
+            NetError::Io(_) => "io",
+            NetError::Handshake(e) => e.label(),
+            NetError::HandshakeTimeout { .. } => "timeout",
+            NetError::HandshakeEof => "eof",
+            NetError::Frame(FrameError::Cipher(_)) => "authentication",
+            NetError::Frame(FrameError::FrameTooLarge { .. }) => "frame_too_large",
+            NetError::Frame(_) => "bad_frame",
+            NetError::Message(_) => "bad_message",
+            NetError::ReservedChannel(_) => "reserved_channel",
+            _ => "other",
+        }
+    }
+}

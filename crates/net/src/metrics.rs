@@ -1,0 +1,145 @@
+//! Prometheus metrics: per-channel message and byte counters, connection
+//! counts, handshake failures and peer errors by reason.
+//!
+//! Hot paths add to counters once per batch, not per message.
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+type Labels = Vec<(&'static str, String)>;
+
+/// Counters of one channel in one direction, cached by the hot paths.
+#[derive(Clone)]
+pub(crate) struct ChannelCounters {
+    pub messages: Counter,
+    pub bytes: Counter,
+    pub dropped: Counter,
+}
+
+/// All of a node's metrics.
+pub struct Metrics {
+    registry: Registry,
+    messages_sent: Family<Labels, Counter>,
+    messages_received: Family<Labels, Counter>,
+    bytes_sent: Family<Labels, Counter>,
+    bytes_received: Family<Labels, Counter>,
+    messages_dropped: Family<Labels, Counter>,
+    pub(crate) connections: Family<Labels, Gauge>,
+    pub(crate) connections_opened: Family<Labels, Counter>,
+    pub(crate) connections_closed: Family<Labels, Counter>,
+    pub(crate) connections_rejected: Family<Labels, Counter>,
+    pub(crate) handshake_failures: Family<Labels, Counter>,
+    pub(crate) peer_errors: Family<Labels, Counter>,
+    pub(crate) requests: Family<Labels, Counter>,
+}
+
+fn label(k: &'static str, v: impl ToString) -> Labels {
+    vec![(k, v.to_string())]
+}
+
+impl Metrics {
+    pub(crate) fn new() -> Self {
+        let mut registry = Registry::with_prefix("peerlink");
+        let m = Metrics {
+            messages_sent: Family::default(),
+            messages_received: Family::default(),
+            bytes_sent: Family::default(),
+            bytes_received: Family::default(),
+            messages_dropped: Family::default(),
+            connections: Family::default(),
+            connections_opened: Family::default(),
+            connections_closed: Family::default(),
+            connections_rejected: Family::default(),
+            handshake_failures: Family::default(),
+            peer_errors: Family::default(),
+            requests: Family::default(),
+            registry: Registry::default(),
+        };
+        registry.register("messages_sent", "Messages sent, by channel", m.messages_sent.clone());
+        registry.register("messages_received", "Messages received, by channel", m.messages_received.clone());
+        registry.register("bytes_sent", "Payload bytes sent, by channel", m.bytes_sent.clone());
+        registry.register("bytes_received", "Payload bytes received, by channel", m.bytes_received.clone());
+        registry.register("messages_dropped", "Messages dropped by a full queue, by channel and direction", m.messages_dropped.clone());
+        registry.register("connections", "Established connections, by direction", m.connections.clone());
+        registry.register("connections_opened", "Connections established, by direction", m.connections_opened.clone());
+        registry.register("connections_closed", "Connections closed, by reason", m.connections_closed.clone());
+        registry.register("connections_rejected", "Connections refused by a limit, by limit", m.connections_rejected.clone());
+        registry.register("handshake_failures", "Failed handshakes, by reason", m.handshake_failures.clone());
+        registry.register("peer_errors", "Protocol violations by peers (each closes the connection), by reason", m.peer_errors.clone());
+        registry.register("requests", "Outbound requests, by outcome", m.requests.clone());
+        Metrics { registry, ..m }
+    }
+
+    pub(crate) fn outbound(&self, channel: u16) -> ChannelCounters {
+        ChannelCounters {
+            messages: self.messages_sent.get_or_create(&label("channel", channel)).clone(),
+            bytes: self.bytes_sent.get_or_create(&label("channel", channel)).clone(),
+            dropped: self
+                .messages_dropped
+                .get_or_create(&vec![("channel", channel.to_string()), ("direction", "out".into())])
+                .clone(),
+        }
+    }
+
+    pub(crate) fn inbound(&self, channel: u16) -> ChannelCounters {
+        ChannelCounters {
+            messages: self.messages_received.get_or_create(&label("channel", channel)).clone(),
+            bytes: self.bytes_received.get_or_create(&label("channel", channel)).clone(),
+            dropped: self
+                .messages_dropped
+                .get_or_create(&vec![("channel", channel.to_string()), ("direction", "in".into())])
+                .clone(),
+        }
+    }
+
+    pub(crate) fn inc(family: &Family<Labels, Counter>, key: &'static str, value: impl ToString) {
+        family.get_or_create(&label(key, value)).inc();
+    }
+
+    pub(crate) fn gauge(&self, direction: &'static str) -> Gauge {
+        self.connections.get_or_create(&label("direction", direction)).clone()
+    }
+
+    /// Reads one counter by metric name and label value, for tests and reports.
+    pub fn counter(&self, name: &str, label_value: &str) -> u64 {
+        let family = match name {
+            "messages_sent" => &self.messages_sent,
+            "messages_received" => &self.messages_received,
+            "bytes_sent" => &self.bytes_sent,
+            "bytes_received" => &self.bytes_received,
+            "connections_opened" => &self.connections_opened,
+            "connections_closed" => &self.connections_closed,
+            "connections_rejected" => &self.connections_rejected,
+            "handshake_failures" => &self.handshake_failures,
+            "peer_errors" => &self.peer_errors,
+            "requests" => &self.requests,
+            _ => return 0,
+        };
+        let key = match name {
+            "messages_sent" | "messages_received" | "bytes_sent" | "bytes_received" => "channel",
+            "connections_opened" => "direction",
+            "connections_rejected" => "limit",
+            "requests" => "outcome",
+            _ => "reason",
+        };
+        family.get_or_create(&label(key, label_value)).get()
+    }
+
+    /// Messages dropped on `channel` in direction `"in"` or `"out"`.
+    pub fn dropped(&self, channel: u16, direction: &str) -> u64 {
+        self.messages_dropped
+            .get_or_create(&vec![("channel", channel.to_string()), ("direction", direction.to_string())])
+            .get()
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = encode(&mut out, &self.registry);
+        out
+    }
+}

@@ -1,0 +1,836 @@
+//! The [`Node`]: listeners, dialling, the peer table, channels,
+//! request/response, events, seeds and shutdown.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use peerlink_proto::control::{GoAwayReason, RemoteErrorCode, RrMessage, FIRST_APP_CHANNEL, MAX_PROTOCOL_NAME, REQUEST_CHANNEL};
+use peerlink_proto::keepalive::Keepalive;
+use peerlink_proto::{Handshake, Keypair, NoiseIdentity, PeerAddr, PeerId};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{broadcast, mpsc, OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinHandle;
+
+use crate::config::{channel_config, ChannelConfig, Limits, NodeConfig, Policy};
+use crate::conn::{self, Conn};
+use crate::metrics::Metrics;
+use crate::queue::{lock, Close, Inbox, Message, Outbound};
+use crate::NetError;
+
+/// Something that happened to a peer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PeerEvent {
+    Connected { peer: PeerId, addr: SocketAddr, inbound: bool },
+    Disconnected { peer: PeerId, reason: String },
+}
+
+/// A connected peer, as listed by [`Node::peers`].
+#[derive(Clone, Debug)]
+pub struct PeerInfo {
+    pub id: PeerId,
+    pub addr: SocketAddr,
+    /// The peer dialled us.
+    pub inbound: bool,
+    /// Smoothed keepalive round-trip time, once measured.
+    pub rtt: Option<Duration>,
+    pub connected_for: Duration,
+}
+
+/// Builds a [`Node`]; every setting has a default.
+pub struct NodeBuilder {
+    keypair: Option<Keypair>,
+    listen: Vec<SocketAddr>,
+    bootstrap: Vec<PeerAddr>,
+    config: NodeConfig,
+}
+
+impl NodeBuilder {
+    /// The node's identity (default: a fresh random one).
+    pub fn keypair(mut self, keypair: Keypair) -> Self {
+        self.keypair = Some(keypair);
+        self
+    }
+
+    /// Adds a listen address (`127.0.0.1:0` picks a free port).
+    pub fn listen(mut self, addr: SocketAddr) -> Self {
+        self.listen.push(addr);
+        self
+    }
+
+    /// Adds seed peers, dialled at start and re-dialled with backoff.
+    pub fn bootstrap(mut self, seeds: impl IntoIterator<Item = PeerAddr>) -> Self {
+        self.bootstrap.extend(seeds);
+        self
+    }
+
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.config.limits = limits;
+        self
+    }
+
+    /// Configures one application channel's queues.
+    pub fn channel(mut self, channel: ChannelConfig) -> Self {
+        self.config.channels.retain(|c| c.id != channel.id);
+        self.config.channels.push(channel);
+        self
+    }
+
+    /// Replaces the whole configuration.
+    pub fn config(mut self, config: NodeConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Binds the listeners and starts the node.
+    pub async fn build(self) -> Result<Node, NetError> {
+        let keypair = match self.keypair {
+            Some(k) => k,
+            None => Keypair::generate()?,
+        };
+        let identity = NoiseIdentity::new(&keypair)?;
+        let mut listeners = Vec::new();
+        for addr in &self.listen {
+            listeners.push(TcpListener::bind(addr).await?);
+        }
+        let listen_addrs = listeners.iter().map(|l| l.local_addr()).collect::<Result<Vec<_>, _>>()?;
+        let metrics = Arc::new(Metrics::new());
+        let (events, _) = broadcast::channel(4096);
+        let inner = Arc::new(Inner {
+            keypair,
+            identity,
+            channels: Arc::new(self.config.channels.clone()),
+            handshakes: Arc::new(Semaphore::new(self.config.limits.max_pending_handshakes)),
+            config: self.config,
+            metrics,
+            peers: Mutex::new(HashMap::new()),
+            per_ip: Mutex::new(HashMap::new()),
+            inboxes: Mutex::new(HashMap::new()),
+            inbox_generation: AtomicU64::new(0),
+            handlers: Mutex::new(HashMap::new()),
+            events,
+            next_conn_id: AtomicU64::new(1),
+            listen_addrs,
+            tasks: Mutex::new(Vec::new()),
+            shutdown: AtomicBool::new(false),
+        });
+        for c in inner.channels.iter().filter(|c| c.id >= FIRST_APP_CHANNEL) {
+            inner.inbox(c.id);
+        }
+        let mut tasks = Vec::new();
+        for listener in listeners {
+            tasks.push(tokio::spawn(accept_loop(Arc::downgrade(&inner), listener)));
+        }
+        for seed in self.bootstrap {
+            tasks.push(tokio::spawn(redial_loop(Arc::downgrade(&inner), seed)));
+        }
+        lock(&inner.tasks).extend(tasks);
+        Ok(Node { inner })
+    }
+}
+
+/// A peerlink node: a keypair, listeners and connections to peers.
+///
+/// Cheap to clone; all clones drive the same node. Call
+/// [`Node::shutdown`] to close it (dropping the handles does not).
+#[derive(Clone)]
+pub struct Node {
+    inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub keypair: Keypair,
+    identity: NoiseIdentity,
+    pub config: NodeConfig,
+    channels: Arc<Vec<ChannelConfig>>,
+    pub metrics: Arc<Metrics>,
+    peers: Mutex<HashMap<PeerId, Arc<Conn>>>,
+    per_ip: Mutex<HashMap<IpAddr, usize>>,
+    handshakes: Arc<Semaphore>,
+    pub inboxes: Mutex<HashMap<u16, Arc<Inbox>>>,
+    pub inbox_generation: AtomicU64,
+    handlers: Mutex<HashMap<String, mpsc::Sender<Request>>>,
+    events: broadcast::Sender<PeerEvent>,
+    next_conn_id: AtomicU64,
+    listen_addrs: Vec<SocketAddr>,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+    shutdown: AtomicBool,
+}
+
+/// Holds one slot of the per-IP connection limit until dropped.
+pub(crate) struct IpSlot {
+    node: Weak<Inner>,
+    ip: IpAddr,
+}
+
+impl Drop for IpSlot {
+    fn drop(&mut self) {
+        if let Some(node) = self.node.upgrade() {
+            let mut m = lock(&node.per_ip);
+            if let Some(n) = m.get_mut(&self.ip) {
+                *n -= 1;
+                if *n == 0 {
+                    m.remove(&self.ip);
+                }
+            }
+        }
+    }
+}
+
+async fn accept_loop(node: Weak<Inner>, listener: TcpListener) {
+    loop {
+        let accepted = listener.accept().await;
+        let Some(inner) = node.upgrade() else { return };
+        let (stream, addr) = match accepted {
+            Ok(x) => x,
+            Err(e) => {
+                // Usually out of descriptors: back off instead of spinning.
+                tracing::warn!("accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        if inner.shutdown.load(Ordering::Acquire) {
+            return;
+        }
+        let Ok(permit) = inner.handshakes.clone().try_acquire_owned() else {
+            inner.reject("pending_handshakes");
+            continue;
+        };
+        let Some(slot) = inner.ip_slot(addr.ip()) else {
+            inner.reject("per_ip");
+            continue;
+        };
+        tokio::spawn(inbound(inner, stream, addr, permit, slot));
+    }
+}
+
+async fn inbound(node: Arc<Inner>, mut stream: TcpStream, addr: SocketAddr, permit: OwnedSemaphorePermit, slot: IpSlot) {
+    let timeout = node.config.handshake_timeout;
+    let result = tokio::time::timeout(timeout, async {
+        stream.set_nodelay(true)?;
+        let hs = Handshake::responder(&node.identity)?;
+        conn::handshake(&mut stream, hs).await
+    })
+    .await
+    .unwrap_or(Err(NetError::HandshakeTimeout { addr, after: timeout }));
+    drop(permit);
+    match result {
+        Ok((est, buf)) => {
+            let _ = node.register(stream, est, buf, addr, true, Some(slot));
+        }
+        Err(e) => {
+            tracing::debug!(%addr, "inbound handshake failed: {e}");
+            Metrics::inc(&node.metrics.handshake_failures, "reason", e.label());
+        }
+    }
+}
+
+async fn redial_loop(node: Weak<Inner>, seed: PeerAddr) {
+    let mut backoff = match node.upgrade() {
+        Some(n) => n.config.redial_backoff,
+        None => return,
+    };
+    loop {
+        let Some(inner) = node.upgrade() else { return };
+        if inner.shutdown.load(Ordering::Acquire) {
+            return;
+        }
+        let wait = if inner.connected(&seed.id) {
+            Duration::from_millis(250)
+        } else {
+            match (Node { inner: inner.clone() }).connect(seed).await {
+                Ok(_) => {
+                    backoff = inner.config.redial_backoff;
+                    Duration::from_millis(250)
+                }
+                Err(e) => {
+                    tracing::debug!(%seed, "seed dial failed: {e}; retrying in {backoff:?}");
+                    let wait = backoff + jitter(backoff / 4);
+                    backoff = (backoff * 2).min(inner.config.max_redial_backoff);
+                    wait
+                }
+            }
+        };
+        drop(inner);
+        tokio::time::sleep(wait).await;
+    }
+}
+
+/// Up to `max` of jitter, from the clock's low bits (spreads redials).
+fn jitter(max: Duration) -> Duration {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+    let max = max.as_nanos().max(1) as u64;
+    Duration::from_nanos(u64::from(nanos) % max)
+}
+
+impl Inner {
+    fn reject(&self, limit: &'static str) {
+        Metrics::inc(&self.metrics.connections_rejected, "limit", limit);
+    }
+
+    fn ip_slot(self: &Arc<Self>, ip: IpAddr) -> Option<IpSlot> {
+        let mut m = lock(&self.per_ip);
+        let n = m.entry(ip).or_insert(0);
+        if *n >= self.config.limits.max_per_ip {
+            return None;
+        }
+        *n += 1;
+        Some(IpSlot { node: Arc::downgrade(self), ip })
+    }
+
+    fn connected(&self, peer: &PeerId) -> bool {
+        lock(&self.peers).contains_key(peer)
+    }
+
+    pub(crate) fn inbox(&self, id: u16) -> Arc<Inbox> {
+        let mut map = lock(&self.inboxes);
+        let inbox = map
+            .entry(id)
+            .or_insert_with(|| {
+                let config = channel_config(&self.channels, id);
+                Arc::new(Inbox::new(config, self.metrics.inbound(id)))
+            })
+            .clone();
+        self.inbox_generation.fetch_add(1, Ordering::AcqRel);
+        inbox
+    }
+
+    /// Of two connections to the same peer, the one to keep: the one dialled
+    /// by the smaller peer id (both sides agree), else the newer.
+    fn keep_new(&self, old: &Conn, new: &Conn) -> bool {
+        let local = self.keypair.peer_id();
+        let dialler = |c: &Conn| if c.inbound { c.peer } else { local };
+        let preferred = local.min(new.peer);
+        if dialler(old) == dialler(new) {
+            return true;
+        }
+        dialler(new) == preferred
+    }
+
+    /// Installs an established connection and starts its tasks.
+    fn register(
+        self: &Arc<Self>,
+        stream: TcpStream,
+        est: peerlink_proto::Established,
+        buf: bytes::BytesMut,
+        addr: SocketAddr,
+        inbound: bool,
+        slot: Option<IpSlot>,
+    ) -> Result<PeerId, NetError> {
+        let peer = est.remote;
+        let keepalive = Keepalive::new(self.config.keepalive, Instant::now());
+        let id = self.next_conn_id.fetch_add(1, Ordering::Relaxed);
+        let out = Outbound::new(self.channels.clone(), self.metrics.clone());
+        let conn = Arc::new(Conn::new(id, peer, addr, inbound, keepalive, out));
+        let mut refused = None;
+        {
+            let mut peers = lock(&self.peers);
+            if self.shutdown.load(Ordering::Acquire) {
+                return Err(NetError::Shutdown);
+            }
+            match peers.get(&peer) {
+                Some(old) if !self.keep_new(old, &conn) => refused = Some((GoAwayReason::Duplicate, None)),
+                Some(old) => {
+                    old.out.close(Close { reason: GoAwayReason::Duplicate, flush: true });
+                    peers.insert(peer, conn.clone());
+                }
+                None => {
+                    let limits = &self.config.limits;
+                    let inbound_count = peers.values().filter(|c| c.inbound).count();
+                    if peers.len() >= limits.max_peers {
+                        refused = Some((GoAwayReason::TooManyPeers, Some("max_peers")));
+                    } else if inbound && inbound_count >= limits.max_inbound {
+                        refused = Some((GoAwayReason::TooManyPeers, Some("max_inbound")));
+                    } else {
+                        peers.insert(peer, conn.clone());
+                        self.metrics.gauge(if inbound { "in" } else { "out" }).inc();
+                    }
+                }
+            }
+        }
+        let (enc, dec) = conn::codecs(est, self.config.limits.max_message_size);
+        let (rd, wr) = stream.into_split();
+        let reader = tokio::spawn({
+            let (node, conn) = (self.clone(), conn.clone());
+            async move {
+                let result = conn::reader(node.clone(), conn.clone(), rd, buf, dec).await;
+                node.on_closed(&conn, result);
+                drop(slot);
+            }
+        });
+        let writer = tokio::spawn({
+            let (node, conn) = (self.clone(), conn.clone());
+            async move {
+                let result = conn::writer(node.clone(), conn.clone(), wr, enc).await;
+                node.on_closed(&conn, result.map(|_| None));
+            }
+        });
+        conn.set_tasks(reader.abort_handle(), writer.abort_handle());
+        if let Some((reason, limit)) = refused {
+            // The peer learns why from the go-away; its connection ends.
+            conn.out.close(Close { reason, flush: false });
+            return match limit {
+                Some(l) => {
+                    self.reject(l);
+                    Err(NetError::LimitReached(l))
+                }
+                None => Ok(peer), // a duplicate: the peer is connected already
+            };
+        }
+        Metrics::inc(&self.metrics.connections_opened, "direction", if inbound { "in" } else { "out" });
+        let _ = self.events.send(PeerEvent::Connected { peer, addr, inbound });
+        Ok(peer)
+    }
+
+    /// Cleans up after a connection's task ended (idempotent).
+    fn on_closed(&self, conn: &Arc<Conn>, result: Result<Option<GoAwayReason>, NetError>) {
+        if !conn.terminate() {
+            return;
+        }
+        let reason = match &result {
+            Ok(None) => "closed".to_string(),
+            Ok(Some(r)) => format!("go-away: {r:?}"),
+            Err(e) => {
+                if matches!(e, NetError::Frame(_) | NetError::Message(_) | NetError::ReservedChannel(_)) {
+                    tracing::info!(peer = %conn.peer, "peer broke the protocol: {e}");
+                    Metrics::inc(&self.metrics.peer_errors, "reason", e.label());
+                }
+                e.to_string()
+            }
+        };
+        self.metrics.closed(match &result {
+            Ok(_) => "closed",
+            Err(e) => e.label(),
+        });
+        let removed = {
+            let mut peers = lock(&self.peers);
+            match peers.get(&conn.peer) {
+                Some(c) if c.id == conn.id => peers.remove(&conn.peer),
+                _ => None,
+            }
+        };
+        if removed.is_some() {
+            self.metrics.gauge(if conn.inbound { "in" } else { "out" }).dec();
+            let _ = self.events.send(PeerEvent::Disconnected { peer: conn.peer, reason });
+        }
+    }
+
+    pub(crate) fn on_request(&self, conn: &Arc<Conn>, id: u64, protocol: String, body: Bytes) {
+        if body.len() > self.config.max_request_size {
+            return conn::respond_error(conn, id, RemoteErrorCode::TooLarge, "request too large");
+        }
+        let handler = lock(&self.handlers).get(&protocol).cloned();
+        let Some(handler) = handler else {
+            return conn::respond_error(conn, id, RemoteErrorCode::UnknownProtocol, &protocol);
+        };
+        let request = Request { peer: conn.peer, protocol, body, reply: Some((Arc::downgrade(conn), id)) };
+        match handler.try_send(request) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(mut r)) => {
+                r.reply = None;
+                conn::respond_error(conn, id, RemoteErrorCode::Overloaded, "request queue full");
+            }
+            Err(mpsc::error::TrySendError::Closed(mut r)) => {
+                r.reply = None;
+                conn::respond_error(conn, id, RemoteErrorCode::UnknownProtocol, "no longer served");
+            }
+        }
+    }
+}
+
+impl Metrics {
+    pub(crate) fn closed(&self, reason: &'static str) {
+        Metrics::inc(&self.connections_closed, "reason", reason);
+    }
+
+    /// A message for a channel nobody receives on (one series for all such
+    /// channels, so a peer cannot grow the metrics without bound).
+    pub(crate) fn unrouted(&self, _channel: u16) {
+        Metrics::inc(&self.connections_rejected, "limit", "unrouted_message");
+    }
+}
+
+impl Node {
+    /// Starts building a node.
+    pub fn builder() -> NodeBuilder {
+        NodeBuilder { keypair: None, listen: Vec::new(), bootstrap: Vec::new(), config: NodeConfig::default() }
+    }
+
+    pub fn peer_id(&self) -> PeerId {
+        self.inner.keypair.peer_id()
+    }
+
+    pub fn keypair(&self) -> &Keypair {
+        &self.inner.keypair
+    }
+
+    pub fn config(&self) -> &NodeConfig {
+        &self.inner.config
+    }
+
+    /// The bound listen addresses (with real ports where 0 was asked).
+    pub fn listen_addrs(&self) -> &[SocketAddr] {
+        &self.inner.listen_addrs
+    }
+
+    /// This node's first listen address in `<peer-id>@host:port` form.
+    pub fn addr(&self) -> Option<PeerAddr> {
+        self.inner.listen_addrs.first().map(|a| PeerAddr::new(self.peer_id(), *a))
+    }
+
+    /// Dials `addr` unless already connected, checking that the remote key
+    /// is `addr.id`. Returns once the connection is established.
+    pub async fn connect(&self, addr: PeerAddr) -> Result<PeerId, NetError> {
+        let inner = &self.inner;
+        if inner.shutdown.load(Ordering::Acquire) {
+            return Err(NetError::Shutdown);
+        }
+        if inner.connected(&addr.id) {
+            return Ok(addr.id);
+        }
+        let timeout = inner.config.handshake_timeout;
+        let result = tokio::time::timeout(timeout, async {
+            let mut stream = TcpStream::connect(addr.addr).await?;
+            stream.set_nodelay(true)?;
+            let hs = Handshake::initiator(&inner.identity, addr.id, inner.config.cipher)?;
+            let (est, buf) = conn::handshake(&mut stream, hs).await?;
+            Ok::<_, NetError>((stream, est, buf))
+        })
+        .await
+        .unwrap_or(Err(NetError::HandshakeTimeout { addr: addr.addr, after: timeout }));
+        match result {
+            Ok((stream, est, buf)) => inner.register(stream, est, buf, addr.addr, false, None),
+            Err(e) => {
+                if !matches!(e, NetError::Io(_)) {
+                    Metrics::inc(&inner.metrics.handshake_failures, "reason", e.label());
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Closes the connection to `peer` after sending what is queued.
+    pub fn disconnect(&self, peer: &PeerId) -> bool {
+        let conn = lock(&self.inner.peers).get(peer).cloned();
+        match conn {
+            Some(c) => {
+                c.out.close(Close { reason: GoAwayReason::Normal, flush: true });
+                true
+            }
+            None => false,
+        }
+    }
+
+    pub fn is_connected(&self, peer: &PeerId) -> bool {
+        self.inner.connected(peer)
+    }
+
+    /// The connected peers with their round-trip times.
+    pub fn peers(&self) -> Vec<PeerInfo> {
+        let peers = lock(&self.inner.peers);
+        peers
+            .values()
+            .map(|c| PeerInfo { id: c.peer, addr: c.addr, inbound: c.inbound, rtt: c.rtt(), connected_for: c.connected_at.elapsed() })
+            .collect()
+    }
+
+    /// A stream of connect and disconnect events from now on.
+    pub fn events(&self) -> broadcast::Receiver<PeerEvent> {
+        self.inner.events.subscribe()
+    }
+
+    fn conn(&self, peer: &PeerId) -> Result<Arc<Conn>, NetError> {
+        lock(&self.inner.peers).get(peer).cloned().ok_or(NetError::NotConnected(*peer))
+    }
+
+    fn check_send(&self, channel: u16, len: usize) -> Result<(), NetError> {
+        if channel < FIRST_APP_CHANNEL {
+            return Err(NetError::ChannelReserved(channel));
+        }
+        let max = self.inner.config.limits.max_message_size;
+        if len > max {
+            return Err(NetError::MessageTooLarge { len, max });
+        }
+        Ok(())
+    }
+
+    /// Queues a message to `peer` on an application `channel` (>= 16). With
+    /// [`Policy::Block`] this waits while the channel's queue is full; with
+    /// [`Policy::Drop`] it returns [`NetError::QueueFull`] and counts a drop.
+    pub async fn send(&self, peer: &PeerId, channel: u16, payload: impl Into<Bytes>) -> Result<(), NetError> {
+        let payload = payload.into();
+        self.check_send(channel, payload.len())?;
+        self.conn(peer)?.out.push(channel, payload).await
+    }
+
+    /// Like [`Node::send`], but never waits: a full queue is `QueueFull`.
+    pub fn try_send(&self, peer: &PeerId, channel: u16, payload: impl Into<Bytes>) -> Result<(), NetError> {
+        let payload = payload.into();
+        self.check_send(channel, payload.len())?;
+        self.conn(peer)?.out.try_push(channel, payload, false)
+    }
+
+    /// A handle that sends to one peer without a peer-table lookup per
+    /// message (for hot loops). It fails once that connection closes.
+    pub fn sender(&self, peer: &PeerId) -> Result<PeerSender, NetError> {
+        Ok(PeerSender { node: self.clone(), conn: self.conn(peer)? })
+    }
+
+    /// Bytes queued to `peer` on `channel` and not yet written.
+    pub fn queued_bytes(&self, peer: &PeerId, channel: u16) -> usize {
+        self.conn(peer).map_or(0, |c| c.out.queued_bytes(channel))
+    }
+
+    /// The receiver of an application channel (>= 16): messages from every
+    /// peer, in order per peer. One receiver per channel at a time.
+    /// Messages on channels without a receiver are dropped and counted,
+    /// except configured channels ([`NodeBuilder::channel`]), which queue
+    /// from the start.
+    pub fn channel(&self, id: u16) -> Result<Receiver, NetError> {
+        if id < FIRST_APP_CHANNEL {
+            return Err(NetError::ChannelReserved(id));
+        }
+        let inbox = self.inner.inbox(id);
+        if !inbox.claim() {
+            return Err(NetError::ChannelTaken(id));
+        }
+        Ok(Receiver { inbox, node: Arc::downgrade(&self.inner), id })
+    }
+
+    /// Serves a request/response protocol: requests arrive on the returned
+    /// stream; answer each with [`Request::respond`].
+    pub fn serve(&self, protocol: &str) -> Result<Requests, NetError> {
+        check_protocol(protocol)?;
+        let mut handlers = lock(&self.inner.handlers);
+        if handlers.get(protocol).is_some_and(|h| !h.is_closed()) {
+            return Err(NetError::ProtocolTaken(protocol.to_string()));
+        }
+        let (tx, rx) = mpsc::channel(self.inner.config.request_queue.max(1));
+        handlers.insert(protocol.to_string(), tx);
+        Ok(Requests { rx })
+    }
+
+    /// Sends a request and waits for the response, with the node's default
+    /// timeout and the node's message size limit on the response.
+    pub async fn request(&self, peer: &PeerId, protocol: &str, body: impl Into<Bytes>) -> Result<Bytes, NetError> {
+        let (timeout, max) = (self.inner.config.request_timeout, self.inner.config.limits.max_message_size);
+        self.request_with(peer, protocol, body, timeout, max).await
+    }
+
+    /// [`Node::request`] with an explicit timeout and response size limit.
+    pub async fn request_with(
+        &self,
+        peer: &PeerId,
+        protocol: &str,
+        body: impl Into<Bytes>,
+        timeout: Duration,
+        max_response: usize,
+    ) -> Result<Bytes, NetError> {
+        check_protocol(protocol)?;
+        let body = body.into();
+        let max = self.inner.config.limits.max_message_size;
+        if body.len() + MAX_PROTOCOL_NAME + 16 > max {
+            return Err(NetError::MessageTooLarge { len: body.len(), max });
+        }
+        let conn = self.conn(peer)?;
+        let (id, rx) = conn.register_request();
+        let msg = RrMessage::Request { id, protocol: protocol.to_string(), body }.encode();
+        let result = async {
+            conn.out.push(REQUEST_CHANNEL, msg).await?;
+            match tokio::time::timeout(timeout, rx).await {
+                Ok(Ok(Ok(b))) if b.len() > max_response => Err(NetError::ResponseTooLarge { len: b.len(), max: max_response }),
+                Ok(Ok(r)) => r,
+                Ok(Err(_)) => Err(NetError::ConnectionClosed),
+                Err(_) => Err(NetError::RequestTimeout(timeout)),
+            }
+        }
+        .await;
+        if result.is_err() {
+            conn.forget_request(id);
+        }
+        let outcome = match &result {
+            Ok(_) => "ok",
+            Err(NetError::RequestTimeout(_)) => "timeout",
+            Err(NetError::Remote { .. }) => "remote_error",
+            Err(_) => "failed",
+        };
+        Metrics::inc(&self.inner.metrics.requests, "outcome", outcome);
+        result
+    }
+
+    /// Measures one round trip to `peer` with a ping.
+    pub async fn ping(&self, peer: &PeerId) -> Result<Duration, NetError> {
+        let conn = self.conn(peer)?;
+        let (sent, rx) = conn.ping();
+        match tokio::time::timeout(self.inner.config.request_timeout, rx).await {
+            Ok(Ok(at)) => Ok(at.saturating_duration_since(sent)),
+            Ok(Err(_)) => Err(NetError::ConnectionClosed),
+            Err(_) => Err(NetError::RequestTimeout(self.inner.config.request_timeout)),
+        }
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
+    }
+
+    /// Closes every connection (flushing queues, bounded by 2 s), stops the
+    /// listeners and seed dialling, and ends every receiver.
+    pub async fn shutdown(&self) {
+        let inner = &self.inner;
+        if inner.shutdown.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        for t in lock(&inner.tasks).drain(..) {
+            t.abort();
+        }
+        let conns: Vec<_> = lock(&inner.peers).values().cloned().collect();
+        for c in &conns {
+            c.out.close(Close { reason: GoAwayReason::Normal, flush: true });
+        }
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while Instant::now() < deadline && conns.iter().any(|c| !c.is_terminated()) {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        for c in &conns {
+            inner.on_closed(c, Ok(None));
+        }
+        for inbox in lock(&inner.inboxes).values() {
+            inbox.close(false);
+        }
+        lock(&inner.handlers).clear();
+    }
+}
+
+fn check_protocol(protocol: &str) -> Result<(), NetError> {
+    if protocol.is_empty() || protocol.len() > MAX_PROTOCOL_NAME {
+        return Err(NetError::BadProtocolName(protocol.to_string()));
+    }
+    Ok(())
+}
+
+/// Sends to one peer without looking it up each time; see [`Node::sender`].
+#[derive(Clone)]
+pub struct PeerSender {
+    node: Node,
+    conn: Arc<Conn>,
+}
+
+impl PeerSender {
+    pub fn peer(&self) -> PeerId {
+        self.conn.peer
+    }
+
+    pub async fn send(&self, channel: u16, payload: impl Into<Bytes>) -> Result<(), NetError> {
+        let payload = payload.into();
+        self.node.check_send(channel, payload.len())?;
+        self.conn.out.push(channel, payload).await
+    }
+
+    pub fn try_send(&self, channel: u16, payload: impl Into<Bytes>) -> Result<(), NetError> {
+        let payload = payload.into();
+        self.node.check_send(channel, payload.len())?;
+        self.conn.out.try_push(channel, payload, false)
+    }
+}
+
+/// Receives an application channel's messages; see [`Node::channel`].
+/// Dropping it discards what is queued and frees the channel.
+pub struct Receiver {
+    inbox: Arc<Inbox>,
+    node: Weak<Inner>,
+    id: u16,
+}
+
+impl Receiver {
+    /// The next message, or `None` once the node has shut down.
+    pub async fn recv(&mut self) -> Option<Message> {
+        self.inbox.recv().await
+    }
+
+    /// Appends up to `max` queued messages to `out` (waiting for at least
+    /// one); returns how many, 0 once the node has shut down.
+    pub async fn recv_many(&mut self, out: &mut Vec<Message>, max: usize) -> usize {
+        self.inbox.recv_many(out, max).await
+    }
+
+    pub fn try_recv(&mut self) -> Option<Message> {
+        self.inbox.try_recv()
+    }
+
+    /// Messages dropped on this channel because the queue was full.
+    pub fn dropped(&self) -> u64 {
+        self.inbox.counters.dropped.get()
+    }
+
+    pub fn policy(&self) -> Policy {
+        self.inbox.config.policy
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        self.inbox.close(true);
+        if let Some(node) = self.node.upgrade() {
+            let mut map = lock(&node.inboxes);
+            if map.get(&self.id).is_some_and(|i| Arc::ptr_eq(i, &self.inbox)) {
+                map.remove(&self.id);
+            }
+            node.inbox_generation.fetch_add(1, Ordering::AcqRel);
+        }
+    }
+}
+
+/// Incoming requests of one served protocol; see [`Node::serve`].
+pub struct Requests {
+    rx: mpsc::Receiver<Request>,
+}
+
+impl Requests {
+    /// The next request, or `None` once the node has shut down.
+    pub async fn recv(&mut self) -> Option<Request> {
+        self.rx.recv().await
+    }
+}
+
+/// A request from a peer. Answer with [`Request::respond`] or
+/// [`Request::reject`]; dropping it unanswered sends a `NoResponse` error.
+pub struct Request {
+    pub peer: PeerId,
+    pub protocol: String,
+    pub body: Bytes,
+    reply: Option<(Weak<Conn>, u64)>,
+}
+
+impl Request {
+    /// Sends `body` as the response (dropped if the peer has gone).
+    pub fn respond(mut self, body: impl Into<Bytes>) {
+        if let Some((conn, id)) = self.reply.take() {
+            if let Some(conn) = conn.upgrade() {
+                let _ = conn.out.try_push(REQUEST_CHANNEL, RrMessage::Response { id, body: body.into() }.encode(), true);
+            }
+        }
+    }
+
+    /// Answers with an application error.
+    pub fn reject(mut self, message: &str) {
+        if let Some((conn, id)) = self.reply.take() {
+            if let Some(conn) = conn.upgrade() {
+                conn::respond_error(&conn, id, RemoteErrorCode::Application, message);
+            }
+        }
+    }
+}
+
+impl Drop for Request {
+    fn drop(&mut self) {
+        if let Some((conn, id)) = self.reply.take() {
+            if let Some(conn) = conn.upgrade() {
+                conn::respond_error(&conn, id, RemoteErrorCode::NoResponse, "handler dropped the request");
+            }
+        }
+    }
+}
