@@ -1,1 +1,400 @@
+//! # peerlink-bench — scenario benchmarks over real sockets
+//!
+//! Level 2 of the benchmark plan: one encrypted connection between two
+//! nodes on loopback, measured beside a raw TCP reference in the same run
+//! so the ratio is meaningful on a noisy shared machine.
+//!
+//! * [`stream`]: many messages in flight, one `send` per message; every
+//!   message carries a sequence number, and the receiver checks that all
+//!   arrive, in order.
+//! * [`request_response`]: round trips with one request in flight.
+//! * [`handshake`]: dial to first delivered message.
+//!
+//! Run them through the CLI: `peerlink bench stream --size 64`.
 
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use bytes::{BufMut, Bytes, BytesMut};
+use peerlink_net::{Limits, Node, NodeConfig};
+use serde::Serialize;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+const CHANNEL: u16 = 16;
+const MIB: f64 = 1024.0 * 1024.0;
+
+/// Throughput of one run.
+#[derive(Debug, Clone, Serialize)]
+pub struct Throughput {
+    pub messages: u64,
+    pub seconds: f64,
+    pub msgs_per_sec: f64,
+    pub mib_per_sec: f64,
+}
+
+impl Throughput {
+    fn new(messages: u64, size: usize, elapsed: Duration) -> Self {
+        let seconds = elapsed.as_secs_f64().max(1e-9);
+        Throughput {
+            messages,
+            seconds,
+            msgs_per_sec: messages as f64 / seconds,
+            mib_per_sec: messages as f64 * size as f64 / MIB / seconds,
+        }
+    }
+}
+
+/// The stream workload's result.
+#[derive(Debug, Clone, Serialize)]
+pub struct StreamReport {
+    pub size: usize,
+    pub peerlink: Throughput,
+    /// Every message arrived, in order.
+    pub complete_and_ordered: bool,
+    /// Raw TCP, the same bytes coalesced into 64 KiB writes, no framing or
+    /// encryption: the physical ceiling of this machine's loopback.
+    pub raw_tcp: Throughput,
+    /// peerlink's share of the raw TCP byte rate.
+    pub ratio_to_raw: f64,
+}
+
+fn bench_config() -> NodeConfig {
+    NodeConfig {
+        limits: Limits {
+            max_per_ip: 4096,
+            max_peers: 4096,
+            max_inbound: 4096,
+            ..Limits::default()
+        },
+        ..NodeConfig::default()
+    }
+}
+
+async fn node() -> Result<Node> {
+    Ok(Node::builder()
+        .listen("127.0.0.1:0".parse()?)
+        .config(bench_config())
+        .build()
+        .await?)
+}
+
+/// Messages of `size` bytes, each starting with its sequence number, cut
+/// from shared chunks so the sender does not allocate per message.
+struct MessageSource {
+    size: usize,
+    chunk: Bytes,
+    next: u64,
+}
+
+impl MessageSource {
+    const PER_CHUNK: usize = 1024;
+
+    fn new(size: usize) -> Self {
+        MessageSource {
+            size,
+            chunk: Bytes::new(),
+            next: 0,
+        }
+    }
+
+    fn next(&mut self) -> Bytes {
+        if self.chunk.is_empty() {
+            let mut b = BytesMut::with_capacity(self.size * Self::PER_CHUNK);
+            for i in 0..Self::PER_CHUNK as u64 {
+                let seq = (self.next + i).to_le_bytes();
+                let n = self.size.min(8);
+                b.put_slice(&seq[..n]);
+                b.put_bytes(0xab, self.size - n);
+            }
+            self.chunk = b.freeze();
+        }
+        self.next += 1;
+        self.chunk.split_to(self.size)
+    }
+}
+
+fn seq_of(payload: &[u8]) -> u64 {
+    let mut n = [0u8; 8];
+    let k = payload.len().min(8);
+    n[..k].copy_from_slice(&payload[..k]);
+    u64::from_le_bytes(n)
+}
+
+/// Streams `size`-byte messages from one node to another for `secs`.
+pub async fn stream(size: usize, secs: f64) -> Result<StreamReport> {
+    if size < 8 {
+        bail!("message size must be at least 8 bytes (it carries a sequence number)");
+    }
+    let (a, b) = (node().await?, node().await?);
+    let mut rx = b.channel(CHANNEL)?;
+    a.connect(b.addr().context("no listen address")?).await?;
+    let tx = a.sender(&b.peer_id())?;
+    let duration = Duration::from_secs_f64(secs);
+
+    let sender = tokio::spawn(async move {
+        let mut source = MessageSource::new(size);
+        let start = Instant::now();
+        let mut sent = 0u64;
+        'outer: loop {
+            for _ in 0..256 {
+                if tx.send(CHANNEL, source.next()).await.is_err() {
+                    break 'outer;
+                }
+                sent += 1;
+            }
+            if start.elapsed() >= duration {
+                break;
+            }
+        }
+        sent
+    });
+
+    // Receive until the sender is done and everything it sent has arrived.
+    let mut buf = Vec::with_capacity(4096);
+    let (mut received, mut ordered) = (0u64, true);
+    let mut first: Option<Instant> = None;
+    let mut last = Instant::now();
+    let mut sent_total: Option<u64> = None;
+    let mut sender = Some(sender);
+    loop {
+        if let Some(total) = sent_total {
+            if received >= total {
+                break;
+            }
+        }
+        buf.clear();
+        let got =
+            tokio::time::timeout(Duration::from_millis(200), rx.recv_many(&mut buf, 8192)).await;
+        if let Ok(n) = got {
+            if n == 0 {
+                break;
+            }
+            let now = Instant::now();
+            first.get_or_insert(now);
+            last = now;
+            for m in &buf {
+                if size >= 8 && seq_of(&m.payload) != received {
+                    ordered = false;
+                }
+                received += 1;
+            }
+        }
+        if sent_total.is_none() && sender.as_ref().is_some_and(|s| s.is_finished()) {
+            if let Some(s) = sender.take() {
+                sent_total = Some(s.await?);
+            }
+        } else if got.is_err() && sent_total.is_some() {
+            break; // nothing more is coming
+        }
+    }
+    let sent_total = sent_total.unwrap_or(0);
+    let elapsed = first.map_or(Duration::ZERO, |f| last - f);
+    let peerlink = Throughput::new(received, size, elapsed);
+    a.shutdown().await;
+    b.shutdown().await;
+
+    let raw_tcp = raw_stream(size, secs).await?;
+    Ok(StreamReport {
+        size,
+        ratio_to_raw: peerlink.mib_per_sec / raw_tcp.mib_per_sec.max(1e-9),
+        complete_and_ordered: ordered && received == sent_total,
+        peerlink,
+        raw_tcp,
+    })
+}
+
+/// Raw TCP over loopback: `size`-byte messages coalesced into 64 KiB writes.
+pub async fn raw_stream(size: usize, secs: f64) -> Result<Throughput> {
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let reader = tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await?;
+        let mut buf = vec![0u8; 256 << 10];
+        let mut total = 0u64;
+        let start = Instant::now();
+        loop {
+            let n = s.read(&mut buf).await?;
+            if n == 0 {
+                break;
+            }
+            total += n as u64;
+        }
+        Ok::<_, std::io::Error>((total, start.elapsed()))
+    });
+    let mut s = TcpStream::connect(addr).await?;
+    s.set_nodelay(true)?;
+    let per_write = ((64 << 10) / size).max(1);
+    let chunk = vec![0xabu8; per_write * size];
+    let start = Instant::now();
+    while start.elapsed().as_secs_f64() < secs {
+        for _ in 0..16 {
+            s.write_all(&chunk).await?;
+        }
+    }
+    s.shutdown().await?;
+    drop(s);
+    let (total, elapsed) = reader.await??;
+    Ok(Throughput::new(total / size as u64, size, elapsed))
+}
+
+/// Latency percentiles in microseconds.
+#[derive(Debug, Clone, Serialize)]
+pub struct Latency {
+    pub samples: usize,
+    pub p50_us: f64,
+    pub p90_us: f64,
+    pub p99_us: f64,
+    pub mean_us: f64,
+}
+
+impl Latency {
+    pub fn from_samples(mut samples: Vec<Duration>) -> Self {
+        samples.sort_unstable();
+        let pick = |q: f64| {
+            if samples.is_empty() {
+                return 0.0;
+            }
+            let i = ((samples.len() as f64 * q) as usize).min(samples.len() - 1);
+            samples[i].as_secs_f64() * 1e6
+        };
+        let mean = if samples.is_empty() {
+            0.0
+        } else {
+            samples.iter().map(Duration::as_secs_f64).sum::<f64>() / samples.len() as f64 * 1e6
+        };
+        Latency {
+            samples: samples.len(),
+            p50_us: pick(0.5),
+            p90_us: pick(0.9),
+            p99_us: pick(0.99),
+            mean_us: mean,
+        }
+    }
+}
+
+/// The request/response workload's result.
+#[derive(Debug, Clone, Serialize)]
+pub struct RrReport {
+    pub size: usize,
+    pub peerlink: Latency,
+    /// Raw TCP ping-pong of the same size, one in flight.
+    pub raw_tcp: Latency,
+    pub p50_ratio: f64,
+    pub p99_ratio: f64,
+}
+
+/// Request/response round trips with one request in flight for `secs`.
+pub async fn request_response(size: usize, secs: f64) -> Result<RrReport> {
+    let (a, b) = (node().await?, node().await?);
+    let mut requests = b.serve("bench/rr")?;
+    tokio::spawn(async move {
+        while let Some(r) = requests.recv().await {
+            let body = r.body.clone();
+            r.respond(body);
+        }
+    });
+    a.connect(b.addr().context("no listen address")?).await?;
+    let peer = b.peer_id();
+    let body = Bytes::from(vec![0x5au8; size]);
+    let mut samples = Vec::new();
+    let start = Instant::now();
+    while start.elapsed().as_secs_f64() < secs {
+        let t = Instant::now();
+        let reply = a.request(&peer, "bench/rr", body.clone()).await?;
+        samples.push(t.elapsed());
+        if reply.len() != size {
+            bail!("echo returned {} bytes, expected {size}", reply.len());
+        }
+    }
+    a.shutdown().await;
+    b.shutdown().await;
+    let peerlink = Latency::from_samples(samples);
+    let raw_tcp = raw_ping_pong(size, secs).await?;
+    Ok(RrReport {
+        size,
+        p50_ratio: peerlink.p50_us / raw_tcp.p50_us.max(1e-9),
+        p99_ratio: peerlink.p99_us / raw_tcp.p99_us.max(1e-9),
+        peerlink,
+        raw_tcp,
+    })
+}
+
+/// Raw TCP ping-pong: write `size` bytes, read `size` bytes back.
+pub async fn raw_ping_pong(size: usize, secs: f64) -> Result<Latency> {
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await?;
+        s.set_nodelay(true)?;
+        let mut buf = vec![0u8; size];
+        while s.read_exact(&mut buf).await.is_ok() {
+            s.write_all(&buf).await?;
+        }
+        Ok::<_, std::io::Error>(())
+    });
+    let mut s = TcpStream::connect(addr).await?;
+    s.set_nodelay(true)?;
+    let mut buf = vec![0x5au8; size];
+    let mut samples = Vec::new();
+    let start = Instant::now();
+    while start.elapsed().as_secs_f64() < secs {
+        let t = Instant::now();
+        s.write_all(&buf).await?;
+        s.read_exact(&mut buf).await?;
+        samples.push(t.elapsed());
+    }
+    Ok(Latency::from_samples(samples))
+}
+
+/// The handshake workload's result.
+#[derive(Debug, Clone, Serialize)]
+pub struct HandshakeReport {
+    /// TCP connect + Noise handshake + first message delivered.
+    pub dial_to_first_message: Latency,
+}
+
+/// Dials a fresh connection `count` times, measuring until the first
+/// message arrives at the other side.
+pub async fn handshake(count: usize) -> Result<HandshakeReport> {
+    let b = node().await?;
+    let mut rx = b.channel(CHANNEL)?;
+    let addr = b.addr().context("no listen address")?;
+    let mut samples = Vec::with_capacity(count);
+    for _ in 0..count {
+        let a = node().await?;
+        let t = Instant::now();
+        a.connect(addr).await?;
+        a.send(&b.peer_id(), CHANNEL, &b"first"[..]).await?;
+        rx.recv().await.context("receiver closed")?;
+        samples.push(t.elapsed());
+        a.shutdown().await;
+    }
+    b.shutdown().await;
+    Ok(HandshakeReport {
+        dial_to_first_message: Latency::from_samples(samples),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn harness_measures_something_real() {
+        let s = stream(64, 0.2).await.unwrap();
+        assert!(s.complete_and_ordered);
+        assert!(s.peerlink.messages > 1000 && s.raw_tcp.messages > 1000);
+        let r = request_response(64, 0.1).await.unwrap();
+        assert!(r.peerlink.samples > 10 && r.raw_tcp.samples > 10);
+        let h = handshake(3).await.unwrap();
+        assert_eq!(h.dial_to_first_message.samples, 3);
+    }
+
+    #[test]
+    fn percentiles_pick_the_right_samples() {
+        let l = Latency::from_samples((1..=100).map(Duration::from_micros).collect());
+        assert_eq!((l.p50_us, l.p99_us), (51.0, 100.0));
+        assert_eq!(Latency::from_samples(vec![]).samples, 0);
+    }
+}

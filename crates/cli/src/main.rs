@@ -1,1 +1,225 @@
-fn main(){}
+//! `peerlink` — run a node, talk to one, or run a local devnet and benchmarks.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use peerlink_net::{keyfile, resolve_peer_addr, Limits, Node, NodeConfig, PeerEvent};
+
+mod bench;
+mod devnet;
+
+#[derive(Parser)]
+#[command(
+    name = "peerlink",
+    version,
+    about = "Authenticated, encrypted peer-to-peer networking"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create a new identity key file (mode 0600) and print its peer id.
+    Keygen {
+        #[arg(long, default_value_os_t = default_key_path())]
+        key: PathBuf,
+    },
+    /// Print the peer id of a key file.
+    Id {
+        #[arg(long, default_value_os_t = default_key_path())]
+        key: PathBuf,
+    },
+    /// Run a node until Ctrl-C.
+    Node {
+        /// Address to listen on, e.g. 0.0.0.0:4001.
+        #[arg(long, default_value = "0.0.0.0:4001")]
+        listen: SocketAddr,
+        /// Seed peers, as <peer-id>@host:port (repeatable).
+        #[arg(long)]
+        bootstrap: Vec<String>,
+        /// Identity key file; created if missing.
+        #[arg(long, default_value_os_t = default_key_path())]
+        key: PathBuf,
+        /// Serve Prometheus metrics over HTTP on this address.
+        #[arg(long)]
+        metrics: Option<SocketAddr>,
+        /// Maximum connected peers.
+        #[arg(long, default_value_t = Limits::default().max_peers)]
+        max_peers: usize,
+    },
+    /// Connect to a node and print round-trip times.
+    Ping {
+        /// The node, as <peer-id>@host:port.
+        peer: String,
+        #[arg(long, short, default_value_t = 5)]
+        count: u32,
+        /// Milliseconds between pings.
+        #[arg(long, default_value_t = 200)]
+        interval_ms: u64,
+    },
+    /// Start a local network of nodes in this process, exercise it, report.
+    Devnet(devnet::Args),
+    /// Measure peerlink against raw TCP on loopback.
+    Bench(bench::Args),
+}
+
+fn default_key_path() -> PathBuf {
+    let home = std::env::var_os("PEERLINK_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".peerlink")))
+        .unwrap_or_else(|| PathBuf::from(".peerlink"));
+    home.join("node.key")
+}
+
+fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "peerlink=info,warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(run(cli))
+}
+
+async fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Keygen { key } => {
+            if key.exists() {
+                anyhow::bail!(
+                    "{} already exists; refusing to overwrite an identity",
+                    key.display()
+                );
+            }
+            let kp = keyfile::load_or_create(&key)
+                .with_context(|| format!("creating {}", key.display()))?;
+            println!("{}", kp.peer_id());
+            eprintln!("wrote {}", key.display());
+        }
+        Command::Id { key } => {
+            let kp = keyfile::load(&key).with_context(|| {
+                format!("reading {} (run `peerlink keygen` first?)", key.display())
+            })?;
+            println!("{}", kp.peer_id());
+        }
+        Command::Node {
+            listen,
+            bootstrap,
+            key,
+            metrics,
+            max_peers,
+        } => {
+            run_node(listen, bootstrap, key, metrics, max_peers).await?;
+        }
+        Command::Ping {
+            peer,
+            count,
+            interval_ms,
+        } => ping(&peer, count, interval_ms).await?,
+        Command::Devnet(args) => devnet::run(args).await?,
+        Command::Bench(args) => bench::run(args).await?,
+    }
+    Ok(())
+}
+
+async fn run_node(
+    listen: SocketAddr,
+    bootstrap: Vec<String>,
+    key: PathBuf,
+    metrics: Option<SocketAddr>,
+    max_peers: usize,
+) -> Result<()> {
+    let keypair =
+        keyfile::load_or_create(&key).with_context(|| format!("loading key {}", key.display()))?;
+    let mut seeds = Vec::new();
+    for b in &bootstrap {
+        seeds.push(
+            resolve_peer_addr(b)
+                .await
+                .with_context(|| format!("bad --bootstrap {b:?}"))?,
+        );
+    }
+    let config = NodeConfig {
+        limits: Limits {
+            max_peers,
+            ..Limits::default()
+        },
+        ..NodeConfig::default()
+    };
+    let node = Node::builder()
+        .keypair(keypair)
+        .listen(listen)
+        .bootstrap(seeds)
+        .config(config)
+        .build()
+        .await?;
+    for addr in node.listen_addrs() {
+        println!("listening on {}@{}", node.peer_id(), addr);
+    }
+    if let Some(addr) = metrics {
+        let (bound, _task) = peerlink_net::serve_metrics(node.clone(), addr).await?;
+        println!("metrics on http://{bound}/metrics");
+    }
+    let mut events = node.events();
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => break,
+            ev = events.recv() => match ev {
+                Ok(PeerEvent::Connected { peer, addr, inbound }) => {
+                    tracing::info!("connected {} {peer}@{addr}", if inbound { "from" } else { "to" });
+                }
+                Ok(PeerEvent::Disconnected { peer, reason }) => tracing::info!("disconnected {peer}: {reason}"),
+                Err(_) => {}
+            },
+        }
+    }
+    eprintln!("shutting down");
+    node.shutdown().await;
+    Ok(())
+}
+
+async fn ping(peer: &str, count: u32, interval_ms: u64) -> Result<()> {
+    let target = resolve_peer_addr(peer)
+        .await
+        .with_context(|| format!("bad peer address {peer:?}"))?;
+    let node = Node::builder().build().await?;
+    let start = std::time::Instant::now();
+    node.connect(target)
+        .await
+        .with_context(|| format!("connecting to {target}"))?;
+    println!(
+        "connected to {target} in {:.2} ms",
+        start.elapsed().as_secs_f64() * 1e3
+    );
+    let mut rtts = Vec::new();
+    for i in 0..count {
+        let rtt = node.ping(&target.id).await?;
+        println!("rtt {:>3}: {:.1} µs", i + 1, rtt.as_secs_f64() * 1e6);
+        rtts.push(rtt);
+        if i + 1 < count {
+            tokio::time::sleep(Duration::from_millis(interval_ms)).await;
+        }
+    }
+    if !rtts.is_empty() {
+        rtts.sort();
+        let us = |d: Duration| d.as_secs_f64() * 1e6;
+        println!(
+            "{} pings: min {:.1} µs, median {:.1} µs, max {:.1} µs",
+            rtts.len(),
+            us(rtts[0]),
+            us(rtts[rtts.len() / 2]),
+            us(rtts[rtts.len() - 1])
+        );
+    }
+    node.shutdown().await;
+    Ok(())
+}

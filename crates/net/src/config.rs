@@ -31,7 +31,11 @@ pub struct ChannelConfig {
 impl ChannelConfig {
     /// A channel with the default limit (4 MiB) and [`Policy::Block`].
     pub fn new(id: u16) -> Self {
-        ChannelConfig { id, max_queued_bytes: 4 << 20, policy: Policy::Block }
+        ChannelConfig {
+            id,
+            max_queued_bytes: 4 << 20,
+            policy: Policy::Block,
+        }
     }
 
     pub fn max_queued_bytes(mut self, bytes: usize) -> Self {
@@ -113,5 +117,9 @@ impl Default for NodeConfig {
 
 /// The settings of channel `id`: configured, or the defaults.
 pub(crate) fn channel_config(channels: &[ChannelConfig], id: u16) -> ChannelConfig {
-    channels.iter().copied().find(|c| c.id == id).unwrap_or_else(|| ChannelConfig::new(id))
+    channels
+        .iter()
+        .copied()
+        .find(|c| c.id == id)
+        .unwrap_or_else(|| ChannelConfig::new(id))
 }

@@ -8,10 +8,15 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use peerlink_proto::control::{Control, GoAwayReason, RemoteErrorCode, RrMessage, CONTROL_CHANNEL, FIRST_APP_CHANNEL, REQUEST_CHANNEL};
+use peerlink_proto::control::{
+    Control, GoAwayReason, RemoteErrorCode, RrMessage, CONTROL_CHANNEL, FIRST_APP_CHANNEL,
+    REQUEST_CHANNEL,
+};
 use peerlink_proto::frame::{DEFAULT_FRAME_TARGET, MAX_RECORD_OVERHEAD};
 use peerlink_proto::keepalive::{Keepalive, KeepaliveAction};
-use peerlink_proto::{Established, FrameDecoder, FrameEncoder, Handshake, HandshakeError, PeerId, Records};
+use peerlink_proto::{
+    Established, FrameDecoder, FrameEncoder, Handshake, HandshakeError, PeerId, Records,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
@@ -31,7 +36,10 @@ const USER_PING_BIT: u64 = 1 << 63;
 
 /// Runs the handshake on `stream`; returns the session and any bytes that
 /// arrived after it (early frames).
-pub(crate) async fn handshake(stream: &mut TcpStream, mut hs: Handshake) -> Result<(Established, BytesMut), NetError> {
+pub(crate) async fn handshake(
+    stream: &mut TcpStream,
+    mut hs: Handshake,
+) -> Result<(Established, BytesMut), NetError> {
     let mut buf = BytesMut::with_capacity(1024);
     loop {
         if let Some(out) = hs.take_output() {
@@ -42,7 +50,11 @@ pub(crate) async fn handshake(stream: &mut TcpStream, mut hs: Handshake) -> Resu
         }
         // A handshake message is at most 514 bytes; never buffer more than two.
         if buf.len() > 2 * (peerlink_proto::handshake::MAX_HANDSHAKE_MESSAGE + 2) {
-            return Err(HandshakeError::MessageTooLarge { len: buf.len(), max: peerlink_proto::handshake::MAX_HANDSHAKE_MESSAGE }.into());
+            return Err(HandshakeError::MessageTooLarge {
+                len: buf.len(),
+                max: peerlink_proto::handshake::MAX_HANDSHAKE_MESSAGE,
+            }
+            .into());
         }
         buf.reserve(1024);
         if stream.read_buf(&mut buf).await? == 0 {
@@ -77,7 +89,14 @@ pub(crate) struct Conn {
 }
 
 impl Conn {
-    pub fn new(id: u64, peer: PeerId, addr: SocketAddr, inbound: bool, keepalive: Keepalive, out: Outbound) -> Self {
+    pub fn new(
+        id: u64,
+        peer: PeerId,
+        addr: SocketAddr,
+        inbound: bool,
+        keepalive: Keepalive,
+        out: Outbound,
+    ) -> Self {
         Conn {
             id,
             peer,
@@ -134,7 +153,10 @@ impl Conn {
         if self.terminated.swap(true, Ordering::AcqRel) {
             return false;
         }
-        self.out.close(Close { reason: GoAwayReason::ProtocolError, flush: false });
+        self.out.close(Close {
+            reason: GoAwayReason::ProtocolError,
+            flush: false,
+        });
         for (_, tx) in lock(&self.requests).drain() {
             let _ = tx.send(Err(NetError::ConnectionClosed));
         }
@@ -162,7 +184,10 @@ pub(crate) async fn reader(
     mut buf: BytesMut,
     mut dec: FrameDecoder,
 ) -> Result<Option<GoAwayReason>, NetError> {
-    let mut cache = InboxCache { generation: u64::MAX, map: HashMap::new() };
+    let mut cache = InboxCache {
+        generation: u64::MAX,
+        map: HashMap::new(),
+    };
     let mut pending: VecDeque<Message> = VecDeque::new();
     let mut goaway = None;
     loop {
@@ -200,7 +225,10 @@ pub(crate) async fn reader(
                                 continue;
                             }
                         }
-                        pending.push_back(Message { peer: conn.peer, payload: record.payload });
+                        pending.push_back(Message {
+                            peer: conn.peer,
+                            payload: record.payload,
+                        });
                     }
                 }
             }
@@ -257,12 +285,22 @@ fn on_rr(node: &Arc<Inner>, conn: &Arc<Conn>, msg: RrMessage) {
 
 /// Sends an error response for request `id`.
 pub(crate) fn respond_error(conn: &Conn, id: u64, code: RemoteErrorCode, message: &str) {
-    let msg = RrMessage::Error { id, code, message: message.to_string() }.encode();
+    let msg = RrMessage::Error {
+        id,
+        code,
+        message: message.to_string(),
+    }
+    .encode();
     let _ = conn.out.try_push(REQUEST_CHANNEL, msg, true);
 }
 
 /// Drains the outbound queues into sealed frames until the connection closes.
-pub(crate) async fn writer(node: Arc<Inner>, conn: Arc<Conn>, mut wr: OwnedWriteHalf, mut enc: FrameEncoder) -> Result<(), NetError> {
+pub(crate) async fn writer(
+    node: Arc<Inner>,
+    conn: Arc<Conn>,
+    mut wr: OwnedWriteHalf,
+    mut enc: FrameEncoder,
+) -> Result<(), NetError> {
     let mut spare: Vec<VecDeque<Bytes>> = Vec::new();
     let stall = node.config.keepalive.timeout;
     loop {
@@ -280,7 +318,9 @@ pub(crate) async fn writer(node: Arc<Inner>, conn: Arc<Conn>, mut wr: OwnedWrite
             enc.push(CONTROL_CHANNEL, msg)?;
         }
         for (i, mut queue) in batch.channels {
-            let Some((ch, counters)) = conn.out.counters(i) else { continue };
+            let Some((ch, counters)) = conn.out.counters(i) else {
+                continue;
+            };
             let (mut n, mut bytes) = (0u64, 0u64);
             for msg in queue.drain(..) {
                 enc.push(ch, &msg)?;
@@ -322,7 +362,10 @@ async fn write(wr: &mut OwnedWriteHalf, bytes: &[u8], stall: Duration) -> Result
     }
     match tokio::time::timeout(stall, wr.write_all(bytes)).await {
         Ok(r) => Ok(r?),
-        Err(_) => Err(NetError::Io(std::io::Error::new(std::io::ErrorKind::TimedOut, "peer stopped reading"))),
+        Err(_) => Err(NetError::Io(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "peer stopped reading",
+        ))),
     }
 }
 
@@ -335,13 +378,19 @@ fn poll_keepalive(node: &Inner, conn: &Conn) {
             node.metrics.closed("keepalive_timeout");
             conn.terminate();
         }
-        KeepaliveAction::Idle => conn.out.close(Close { reason: GoAwayReason::Idle, flush: true }),
+        KeepaliveAction::Idle => conn.out.close(Close {
+            reason: GoAwayReason::Idle,
+            flush: true,
+        }),
     }
 }
 
 /// Frame codec pair for an established session.
 pub(crate) fn codecs(est: Established, max_message: usize) -> (FrameEncoder, FrameDecoder) {
     let enc = FrameEncoder::new(est.send, max_message, DEFAULT_FRAME_TARGET);
-    let dec = FrameDecoder::new(est.recv, DEFAULT_FRAME_TARGET.max(max_message + MAX_RECORD_OVERHEAD));
+    let dec = FrameDecoder::new(
+        est.recv,
+        DEFAULT_FRAME_TARGET.max(max_message + MAX_RECORD_OVERHEAD),
+    );
     (enc, dec)
 }

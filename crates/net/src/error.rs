@@ -13,7 +13,10 @@ pub enum NetError {
     #[error("handshake failed: {0}")]
     Handshake(#[from] HandshakeError),
     #[error("handshake with {addr} timed out after {after:?}")]
-    HandshakeTimeout { addr: std::net::SocketAddr, after: Duration },
+    HandshakeTimeout {
+        addr: std::net::SocketAddr,
+        after: Duration,
+    },
     #[error("peer closed the connection during the handshake")]
     HandshakeEof,
     #[error("frame error: {0}")]
@@ -45,7 +48,10 @@ pub enum NetError {
     #[error("response of {len} bytes exceeds the limit of {max}")]
     ResponseTooLarge { len: usize, max: usize },
     #[error("peer answered {code:?}: {message}")]
-    Remote { code: RemoteErrorCode, message: String },
+    Remote {
+        code: RemoteErrorCode,
+        message: String,
+    },
     #[error("connection limit reached: {0}")]
     LimitReached(&'static str),
     #[error("node is shut down")]

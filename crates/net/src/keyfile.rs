@@ -29,7 +29,11 @@ pub fn save(keypair: &Keypair, path: &Path) -> Result<(), NetError> {
 pub fn load(path: &Path) -> Result<Keypair, NetError> {
     let meta = std::fs::metadata(path)?;
     if meta.len() > 1024 {
-        return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{} is not a key file (too large)", path.display())).into());
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("{} is not a key file (too large)", path.display()),
+        )
+        .into());
     }
     #[cfg(unix)]
     {
@@ -38,7 +42,10 @@ pub fn load(path: &Path) -> Result<Keypair, NetError> {
         if mode & 0o077 != 0 {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::PermissionDenied,
-                format!("{} has mode {mode:o}; a key file must be private (chmod 600)", path.display()),
+                format!(
+                    "{} has mode {mode:o}; a key file must be private (chmod 600)",
+                    path.display()
+                ),
             )
             .into());
         }
@@ -75,7 +82,10 @@ mod tests {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+            assert_eq!(
+                std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+                0o600
+            );
             std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
             assert!(load(&path).is_err(), "world-readable keys are refused");
         }

@@ -74,9 +74,11 @@ pub async fn resolve_peer_addr(text: &str) -> Result<PeerAddr, NetError> {
         .split_once('@')
         .ok_or_else(|| peerlink_proto::IdentityError::AddrSyntax(text.to_string()))?;
     let id: PeerId = id.parse()?;
-    let addr = tokio::net::lookup_host(host)
-        .await?
-        .next()
-        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, format!("{host} did not resolve")))?;
+    let addr = tokio::net::lookup_host(host).await?.next().ok_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            format!("{host} did not resolve"),
+        )
+    })?;
     Ok(PeerAddr::new(id, addr))
 }

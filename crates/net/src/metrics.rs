@@ -58,39 +58,105 @@ impl Metrics {
             requests: Family::default(),
             registry: Registry::default(),
         };
-        registry.register("messages_sent", "Messages sent, by channel", m.messages_sent.clone());
-        registry.register("messages_received", "Messages received, by channel", m.messages_received.clone());
-        registry.register("bytes_sent", "Payload bytes sent, by channel", m.bytes_sent.clone());
-        registry.register("bytes_received", "Payload bytes received, by channel", m.bytes_received.clone());
-        registry.register("messages_dropped", "Messages dropped by a full queue, by channel and direction", m.messages_dropped.clone());
-        registry.register("connections", "Established connections, by direction", m.connections.clone());
-        registry.register("connections_opened", "Connections established, by direction", m.connections_opened.clone());
-        registry.register("connections_closed", "Connections closed, by reason", m.connections_closed.clone());
-        registry.register("connections_rejected", "Connections refused by a limit, by limit", m.connections_rejected.clone());
-        registry.register("handshake_failures", "Failed handshakes, by reason", m.handshake_failures.clone());
-        registry.register("peer_errors", "Protocol violations by peers (each closes the connection), by reason", m.peer_errors.clone());
-        registry.register("requests", "Outbound requests, by outcome", m.requests.clone());
+        registry.register(
+            "messages_sent",
+            "Messages sent, by channel",
+            m.messages_sent.clone(),
+        );
+        registry.register(
+            "messages_received",
+            "Messages received, by channel",
+            m.messages_received.clone(),
+        );
+        registry.register(
+            "bytes_sent",
+            "Payload bytes sent, by channel",
+            m.bytes_sent.clone(),
+        );
+        registry.register(
+            "bytes_received",
+            "Payload bytes received, by channel",
+            m.bytes_received.clone(),
+        );
+        registry.register(
+            "messages_dropped",
+            "Messages dropped by a full queue, by channel and direction",
+            m.messages_dropped.clone(),
+        );
+        registry.register(
+            "connections",
+            "Established connections, by direction",
+            m.connections.clone(),
+        );
+        registry.register(
+            "connections_opened",
+            "Connections established, by direction",
+            m.connections_opened.clone(),
+        );
+        registry.register(
+            "connections_closed",
+            "Connections closed, by reason",
+            m.connections_closed.clone(),
+        );
+        registry.register(
+            "connections_rejected",
+            "Connections refused by a limit, by limit",
+            m.connections_rejected.clone(),
+        );
+        registry.register(
+            "handshake_failures",
+            "Failed handshakes, by reason",
+            m.handshake_failures.clone(),
+        );
+        registry.register(
+            "peer_errors",
+            "Protocol violations by peers (each closes the connection), by reason",
+            m.peer_errors.clone(),
+        );
+        registry.register(
+            "requests",
+            "Outbound requests, by outcome",
+            m.requests.clone(),
+        );
         Metrics { registry, ..m }
     }
 
     pub(crate) fn outbound(&self, channel: u16) -> ChannelCounters {
         ChannelCounters {
-            messages: self.messages_sent.get_or_create(&label("channel", channel)).clone(),
-            bytes: self.bytes_sent.get_or_create(&label("channel", channel)).clone(),
+            messages: self
+                .messages_sent
+                .get_or_create(&label("channel", channel))
+                .clone(),
+            bytes: self
+                .bytes_sent
+                .get_or_create(&label("channel", channel))
+                .clone(),
             dropped: self
                 .messages_dropped
-                .get_or_create(&vec![("channel", channel.to_string()), ("direction", "out".into())])
+                .get_or_create(&vec![
+                    ("channel", channel.to_string()),
+                    ("direction", "out".into()),
+                ])
                 .clone(),
         }
     }
 
     pub(crate) fn inbound(&self, channel: u16) -> ChannelCounters {
         ChannelCounters {
-            messages: self.messages_received.get_or_create(&label("channel", channel)).clone(),
-            bytes: self.bytes_received.get_or_create(&label("channel", channel)).clone(),
+            messages: self
+                .messages_received
+                .get_or_create(&label("channel", channel))
+                .clone(),
+            bytes: self
+                .bytes_received
+                .get_or_create(&label("channel", channel))
+                .clone(),
             dropped: self
                 .messages_dropped
-                .get_or_create(&vec![("channel", channel.to_string()), ("direction", "in".into())])
+                .get_or_create(&vec![
+                    ("channel", channel.to_string()),
+                    ("direction", "in".into()),
+                ])
                 .clone(),
         }
     }
@@ -100,7 +166,9 @@ impl Metrics {
     }
 
     pub(crate) fn gauge(&self, direction: &'static str) -> Gauge {
-        self.connections.get_or_create(&label("direction", direction)).clone()
+        self.connections
+            .get_or_create(&label("direction", direction))
+            .clone()
     }
 
     /// Reads one counter by metric name and label value, for tests and reports.
@@ -131,8 +199,22 @@ impl Metrics {
     /// Messages dropped on `channel` in direction `"in"` or `"out"`.
     pub fn dropped(&self, channel: u16, direction: &str) -> u64 {
         self.messages_dropped
-            .get_or_create(&vec![("channel", channel.to_string()), ("direction", direction.to_string())])
+            .get_or_create(&vec![
+                ("channel", channel.to_string()),
+                ("direction", direction.to_string()),
+            ])
             .get()
+    }
+
+    /// The sum of a counter family over all its labels, e.g.
+    /// `sum("handshake_failures")`.
+    pub fn sum(&self, name: &str) -> u64 {
+        let prefix = format!("peerlink_{name}_total");
+        self.encode()
+            .lines()
+            .filter(|l| l.starts_with(&prefix))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum()
     }
 
     /// The Prometheus text exposition of every metric.

@@ -10,7 +10,10 @@ use crate::{NetError, Node};
 
 /// Serves `GET /metrics` (any path, in fact) on `addr` until the task is
 /// aborted. Returns the bound address and the task.
-pub async fn serve_metrics(node: Node, addr: SocketAddr) -> Result<(SocketAddr, JoinHandle<()>), NetError> {
+pub async fn serve_metrics(
+    node: Node,
+    addr: SocketAddr,
+) -> Result<(SocketAddr, JoinHandle<()>), NetError> {
     let listener = TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;
     let task = tokio::spawn(async move {

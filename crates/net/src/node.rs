@@ -8,7 +8,9 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use peerlink_proto::control::{GoAwayReason, RemoteErrorCode, RrMessage, FIRST_APP_CHANNEL, MAX_PROTOCOL_NAME, REQUEST_CHANNEL};
+use peerlink_proto::control::{
+    GoAwayReason, RemoteErrorCode, RrMessage, FIRST_APP_CHANNEL, MAX_PROTOCOL_NAME, REQUEST_CHANNEL,
+};
 use peerlink_proto::keepalive::Keepalive;
 use peerlink_proto::{Handshake, Keypair, NoiseIdentity, PeerAddr, PeerId};
 use tokio::net::{TcpListener, TcpStream};
@@ -24,8 +26,15 @@ use crate::NetError;
 /// Something that happened to a peer.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum PeerEvent {
-    Connected { peer: PeerId, addr: SocketAddr, inbound: bool },
-    Disconnected { peer: PeerId, reason: String },
+    Connected {
+        peer: PeerId,
+        addr: SocketAddr,
+        inbound: bool,
+    },
+    Disconnected {
+        peer: PeerId,
+        reason: String,
+    },
 }
 
 /// A connected peer, as listed by [`Node::peers`].
@@ -96,7 +105,10 @@ impl NodeBuilder {
         for addr in &self.listen {
             listeners.push(TcpListener::bind(addr).await?);
         }
-        let listen_addrs = listeners.iter().map(|l| l.local_addr()).collect::<Result<Vec<_>, _>>()?;
+        let listen_addrs = listeners
+            .iter()
+            .map(|l| l.local_addr())
+            .collect::<Result<Vec<_>, _>>()?;
         let metrics = Arc::new(Metrics::new());
         let (events, _) = broadcast::channel(4096);
         let inner = Arc::new(Inner {
@@ -208,7 +220,13 @@ async fn accept_loop(node: Weak<Inner>, listener: TcpListener) {
     }
 }
 
-async fn inbound(node: Arc<Inner>, mut stream: TcpStream, addr: SocketAddr, permit: OwnedSemaphorePermit, slot: IpSlot) {
+async fn inbound(
+    node: Arc<Inner>,
+    mut stream: TcpStream,
+    addr: SocketAddr,
+    permit: OwnedSemaphorePermit,
+    slot: IpSlot,
+) {
     let timeout = node.config.handshake_timeout;
     let result = tokio::time::timeout(timeout, async {
         stream.set_nodelay(true)?;
@@ -216,7 +234,10 @@ async fn inbound(node: Arc<Inner>, mut stream: TcpStream, addr: SocketAddr, perm
         conn::handshake(&mut stream, hs).await
     })
     .await
-    .unwrap_or(Err(NetError::HandshakeTimeout { addr, after: timeout }));
+    .unwrap_or(Err(NetError::HandshakeTimeout {
+        addr,
+        after: timeout,
+    }));
     drop(permit);
     match result {
         Ok((est, buf)) => {
@@ -242,7 +263,12 @@ async fn redial_loop(node: Weak<Inner>, seed: PeerAddr) {
         let wait = if inner.connected(&seed.id) {
             Duration::from_millis(250)
         } else {
-            match (Node { inner: inner.clone() }).connect(seed).await {
+            match (Node {
+                inner: inner.clone(),
+            })
+            .connect(seed)
+            .await
+            {
                 Ok(_) => {
                     backoff = inner.config.redial_backoff;
                     Duration::from_millis(250)
@@ -262,7 +288,9 @@ async fn redial_loop(node: Weak<Inner>, seed: PeerAddr) {
 
 /// Up to `max` of jitter, from the clock's low bits (spreads redials).
 fn jitter(max: Duration) -> Duration {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
     let max = max.as_nanos().max(1) as u64;
     Duration::from_nanos(u64::from(nanos) % max)
 }
@@ -279,7 +307,10 @@ impl Inner {
             return None;
         }
         *n += 1;
-        Some(IpSlot { node: Arc::downgrade(self), ip })
+        Some(IpSlot {
+            node: Arc::downgrade(self),
+            ip,
+        })
     }
 
     fn connected(&self, peer: &PeerId) -> bool {
@@ -333,9 +364,14 @@ impl Inner {
                 return Err(NetError::Shutdown);
             }
             match peers.get(&peer) {
-                Some(old) if !self.keep_new(old, &conn) => refused = Some((GoAwayReason::Duplicate, None)),
+                Some(old) if !self.keep_new(old, &conn) => {
+                    refused = Some((GoAwayReason::Duplicate, None))
+                }
                 Some(old) => {
-                    old.out.close(Close { reason: GoAwayReason::Duplicate, flush: true });
+                    old.out.close(Close {
+                        reason: GoAwayReason::Duplicate,
+                        flush: true,
+                    });
                     peers.insert(peer, conn.clone());
                 }
                 None => {
@@ -372,7 +408,10 @@ impl Inner {
         conn.set_tasks(reader.abort_handle(), writer.abort_handle());
         if let Some((reason, limit)) = refused {
             // The peer learns why from the go-away; its connection ends.
-            conn.out.close(Close { reason, flush: false });
+            conn.out.close(Close {
+                reason,
+                flush: false,
+            });
             return match limit {
                 Some(l) => {
                     self.reject(l);
@@ -381,8 +420,16 @@ impl Inner {
                 None => Ok(peer), // a duplicate: the peer is connected already
             };
         }
-        Metrics::inc(&self.metrics.connections_opened, "direction", if inbound { "in" } else { "out" });
-        let _ = self.events.send(PeerEvent::Connected { peer, addr, inbound });
+        Metrics::inc(
+            &self.metrics.connections_opened,
+            "direction",
+            if inbound { "in" } else { "out" },
+        );
+        let _ = self.events.send(PeerEvent::Connected {
+            peer,
+            addr,
+            inbound,
+        });
         Ok(peer)
     }
 
@@ -395,7 +442,10 @@ impl Inner {
             Ok(None) => "closed".to_string(),
             Ok(Some(r)) => format!("go-away: {r:?}"),
             Err(e) => {
-                if matches!(e, NetError::Frame(_) | NetError::Message(_) | NetError::ReservedChannel(_)) {
+                if matches!(
+                    e,
+                    NetError::Frame(_) | NetError::Message(_) | NetError::ReservedChannel(_)
+                ) {
                     tracing::info!(peer = %conn.peer, "peer broke the protocol: {e}");
                     Metrics::inc(&self.metrics.peer_errors, "reason", e.label());
                 }
@@ -414,8 +464,13 @@ impl Inner {
             }
         };
         if removed.is_some() {
-            self.metrics.gauge(if conn.inbound { "in" } else { "out" }).dec();
-            let _ = self.events.send(PeerEvent::Disconnected { peer: conn.peer, reason });
+            self.metrics
+                .gauge(if conn.inbound { "in" } else { "out" })
+                .dec();
+            let _ = self.events.send(PeerEvent::Disconnected {
+                peer: conn.peer,
+                reason,
+            });
         }
     }
 
@@ -427,7 +482,12 @@ impl Inner {
         let Some(handler) = handler else {
             return conn::respond_error(conn, id, RemoteErrorCode::UnknownProtocol, &protocol);
         };
-        let request = Request { peer: conn.peer, protocol, body, reply: Some((Arc::downgrade(conn), id)) };
+        let request = Request {
+            peer: conn.peer,
+            protocol,
+            body,
+            reply: Some((Arc::downgrade(conn), id)),
+        };
         match handler.try_send(request) {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(mut r)) => {
@@ -436,7 +496,12 @@ impl Inner {
             }
             Err(mpsc::error::TrySendError::Closed(mut r)) => {
                 r.reply = None;
-                conn::respond_error(conn, id, RemoteErrorCode::UnknownProtocol, "no longer served");
+                conn::respond_error(
+                    conn,
+                    id,
+                    RemoteErrorCode::UnknownProtocol,
+                    "no longer served",
+                );
             }
         }
     }
@@ -457,7 +522,12 @@ impl Metrics {
 impl Node {
     /// Starts building a node.
     pub fn builder() -> NodeBuilder {
-        NodeBuilder { keypair: None, listen: Vec::new(), bootstrap: Vec::new(), config: NodeConfig::default() }
+        NodeBuilder {
+            keypair: None,
+            listen: Vec::new(),
+            bootstrap: Vec::new(),
+            config: NodeConfig::default(),
+        }
     }
 
     pub fn peer_id(&self) -> PeerId {
@@ -479,7 +549,10 @@ impl Node {
 
     /// This node's first listen address in `<peer-id>@host:port` form.
     pub fn addr(&self) -> Option<PeerAddr> {
-        self.inner.listen_addrs.first().map(|a| PeerAddr::new(self.peer_id(), *a))
+        self.inner
+            .listen_addrs
+            .first()
+            .map(|a| PeerAddr::new(self.peer_id(), *a))
     }
 
     /// Dials `addr` unless already connected, checking that the remote key
@@ -501,7 +574,10 @@ impl Node {
             Ok::<_, NetError>((stream, est, buf))
         })
         .await
-        .unwrap_or(Err(NetError::HandshakeTimeout { addr: addr.addr, after: timeout }));
+        .unwrap_or(Err(NetError::HandshakeTimeout {
+            addr: addr.addr,
+            after: timeout,
+        }));
         match result {
             Ok((stream, est, buf)) => inner.register(stream, est, buf, addr.addr, false, None),
             Err(e) => {
@@ -518,7 +594,10 @@ impl Node {
         let conn = lock(&self.inner.peers).get(peer).cloned();
         match conn {
             Some(c) => {
-                c.out.close(Close { reason: GoAwayReason::Normal, flush: true });
+                c.out.close(Close {
+                    reason: GoAwayReason::Normal,
+                    flush: true,
+                });
                 true
             }
             None => false,
@@ -534,7 +613,13 @@ impl Node {
         let peers = lock(&self.inner.peers);
         peers
             .values()
-            .map(|c| PeerInfo { id: c.peer, addr: c.addr, inbound: c.inbound, rtt: c.rtt(), connected_for: c.connected_at.elapsed() })
+            .map(|c| PeerInfo {
+                id: c.peer,
+                addr: c.addr,
+                inbound: c.inbound,
+                rtt: c.rtt(),
+                connected_for: c.connected_at.elapsed(),
+            })
             .collect()
     }
 
@@ -544,7 +629,10 @@ impl Node {
     }
 
     fn conn(&self, peer: &PeerId) -> Result<Arc<Conn>, NetError> {
-        lock(&self.inner.peers).get(peer).cloned().ok_or(NetError::NotConnected(*peer))
+        lock(&self.inner.peers)
+            .get(peer)
+            .cloned()
+            .ok_or(NetError::NotConnected(*peer))
     }
 
     fn check_send(&self, channel: u16, len: usize) -> Result<(), NetError> {
@@ -561,14 +649,24 @@ impl Node {
     /// Queues a message to `peer` on an application `channel` (>= 16). With
     /// [`Policy::Block`] this waits while the channel's queue is full; with
     /// [`Policy::Drop`] it returns [`NetError::QueueFull`] and counts a drop.
-    pub async fn send(&self, peer: &PeerId, channel: u16, payload: impl Into<Bytes>) -> Result<(), NetError> {
+    pub async fn send(
+        &self,
+        peer: &PeerId,
+        channel: u16,
+        payload: impl Into<Bytes>,
+    ) -> Result<(), NetError> {
         let payload = payload.into();
         self.check_send(channel, payload.len())?;
         self.conn(peer)?.out.push(channel, payload).await
     }
 
     /// Like [`Node::send`], but never waits: a full queue is `QueueFull`.
-    pub fn try_send(&self, peer: &PeerId, channel: u16, payload: impl Into<Bytes>) -> Result<(), NetError> {
+    pub fn try_send(
+        &self,
+        peer: &PeerId,
+        channel: u16,
+        payload: impl Into<Bytes>,
+    ) -> Result<(), NetError> {
         let payload = payload.into();
         self.check_send(channel, payload.len())?;
         self.conn(peer)?.out.try_push(channel, payload, false)
@@ -577,7 +675,10 @@ impl Node {
     /// A handle that sends to one peer without a peer-table lookup per
     /// message (for hot loops). It fails once that connection closes.
     pub fn sender(&self, peer: &PeerId) -> Result<PeerSender, NetError> {
-        Ok(PeerSender { node: self.clone(), conn: self.conn(peer)? })
+        Ok(PeerSender {
+            node: self.clone(),
+            conn: self.conn(peer)?,
+        })
     }
 
     /// Bytes queued to `peer` on `channel` and not yet written.
@@ -598,7 +699,11 @@ impl Node {
         if !inbox.claim() {
             return Err(NetError::ChannelTaken(id));
         }
-        Ok(Receiver { inbox, node: Arc::downgrade(&self.inner), id })
+        Ok(Receiver {
+            inbox,
+            node: Arc::downgrade(&self.inner),
+            id,
+        })
     }
 
     /// Serves a request/response protocol: requests arrive on the returned
@@ -616,8 +721,16 @@ impl Node {
 
     /// Sends a request and waits for the response, with the node's default
     /// timeout and the node's message size limit on the response.
-    pub async fn request(&self, peer: &PeerId, protocol: &str, body: impl Into<Bytes>) -> Result<Bytes, NetError> {
-        let (timeout, max) = (self.inner.config.request_timeout, self.inner.config.limits.max_message_size);
+    pub async fn request(
+        &self,
+        peer: &PeerId,
+        protocol: &str,
+        body: impl Into<Bytes>,
+    ) -> Result<Bytes, NetError> {
+        let (timeout, max) = (
+            self.inner.config.request_timeout,
+            self.inner.config.limits.max_message_size,
+        );
         self.request_with(peer, protocol, body, timeout, max).await
     }
 
@@ -634,15 +747,26 @@ impl Node {
         let body = body.into();
         let max = self.inner.config.limits.max_message_size;
         if body.len() + MAX_PROTOCOL_NAME + 16 > max {
-            return Err(NetError::MessageTooLarge { len: body.len(), max });
+            return Err(NetError::MessageTooLarge {
+                len: body.len(),
+                max,
+            });
         }
         let conn = self.conn(peer)?;
         let (id, rx) = conn.register_request();
-        let msg = RrMessage::Request { id, protocol: protocol.to_string(), body }.encode();
+        let msg = RrMessage::Request {
+            id,
+            protocol: protocol.to_string(),
+            body,
+        }
+        .encode();
         let result = async {
             conn.out.push(REQUEST_CHANNEL, msg).await?;
             match tokio::time::timeout(timeout, rx).await {
-                Ok(Ok(Ok(b))) if b.len() > max_response => Err(NetError::ResponseTooLarge { len: b.len(), max: max_response }),
+                Ok(Ok(Ok(b))) if b.len() > max_response => Err(NetError::ResponseTooLarge {
+                    len: b.len(),
+                    max: max_response,
+                }),
                 Ok(Ok(r)) => r,
                 Ok(Err(_)) => Err(NetError::ConnectionClosed),
                 Err(_) => Err(NetError::RequestTimeout(timeout)),
@@ -689,7 +813,10 @@ impl Node {
         }
         let conns: Vec<_> = lock(&inner.peers).values().cloned().collect();
         for c in &conns {
-            c.out.close(Close { reason: GoAwayReason::Normal, flush: true });
+            c.out.close(Close {
+                reason: GoAwayReason::Normal,
+                flush: true,
+            });
         }
         let deadline = Instant::now() + Duration::from_secs(2);
         while Instant::now() < deadline && conns.iter().any(|c| !c.is_terminated()) {
@@ -776,7 +903,10 @@ impl Drop for Receiver {
         self.inbox.close(true);
         if let Some(node) = self.node.upgrade() {
             let mut map = lock(&node.inboxes);
-            if map.get(&self.id).is_some_and(|i| Arc::ptr_eq(i, &self.inbox)) {
+            if map
+                .get(&self.id)
+                .is_some_and(|i| Arc::ptr_eq(i, &self.inbox))
+            {
                 map.remove(&self.id);
             }
             node.inbox_generation.fetch_add(1, Ordering::AcqRel);
@@ -810,7 +940,15 @@ impl Request {
     pub fn respond(mut self, body: impl Into<Bytes>) {
         if let Some((conn, id)) = self.reply.take() {
             if let Some(conn) = conn.upgrade() {
-                let _ = conn.out.try_push(REQUEST_CHANNEL, RrMessage::Response { id, body: body.into() }.encode(), true);
+                let _ = conn.out.try_push(
+                    REQUEST_CHANNEL,
+                    RrMessage::Response {
+                        id,
+                        body: body.into(),
+                    }
+                    .encode(),
+                    true,
+                );
             }
         }
     }
@@ -829,7 +967,12 @@ impl Drop for Request {
     fn drop(&mut self) {
         if let Some((conn, id)) = self.reply.take() {
             if let Some(conn) = conn.upgrade() {
-                conn::respond_error(&conn, id, RemoteErrorCode::NoResponse, "handler dropped the request");
+                conn::respond_error(
+                    &conn,
+                    id,
+                    RemoteErrorCode::NoResponse,
+                    "handler dropped the request",
+                );
             }
         }
     }

@@ -71,7 +71,13 @@ pub(crate) struct Batch {
 
 impl Outbound {
     pub fn new(channels: Arc<Vec<ChannelConfig>>, metrics: Arc<Metrics>) -> Self {
-        Outbound { state: Mutex::default(), wake_writer: Notify::new(), space: Notify::new(), channels, metrics }
+        Outbound {
+            state: Mutex::default(),
+            wake_writer: Notify::new(),
+            space: Notify::new(),
+            channels,
+            metrics,
+        }
     }
 
     fn wake(&self, mut st: MutexGuard<'_, OutState>) {
@@ -93,12 +99,19 @@ impl Outbound {
     /// Queues `payload` on `channel`. `force` ignores the limit (for
     /// responses, which are bounded by the request queue instead).
     pub fn try_push(&self, channel: u16, payload: Bytes, force: bool) -> Result<(), NetError> {
-        self.enqueue(channel, payload, force, false).map_err(|(e, _)| e)
+        self.enqueue(channel, payload, force, false)
+            .map_err(|(e, _)| e)
     }
 
     /// The queueing core: on a full blocking channel with `wait`, hands the
     /// payload back so the caller can wait for space and retry.
-    fn enqueue(&self, channel: u16, payload: Bytes, force: bool, wait: bool) -> Result<(), (NetError, Option<Bytes>)> {
+    fn enqueue(
+        &self,
+        channel: u16,
+        payload: Bytes,
+        force: bool,
+        wait: bool,
+    ) -> Result<(), (NetError, Option<Bytes>)> {
         let mut st = lock(&self.state);
         if st.closing.is_some() {
             return Err((NetError::ConnectionClosed, None));
@@ -108,7 +121,13 @@ impl Outbound {
             None => {
                 let config = channel_config(&self.channels, channel);
                 let counters = self.metrics.outbound(channel);
-                st.channels.push(OutChannel { id: channel, queue: VecDeque::new(), bytes: 0, config, counters });
+                st.channels.push(OutChannel {
+                    id: channel,
+                    queue: VecDeque::new(),
+                    bytes: 0,
+                    config,
+                    counters,
+                });
                 st.channels.len() - 1
             }
         };
@@ -151,10 +170,17 @@ impl Outbound {
     pub fn take(&self, spare: &mut Vec<VecDeque<Bytes>>) -> Option<Batch> {
         let mut st = lock(&self.state);
         if !st.pending {
-            return st.closing.map(|c| Batch { closing: Some(c), ..Batch::default() });
+            return st.closing.map(|c| Batch {
+                closing: Some(c),
+                ..Batch::default()
+            });
         }
         st.pending = false;
-        let mut batch = Batch { control: std::mem::take(&mut st.control), channels: Vec::new(), closing: st.closing };
+        let mut batch = Batch {
+            control: std::mem::take(&mut st.control),
+            channels: Vec::new(),
+            closing: st.closing,
+        };
         if st.closing.is_some_and(|c| !c.flush) {
             // Aborting: queued application data is dropped, not sent.
             for c in &mut st.channels {
@@ -180,7 +206,10 @@ impl Outbound {
 
     /// Counters of channel index `i` (as given in a [`Batch`]).
     pub fn counters(&self, i: usize) -> Option<(u16, ChannelCounters)> {
-        lock(&self.state).channels.get(i).map(|c| (c.id, c.counters.clone()))
+        lock(&self.state)
+            .channels
+            .get(i)
+            .map(|c| (c.id, c.counters.clone()))
     }
 
     /// Starts closing: the writer sends a go-away (after the queue if
@@ -206,7 +235,10 @@ impl Outbound {
         if channel == CONTROL_CHANNEL {
             return st.control.iter().map(Bytes::len).sum();
         }
-        st.channels.iter().find(|c| c.id == channel).map_or(0, |c| c.bytes)
+        st.channels
+            .iter()
+            .find(|c| c.id == channel)
+            .map_or(0, |c| c.bytes)
     }
 }
 
@@ -239,7 +271,13 @@ pub(crate) struct Inbox {
 impl Inbox {
     pub fn new(config: ChannelConfig, counters: ChannelCounters) -> Self {
         Inbox {
-            state: Mutex::new(InboxState { queue: VecDeque::new(), bytes: 0, waker: None, closed: false, claimed: false }),
+            state: Mutex::new(InboxState {
+                queue: VecDeque::new(),
+                bytes: 0,
+                waker: None,
+                closed: false,
+                claimed: false,
+            }),
             config,
             counters,
             space: Notify::new(),

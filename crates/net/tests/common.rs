@@ -12,7 +12,12 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 pub async fn node_with(config: NodeConfig) -> Node {
-    Node::builder().listen("127.0.0.1:0".parse().unwrap()).config(config).build().await.unwrap()
+    Node::builder()
+        .listen("127.0.0.1:0".parse().unwrap())
+        .config(config)
+        .build()
+        .await
+        .unwrap()
 }
 
 pub async fn node() -> Node {
@@ -23,7 +28,10 @@ pub async fn node() -> Node {
 pub async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     while !f() {
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for: {what}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for: {what}"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
@@ -42,14 +50,18 @@ impl RawPeer {
         let keypair = Keypair::generate().unwrap();
         let identity = NoiseIdentity::new(&keypair).unwrap();
         let mut stream = TcpStream::connect(target.listen_addrs()[0]).await.unwrap();
-        let mut hs = Handshake::initiator(&identity, target.peer_id(), CipherSuite::default()).unwrap();
+        let mut hs =
+            Handshake::initiator(&identity, target.peer_id(), CipherSuite::default()).unwrap();
         let mut buf = BytesMut::new();
         while !hs.is_complete() {
             if let Some(out) = hs.take_output() {
                 stream.write_all(&out).await.unwrap();
             }
             buf.reserve(1024);
-            assert!(stream.read_buf(&mut buf).await.unwrap() > 0, "closed during handshake");
+            assert!(
+                stream.read_buf(&mut buf).await.unwrap() > 0,
+                "closed during handshake"
+            );
             hs.read(&mut buf).unwrap();
         }
         if let Some(out) = hs.take_output() {

@@ -26,7 +26,10 @@ async fn hostile_frame(node: &Node, bytes: impl FnOnce(&mut RawPeer) -> Vec<u8>,
     let wire = bytes(&mut raw);
     raw.send_raw(&wire).await;
     raw.expect_closed().await;
-    eventually(reason, || node.metrics().counter("peer_errors", reason) == 1).await;
+    eventually(reason, || {
+        node.metrics().counter("peer_errors", reason) == 1
+    })
+    .await;
     eventually("peer removed", || node.peers().is_empty()).await;
     still_serves(node).await;
 }
@@ -35,10 +38,21 @@ async fn hostile_frame(node: &Node, bytes: impl FnOnce(&mut RawPeer) -> Vec<u8>,
 async fn garbage_on_the_listening_port() {
     let node = node().await;
     let mut s = TcpStream::connect(node.listen_addrs()[0]).await.unwrap();
-    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
     let mut buf = [0u8; 64];
-    assert_eq!(tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await.unwrap().unwrap_or(0), 0);
-    eventually("bad_magic counted", || node.metrics().counter("handshake_failures", "bad_magic") == 1).await;
+    assert_eq!(
+        tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap_or(0),
+        0
+    );
+    eventually("bad_magic counted", || {
+        node.metrics().counter("handshake_failures", "bad_magic") == 1
+    })
+    .await;
     still_serves(&node).await;
     node.shutdown().await;
 }
@@ -47,7 +61,11 @@ async fn garbage_on_the_listening_port() {
 async fn silent_client_times_out_with_bounded_memory() {
     let config = NodeConfig {
         handshake_timeout: Duration::from_millis(200),
-        limits: Limits { max_pending_handshakes: 4, max_per_ip: 64, ..Limits::default() },
+        limits: Limits {
+            max_pending_handshakes: 4,
+            max_per_ip: 64,
+            ..Limits::default()
+        },
         ..NodeConfig::default()
     };
     let node = node_with(config).await;
@@ -57,11 +75,22 @@ async fn silent_client_times_out_with_bounded_memory() {
     for _ in 0..8 {
         silent.push(TcpStream::connect(node.listen_addrs()[0]).await.unwrap());
     }
-    eventually("excess refused", || node.metrics().counter("connections_rejected", "pending_handshakes") >= 4).await;
-    eventually("timeouts counted", || node.metrics().counter("handshake_failures", "timeout") >= 4).await;
+    eventually("excess refused", || {
+        node.metrics()
+            .counter("connections_rejected", "pending_handshakes")
+            >= 4
+    })
+    .await;
+    eventually("timeouts counted", || {
+        node.metrics().counter("handshake_failures", "timeout") >= 4
+    })
+    .await;
     for mut s in silent {
         let mut buf = [0u8; 8];
-        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await.unwrap().unwrap_or(0);
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap_or(0);
         assert_eq!(n, 0, "server closed the silent connection");
     }
     still_serves(&node).await;
@@ -71,7 +100,12 @@ async fn silent_client_times_out_with_bounded_memory() {
 #[tokio::test]
 async fn four_gib_length_prefix_is_rejected_before_allocating() {
     let node = node().await;
-    hostile_frame(&node, |_| vec![0xff, 0xff, 0xff, 0xff, 1, 2, 3], "frame_too_large").await;
+    hostile_frame(
+        &node,
+        |_| vec![0xff, 0xff, 0xff, 0xff, 1, 2, 3],
+        "frame_too_large",
+    )
+    .await;
     node.shutdown().await;
 }
 
@@ -114,11 +148,26 @@ async fn replayed_frame_closes_the_connection() {
 #[tokio::test]
 async fn malformed_control_and_reserved_channels_close_the_connection() {
     let node = node().await;
-    hostile_frame(&node, |raw| raw.frame(&[(CONTROL_CHANNEL, &[0x09, 1, 2])]), "bad_message").await;
+    hostile_frame(
+        &node,
+        |raw| raw.frame(&[(CONTROL_CHANNEL, &[0x09, 1, 2])]),
+        "bad_message",
+    )
+    .await;
     let node2 = common::node().await;
-    hostile_frame(&node2, |raw| raw.frame(&[(5, b"reserved")]), "reserved_channel").await;
+    hostile_frame(
+        &node2,
+        |raw| raw.frame(&[(5, b"reserved")]),
+        "reserved_channel",
+    )
+    .await;
     let node3 = common::node().await;
-    hostile_frame(&node3, |raw| raw.frame(&[(REQUEST_CHANNEL, &[1, 0, 200])]), "bad_message").await;
+    hostile_frame(
+        &node3,
+        |raw| raw.frame(&[(REQUEST_CHANNEL, &[1, 0, 200])]),
+        "bad_message",
+    )
+    .await;
     for n in [node, node2, node3] {
         n.shutdown().await;
     }
@@ -134,7 +183,11 @@ async fn a_different_key_than_dialled_is_refused() {
         }
         other => panic!("expected a peer id mismatch, got {other:?}"),
     }
-    assert_eq!(a.metrics().counter("handshake_failures", "peer_id_mismatch"), 1);
+    assert_eq!(
+        a.metrics()
+            .counter("handshake_failures", "peer_id_mismatch"),
+        1
+    );
     a.connect(b.addr().unwrap()).await.unwrap();
     a.shutdown().await;
     b.shutdown().await;
@@ -155,21 +208,40 @@ async fn version_mismatch_is_named_on_both_sides() {
     let n = s.read(&mut reply).await.unwrap();
     // The node answers with its own header: magic and version 1.
     assert_eq!(&reply[2..10], b"peerlink");
-    assert_eq!(u16::from_be_bytes([reply[10], reply[11]]), 1, "{:?}", &reply[..n]);
-    eventually("mismatch counted", || node.metrics().counter("handshake_failures", "version_mismatch") == 1).await;
+    assert_eq!(
+        u16::from_be_bytes([reply[10], reply[11]]),
+        1,
+        "{:?}",
+        &reply[..n]
+    );
+    eventually("mismatch counted", || {
+        node.metrics()
+            .counter("handshake_failures", "version_mismatch")
+            == 1
+    })
+    .await;
     still_serves(&node).await;
     node.shutdown().await;
 }
 
 #[tokio::test]
 async fn per_ip_limit_refuses_excess_connections() {
-    let config = NodeConfig { limits: Limits { max_per_ip: 2, ..Limits::default() }, ..NodeConfig::default() };
+    let config = NodeConfig {
+        limits: Limits {
+            max_per_ip: 2,
+            ..Limits::default()
+        },
+        ..NodeConfig::default()
+    };
     let node = node_with(config).await;
     let _a = RawPeer::connect(&node).await;
     let _b = RawPeer::connect(&node).await;
     let mut third = TcpStream::connect(node.listen_addrs()[0]).await.unwrap();
     let mut buf = [0u8; 8];
-    let n = tokio::time::timeout(Duration::from_secs(5), third.read(&mut buf)).await.unwrap().unwrap_or(0);
+    let n = tokio::time::timeout(Duration::from_secs(5), third.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap_or(0);
     assert_eq!(n, 0);
     assert_eq!(node.metrics().counter("connections_rejected", "per_ip"), 1);
     assert_eq!(node.peers().len(), 2);
@@ -184,7 +256,9 @@ async fn a_peer_that_stops_reading_is_bounded_and_timed_out() {
             timeout: Duration::from_millis(1500),
             idle_timeout: None,
         },
-        channels: vec![ChannelConfig::new(16).max_queued_bytes(64 << 10).policy(Policy::Drop)],
+        channels: vec![ChannelConfig::new(16)
+            .max_queued_bytes(64 << 10)
+            .policy(Policy::Drop)],
         ..NodeConfig::default()
     };
     let node = node_with(config).await;
@@ -198,13 +272,19 @@ async fn a_peer_that_stops_reading_is_bounded_and_timed_out() {
             Err(NetError::NotConnected(_)) | Err(NetError::ConnectionClosed) => break,
             r => r.unwrap(),
         }
-        assert!(node.queued_bytes(&peer, 16) <= 64 << 10, "queue stays bounded");
+        assert!(
+            node.queued_bytes(&peer, 16) <= 64 << 10,
+            "queue stays bounded"
+        );
         if dropped > 1000 {
             break;
         }
         tokio::task::yield_now().await;
     }
-    assert!(dropped > 0, "drops counted once the socket and queue are full");
+    assert!(
+        dropped > 0,
+        "drops counted once the socket and queue are full"
+    );
     assert_eq!(node.metrics().dropped(16, "out"), dropped);
     // The silent peer never answers pings: timed out and removed.
     eventually("timed out", || node.peers().is_empty()).await;

@@ -10,13 +10,29 @@ use common::*;
 use peerlink_net::{ChannelConfig, Limits, NetError, Node, NodeConfig, PeerEvent, Policy};
 use peerlink_proto::control::RemoteErrorCode;
 
+/// Receives `count` messages whose first 8 bytes count up by `step` from 0.
+async fn expect_in_order(mut rx: peerlink_net::Receiver, count: u64, step: u64) {
+    let mut buf = Vec::new();
+    let mut expect = 0;
+    while expect < count * step {
+        buf.clear();
+        rx.recv_many(&mut buf, 4096).await;
+        for m in &buf {
+            let mut n = [0u8; 8];
+            n.copy_from_slice(&m.payload[..8]);
+            assert_eq!(u64::from_le_bytes(n), expect, "out of order");
+            expect += step;
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn messages_arrive_complete_and_in_order_per_channel() {
     // The benchmark sends a million; the suite proves the property with fewer.
     const N: u64 = 100_000;
     let (a, b) = (node().await, node().await);
-    let mut rx16 = b.channel(16).unwrap();
-    let mut rx17 = b.channel(17).unwrap();
+    let rx16 = b.channel(16).unwrap();
+    let rx17 = b.channel(17).unwrap();
     a.connect(b.addr().unwrap()).await.unwrap();
     let tx = a.sender(&b.peer_id()).unwrap();
     let sender = tokio::spawn(async move {
@@ -25,30 +41,17 @@ async fn messages_arrive_complete_and_in_order_per_channel() {
             m[..8].copy_from_slice(&i.to_le_bytes());
             tx.send(16, Bytes::copy_from_slice(&m)).await.unwrap();
             if i % 10 == 0 {
-                tx.send(17, Bytes::copy_from_slice(&i.to_le_bytes())).await.unwrap();
+                tx.send(17, Bytes::copy_from_slice(&i.to_le_bytes()))
+                    .await
+                    .unwrap();
             }
         }
     });
-    let check = |rx: &mut peerlink_net::Receiver, count: u64, step: u64| {
-        let mut rx = std::mem::replace(rx, b.channel(18 + step as u16).unwrap());
-        async move {
-            let mut buf = Vec::new();
-            let mut expect = 0;
-            while expect < count * step {
-                buf.clear();
-                rx.recv_many(&mut buf, 4096).await;
-                for m in &buf {
-                    let mut n = [0u8; 8];
-                    n.copy_from_slice(&m.payload[..8]);
-                    assert_eq!(u64::from_le_bytes(n), expect, "out of order");
-                    expect += step;
-                }
-            }
-        }
-    };
-    let c16 = check(&mut rx16, N, 1);
-    let c17 = check(&mut rx17, N / 10, 10);
-    tokio::time::timeout(Duration::from_secs(60), async { tokio::join!(c16, c17) }).await.unwrap();
+    let c16 = expect_in_order(rx16, N, 1);
+    let c17 = expect_in_order(rx17, N / 10, 10);
+    tokio::time::timeout(Duration::from_secs(60), async { tokio::join!(c16, c17) })
+        .await
+        .unwrap();
     sender.await.unwrap();
     assert_eq!(b.metrics().counter("messages_received", "16"), N);
     assert_eq!(a.metrics().counter("messages_sent", "16"), N);
@@ -79,25 +82,42 @@ async fn request_response_timeouts_and_errors() {
         }
     });
 
-    assert_eq!(a.request(&bob, "echo/1", &b"hi"[..]).await.unwrap(), Bytes::from_static(b"hi"));
+    assert_eq!(
+        a.request(&bob, "echo/1", &b"hi"[..]).await.unwrap(),
+        Bytes::from_static(b"hi")
+    );
     let big = vec![7u8; 100_000];
     assert!(matches!(
-        a.request_with(&bob, "echo/1", big, Duration::from_secs(5), 1000).await,
-        Err(NetError::ResponseTooLarge { len: 100_000, max: 1000 })
+        a.request_with(&bob, "echo/1", big, Duration::from_secs(5), 1000)
+            .await,
+        Err(NetError::ResponseTooLarge {
+            len: 100_000,
+            max: 1000
+        })
     ));
     assert!(matches!(
-        a.request_with(&bob, "slow/1", &b"x"[..], Duration::from_millis(100), 1000).await,
+        a.request_with(&bob, "slow/1", &b"x"[..], Duration::from_millis(100), 1000)
+            .await,
         Err(NetError::RequestTimeout(_))
     ));
     assert!(matches!(
         a.request(&bob, "nobody/1", &b"x"[..]).await,
-        Err(NetError::Remote { code: RemoteErrorCode::UnknownProtocol, .. })
+        Err(NetError::Remote {
+            code: RemoteErrorCode::UnknownProtocol,
+            ..
+        })
     ));
     assert!(matches!(
         a.request(&bob, "drop/1", &b"x"[..]).await,
-        Err(NetError::Remote { code: RemoteErrorCode::NoResponse, .. })
+        Err(NetError::Remote {
+            code: RemoteErrorCode::NoResponse,
+            ..
+        })
     ));
-    assert!(matches!(a.request(&bob, "", &b"x"[..]).await, Err(NetError::BadProtocolName(_))));
+    assert!(matches!(
+        a.request(&bob, "", &b"x"[..]).await,
+        Err(NetError::BadProtocolName(_))
+    ));
     assert_eq!(a.metrics().counter("requests", "timeout"), 1);
     drop(held);
     a.shutdown().await;
@@ -114,13 +134,22 @@ async fn ping_measures_rtt_and_peers_are_listed() {
     assert_eq!(a.peers().len(), 1);
     assert!(!a.peers()[0].inbound && b.peers()[0].inbound);
     match events.recv().await.unwrap() {
-        PeerEvent::Connected { peer, inbound, .. } => assert_eq!((peer, inbound), (a.peer_id(), true)),
+        PeerEvent::Connected { peer, inbound, .. } => {
+            assert_eq!((peer, inbound), (a.peer_id(), true))
+        }
         other => panic!("{other:?}"),
     }
     // Keepalive pings fill in the smoothed RTT.
-    eventually("keepalive rtt", || a.peers().first().is_some_and(|p| p.rtt.is_some())).await;
+    eventually("keepalive rtt", || {
+        a.peers().first().is_some_and(|p| p.rtt.is_some())
+    })
+    .await;
     assert!(a.disconnect(&b.peer_id()));
-    match tokio::time::timeout(Duration::from_secs(5), events.recv()).await.unwrap().unwrap() {
+    match tokio::time::timeout(Duration::from_secs(5), events.recv())
+        .await
+        .unwrap()
+        .unwrap()
+    {
         PeerEvent::Disconnected { peer, .. } => assert_eq!(peer, a.peer_id()),
         other => panic!("{other:?}"),
     }
@@ -135,16 +164,24 @@ async fn simultaneous_dials_settle_on_one_connection() {
         let (ra, rb) = tokio::join!(a.connect(b.addr().unwrap()), b.connect(a.addr().unwrap()));
         ra.unwrap();
         rb.unwrap();
-        eventually("one connection each", || a.peers().len() == 1 && b.peers().len() == 1).await;
+        eventually("one connection each", || {
+            a.peers().len() == 1 && b.peers().len() == 1
+        })
+        .await;
         // Both sides keep the connection dialled by the smaller id.
         tokio::time::sleep(Duration::from_millis(100)).await;
         let (pa, pb) = (a.peers(), b.peers());
         assert_eq!((pa.len(), pb.len()), (1, 1));
         let a_dialled = !pa[0].inbound;
-        assert_eq!(a_dialled, pb[0].inbound, "both ends agree on the surviving connection");
+        assert_eq!(
+            a_dialled, pb[0].inbound,
+            "both ends agree on the surviving connection"
+        );
         assert_eq!(a_dialled, a.peer_id() < b.peer_id());
         let mut rx = b.channel(16).unwrap();
-        a.send(&b.peer_id(), 16, &b"after the race"[..]).await.unwrap();
+        a.send(&b.peer_id(), 16, &b"after the race"[..])
+            .await
+            .unwrap();
         assert_eq!(&rx.recv().await.unwrap().payload[..], b"after the race");
         a.shutdown().await;
         b.shutdown().await;
@@ -153,17 +190,31 @@ async fn simultaneous_dials_settle_on_one_connection() {
 
 #[tokio::test]
 async fn max_peers_and_max_inbound_are_enforced() {
-    let config = NodeConfig { limits: Limits { max_peers: 1, ..Limits::default() }, ..NodeConfig::default() };
+    let config = NodeConfig {
+        limits: Limits {
+            max_peers: 1,
+            ..Limits::default()
+        },
+        ..NodeConfig::default()
+    };
     let server = node_with(config).await;
     let (c1, c2) = (node().await, node().await);
     c1.connect(server.addr().unwrap()).await.unwrap();
     // The second handshake completes, then the server refuses it.
     let _ = c2.connect(server.addr().unwrap()).await;
-    eventually("refused peer disconnected", || !c2.is_connected(&server.peer_id())).await;
+    eventually("refused peer disconnected", || {
+        !c2.is_connected(&server.peer_id())
+    })
+    .await;
     assert_eq!(server.peers().len(), 1);
-    assert_eq!(server.metrics().counter("connections_rejected", "max_peers"), 1);
+    assert_eq!(
+        server
+            .metrics()
+            .counter("connections_rejected", "max_peers"),
+        1
+    );
     // The first peer is unaffected.
-    assert_eq!(c1.ping(&server.peer_id()).await.is_ok(), true);
+    assert!(c1.ping(&server.peer_id()).await.is_ok());
     for n in [&server, &c1, &c2] {
         n.shutdown().await;
     }
@@ -172,16 +223,34 @@ async fn max_peers_and_max_inbound_are_enforced() {
 #[tokio::test]
 async fn seeds_are_redialled_with_backoff() {
     let key = peerlink_net::Keypair::generate().unwrap();
-    let first = Node::builder().keypair(key.clone()).listen("127.0.0.1:0".parse().unwrap()).build().await.unwrap();
+    let first = Node::builder()
+        .keypair(key.clone())
+        .listen("127.0.0.1:0".parse().unwrap())
+        .build()
+        .await
+        .unwrap();
     let seed = first.addr().unwrap();
     first.shutdown().await;
     drop(first);
-    let config = NodeConfig { redial_backoff: Duration::from_millis(20), ..NodeConfig::default() };
-    let joiner = Node::builder().config(config).bootstrap([seed]).build().await.unwrap();
+    let config = NodeConfig {
+        redial_backoff: Duration::from_millis(20),
+        ..NodeConfig::default()
+    };
+    let joiner = Node::builder()
+        .config(config)
+        .bootstrap([seed])
+        .build()
+        .await
+        .unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(!joiner.is_connected(&seed.id));
     // The seed comes back on the same address: the joiner finds it.
-    let again = Node::builder().keypair(key).listen(seed.addr).build().await.unwrap();
+    let again = Node::builder()
+        .keypair(key)
+        .listen(seed.addr)
+        .build()
+        .await
+        .unwrap();
     eventually("seed redialled", || joiner.is_connected(&seed.id)).await;
     joiner.shutdown().await;
     again.shutdown().await;
@@ -192,8 +261,16 @@ async fn drop_channels_count_drops_and_block_channels_push_back() {
     let config = NodeConfig::default();
     let b = node_with(config).await;
     let a = Node::builder()
-        .channel(ChannelConfig::new(20).max_queued_bytes(1024).policy(Policy::Drop))
-        .channel(ChannelConfig::new(21).max_queued_bytes(1024).policy(Policy::Block))
+        .channel(
+            ChannelConfig::new(20)
+                .max_queued_bytes(1024)
+                .policy(Policy::Drop),
+        )
+        .channel(
+            ChannelConfig::new(21)
+                .max_queued_bytes(1024)
+                .policy(Policy::Block),
+        )
         .build()
         .await
         .unwrap();
@@ -218,7 +295,10 @@ async fn drop_channels_count_drops_and_block_channels_push_back() {
     }
     assert!(dropped > 0 && full > 0, "dropped {dropped}, full {full}");
     assert_eq!(a.metrics().dropped(20, "out"), dropped);
-    assert!(matches!(a.try_send(&peer, 16, vec![0u8; 2 << 20]), Err(NetError::MessageTooLarge { .. })));
+    assert!(matches!(
+        a.try_send(&peer, 16, vec![0u8; 2 << 20]),
+        Err(NetError::MessageTooLarge { .. })
+    ));
     a.shutdown().await;
     b.shutdown().await;
 }

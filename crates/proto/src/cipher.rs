@@ -74,7 +74,10 @@ impl CipherState {
             Ok(k) => k,
             Err(_) => unreachable!("key length matches the algorithm"),
         };
-        CipherState { key: LessSafeKey::new(unbound), counter: 0 }
+        CipherState {
+            key: LessSafeKey::new(unbound),
+            counter: 0,
+        }
     }
 
     fn next_nonce(&mut self) -> Result<Nonce, CipherError> {
@@ -128,7 +131,11 @@ mod tests {
 
     #[test]
     fn every_suite_round_trips_and_detects_tampering() {
-        for suite in [CipherSuite::Aes128Gcm, CipherSuite::Aes256Gcm, CipherSuite::ChaCha20Poly1305] {
+        for suite in [
+            CipherSuite::Aes128Gcm,
+            CipherSuite::Aes256Gcm,
+            CipherSuite::ChaCha20Poly1305,
+        ] {
             assert_eq!(CipherSuite::from_id(suite.id()), Some(suite));
             let key = [7u8; 32];
             let (mut tx, mut rx) = (CipherState::new(suite, &key), CipherState::new(suite, &key));
@@ -141,7 +148,10 @@ mod tests {
             assert_eq!(&copy[..11], b"hello world");
             // The same frame again (a replay) uses the next nonce and fails.
             let mut replay = sealed.clone();
-            assert_eq!(rx.open(b"aad", &mut replay), Err(CipherError::Authentication));
+            assert_eq!(
+                rx.open(b"aad", &mut replay),
+                Err(CipherError::Authentication)
+            );
         }
     }
 

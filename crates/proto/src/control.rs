@@ -160,9 +160,20 @@ impl RemoteErrorCode {
 /// A request/response message.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RrMessage {
-    Request { id: u64, protocol: String, body: Bytes },
-    Response { id: u64, body: Bytes },
-    Error { id: u64, code: RemoteErrorCode, message: String },
+    Request {
+        id: u64,
+        protocol: String,
+        body: Bytes,
+    },
+    Response {
+        id: u64,
+        body: Bytes,
+    },
+    Error {
+        id: u64,
+        code: RemoteErrorCode,
+        message: String,
+    },
 }
 
 impl RrMessage {
@@ -207,21 +218,35 @@ impl RrMessage {
         match tag {
             1 => {
                 let plen = *input.get(at).ok_or(ControlError::Truncated)? as usize;
-                let name = input.get(at + 1..at + 1 + plen).ok_or(ControlError::Truncated)?;
+                let name = input
+                    .get(at + 1..at + 1 + plen)
+                    .ok_or(ControlError::Truncated)?;
                 if plen == 0 || plen > MAX_PROTOCOL_NAME {
                     return Err(ControlError::BadProtocolName);
                 }
-                let protocol = std::str::from_utf8(name).map_err(|_| ControlError::BadProtocolName)?.to_string();
-                Ok(RrMessage::Request { id, protocol, body: input.slice(at + 1 + plen..) })
+                let protocol = std::str::from_utf8(name)
+                    .map_err(|_| ControlError::BadProtocolName)?
+                    .to_string();
+                Ok(RrMessage::Request {
+                    id,
+                    protocol,
+                    body: input.slice(at + 1 + plen..),
+                })
             }
-            2 => Ok(RrMessage::Response { id, body: input.slice(at..) }),
+            2 => Ok(RrMessage::Response {
+                id,
+                body: input.slice(at..),
+            }),
             3 => {
-                let code = RemoteErrorCode::from_u8(*input.get(at).ok_or(ControlError::Truncated)?)?;
+                let code =
+                    RemoteErrorCode::from_u8(*input.get(at).ok_or(ControlError::Truncated)?)?;
                 let text = input.get(at + 1..).unwrap_or_default();
                 if text.len() > MAX_ERROR_MESSAGE {
                     return Err(ControlError::BadErrorMessage);
                 }
-                let message = std::str::from_utf8(text).map_err(|_| ControlError::BadErrorMessage)?.to_string();
+                let message = std::str::from_utf8(text)
+                    .map_err(|_| ControlError::BadErrorMessage)?
+                    .to_string();
                 Ok(RrMessage::Error { id, code, message })
             }
             other => Err(ControlError::UnknownTag(other)),
@@ -266,8 +291,14 @@ mod tests {
         assert_eq!(Control::decode(&[]), Err(ControlError::Empty));
         assert_eq!(Control::decode(&[9]), Err(ControlError::UnknownTag(9)));
         assert_eq!(Control::decode(&[1, 0, 0]), Err(ControlError::Truncated));
-        assert_eq!(Control::decode(&[3, 0, 0]), Err(ControlError::TrailingBytes(1)));
-        assert_eq!(Control::decode(&[3, 77]), Err(ControlError::UnknownReason(77)));
+        assert_eq!(
+            Control::decode(&[3, 0, 0]),
+            Err(ControlError::TrailingBytes(1))
+        );
+        assert_eq!(
+            Control::decode(&[3, 77]),
+            Err(ControlError::UnknownReason(77))
+        );
     }
 
     #[test]
@@ -277,7 +308,10 @@ mod tests {
         assert_eq!(d(&[1]), Err(ControlError::Varint(FrameError::Truncated)));
         assert_eq!(d(&[1, 0, 200, b'a']), Err(ControlError::Truncated));
         assert_eq!(d(&[1, 0, 0]), Err(ControlError::BadProtocolName));
-        assert_eq!(d(&[1, 0, 2, 0xff, 0xfe]), Err(ControlError::BadProtocolName));
+        assert_eq!(
+            d(&[1, 0, 2, 0xff, 0xfe]),
+            Err(ControlError::BadProtocolName)
+        );
         assert_eq!(d(&[3, 0, 42]), Err(ControlError::UnknownErrorCode(42)));
         assert_eq!(d(&[3, 0, 1, 0xff]), Err(ControlError::BadErrorMessage));
         assert_eq!(d(&[7, 0]), Err(ControlError::UnknownTag(7)));

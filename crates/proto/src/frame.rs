@@ -88,9 +88,13 @@ impl FrameEncoder {
     #[inline]
     pub fn push(&mut self, channel: u16, payload: &[u8]) -> Result<(), FrameError> {
         if payload.len() > self.max_message {
-            return Err(FrameError::MessageTooLarge { len: payload.len(), max: self.max_message });
+            return Err(FrameError::MessageTooLarge {
+                len: payload.len(),
+                max: self.max_message,
+            });
         }
-        let record_len = varint::len(u64::from(channel)) + varint::len(payload.len() as u64) + payload.len();
+        let record_len =
+            varint::len(u64::from(channel)) + varint::len(payload.len() as u64) + payload.len();
         if let Some(start) = self.open {
             let plain = self.buf.len() - start - FRAME_HEADER_LEN;
             if plain > 0 && plain + record_len > self.frame_target {
@@ -109,7 +113,9 @@ impl FrameEncoder {
     }
 
     fn seal_open(&mut self) -> Result<(), FrameError> {
-        let Some(start) = self.open.take() else { return Ok(()) };
+        let Some(start) = self.open.take() else {
+            return Ok(());
+        };
         let body = start + FRAME_HEADER_LEN;
         let sealed_len = self.buf.len() - body + TAG_LEN;
         let header = (sealed_len as u32).to_be_bytes();
@@ -158,13 +164,18 @@ pub struct FrameDecoder {
 impl FrameDecoder {
     /// `max_plain` is the largest plaintext frame accepted.
     pub fn new(cipher: CipherState, max_plain: usize) -> Self {
-        FrameDecoder { cipher, max_sealed: (max_plain + TAG_LEN).min(ABSOLUTE_MAX_FRAME) }
+        FrameDecoder {
+            cipher,
+            max_sealed: (max_plain + TAG_LEN).min(ABSOLUTE_MAX_FRAME),
+        }
     }
 
     /// How many bytes `buf` must hold before the next frame can be opened,
     /// after checking the declared length (so a reader can reserve exactly).
     pub fn needed(&self, buf: &[u8]) -> Result<usize, FrameError> {
-        let Some(header) = buf.get(..FRAME_HEADER_LEN) else { return Ok(FRAME_HEADER_LEN) };
+        let Some(header) = buf.get(..FRAME_HEADER_LEN) else {
+            return Ok(FRAME_HEADER_LEN);
+        };
         let mut len = [0u8; 4];
         len.copy_from_slice(header);
         let len = u32::from_be_bytes(len) as usize;
@@ -172,7 +183,10 @@ impl FrameDecoder {
             return Err(FrameError::FrameTooShort { len });
         }
         if len > self.max_sealed {
-            return Err(FrameError::FrameTooLarge { len, max: self.max_sealed });
+            return Err(FrameError::FrameTooLarge {
+                len,
+                max: self.max_sealed,
+            });
         }
         Ok(FRAME_HEADER_LEN + len)
     }
@@ -190,7 +204,7 @@ impl FrameDecoder {
         let plain_len = self.cipher.open(&header, &mut frame[FRAME_HEADER_LEN..])?;
         frame.truncate(FRAME_HEADER_LEN + plain_len);
         let mut plain = frame.freeze();
-        let _ = bytes::Buf::advance(&mut plain, FRAME_HEADER_LEN);
+        bytes::Buf::advance(&mut plain, FRAME_HEADER_LEN);
         Ok(Some(plain))
     }
 }
@@ -216,16 +230,23 @@ impl Iterator for Records {
         }
         let result = (|| {
             let (channel, a) = varint::get(&self.rest, u64::from(u16::MAX))?;
-            let (len, b) = varint::get(self.rest.get(a..).unwrap_or_default(), u64::from(u32::MAX))?;
+            let (len, b) =
+                varint::get(self.rest.get(a..).unwrap_or_default(), u64::from(u32::MAX))?;
             let start = a + b;
             let remaining = self.rest.len() - start;
             if len > remaining as u64 {
-                return Err(FrameError::RecordOverrun { declared: len, remaining });
+                return Err(FrameError::RecordOverrun {
+                    declared: len,
+                    remaining,
+                });
             }
             let end = start + len as usize;
             let payload = self.rest.slice(start..end);
             bytes::Buf::advance(&mut self.rest, end);
-            Ok(Record { channel: channel as u16, payload })
+            Ok(Record {
+                channel: channel as u16,
+                payload,
+            })
         })();
         if result.is_err() {
             self.rest = Bytes::new(); // stop after the first error
@@ -243,8 +264,15 @@ mod tests {
     fn pair(max: usize) -> (FrameEncoder, FrameDecoder) {
         let key = [9u8; 32];
         (
-            FrameEncoder::new(CipherState::new(CipherSuite::Aes256Gcm, &key), max, DEFAULT_FRAME_TARGET),
-            FrameDecoder::new(CipherState::new(CipherSuite::Aes256Gcm, &key), max + MAX_RECORD_OVERHEAD),
+            FrameEncoder::new(
+                CipherState::new(CipherSuite::Aes256Gcm, &key),
+                max,
+                DEFAULT_FRAME_TARGET,
+            ),
+            FrameDecoder::new(
+                CipherState::new(CipherSuite::Aes256Gcm, &key),
+                max + MAX_RECORD_OVERHEAD,
+            ),
         )
     }
 
@@ -314,10 +342,19 @@ mod tests {
     fn oversized_length_prefix_is_rejected_before_allocating() {
         let (_, mut dec) = pair(1024);
         let mut buf = BytesMut::from(&[0xff, 0xff, 0xff, 0xff][..]);
-        assert!(matches!(dec.decode(&mut buf), Err(FrameError::FrameTooLarge { len: 0xffff_ffff, .. })));
-        assert_eq!(buf.capacity() < 1024, true);
+        assert!(matches!(
+            dec.decode(&mut buf),
+            Err(FrameError::FrameTooLarge {
+                len: 0xffff_ffff,
+                ..
+            })
+        ));
+        assert!(buf.capacity() < 1024);
         let mut short = BytesMut::from(&[0, 0, 0, 3, 1, 2, 3][..]);
-        assert_eq!(dec.decode(&mut short), Err(FrameError::FrameTooShort { len: 3 }));
+        assert_eq!(
+            dec.decode(&mut short),
+            Err(FrameError::FrameTooShort { len: 3 })
+        );
     }
 
     #[test]
@@ -344,25 +381,46 @@ mod tests {
         let second = enc.bytes().to_vec();
         // Reordered: the second frame first.
         let (_, mut dec2) = pair(1024);
-        assert!(matches!(decode_all(&mut dec2, &second), Err(FrameError::Cipher(_))));
+        assert!(matches!(
+            decode_all(&mut dec2, &second),
+            Err(FrameError::Cipher(_))
+        ));
         // Replayed: the first frame twice.
         decode_all(&mut dec, &first).unwrap();
-        assert!(matches!(decode_all(&mut dec, &first), Err(FrameError::Cipher(_))));
+        assert!(matches!(
+            decode_all(&mut dec, &first),
+            Err(FrameError::Cipher(_))
+        ));
     }
 
     #[test]
     fn oversized_messages_are_refused_by_the_sender() {
         let (mut enc, _) = pair(16);
-        assert_eq!(enc.push(1, &[0; 17]), Err(FrameError::MessageTooLarge { len: 17, max: 16 }));
+        assert_eq!(
+            enc.push(1, &[0; 17]),
+            Err(FrameError::MessageTooLarge { len: 17, max: 16 })
+        );
     }
 
     #[test]
     fn hostile_records_are_named_errors() {
         let overrun = Bytes::from_static(&[1, 50, 0, 0]);
-        assert!(matches!(Records::new(overrun).next(), Some(Err(FrameError::RecordOverrun { declared: 50, remaining: 2 }))));
+        assert!(matches!(
+            Records::new(overrun).next(),
+            Some(Err(FrameError::RecordOverrun {
+                declared: 50,
+                remaining: 2
+            }))
+        ));
         let big_channel = Bytes::from_static(&[0xff, 0xff, 0x7f, 0]);
-        assert!(matches!(Records::new(big_channel).next(), Some(Err(FrameError::VarintTooLarge { .. }))));
+        assert!(matches!(
+            Records::new(big_channel).next(),
+            Some(Err(FrameError::VarintTooLarge { .. }))
+        ));
         let truncated = Bytes::from_static(&[1]);
-        assert!(matches!(Records::new(truncated).next(), Some(Err(FrameError::Truncated))));
+        assert!(matches!(
+            Records::new(truncated).next(),
+            Some(Err(FrameError::Truncated))
+        ));
     }
 }

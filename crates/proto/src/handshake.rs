@@ -107,13 +107,19 @@ pub struct NoiseIdentity {
 impl NoiseIdentity {
     pub fn new(keypair: &Keypair) -> Result<Self, HandshakeError> {
         let params = NOISE_PATTERN.parse().map_err(noise_err)?;
-        let static_kp = snow::Builder::new(params).generate_keypair().map_err(noise_err)?;
+        let static_kp = snow::Builder::new(params)
+            .generate_keypair()
+            .map_err(noise_err)?;
         let mut signed = SIGNATURE_CONTEXT.to_vec();
         signed.extend_from_slice(&static_kp.public);
         let mut payload = [0u8; IDENTITY_LEN];
         payload[..PEER_ID_LEN].copy_from_slice(keypair.peer_id().as_bytes());
         payload[PEER_ID_LEN..].copy_from_slice(&keypair.sign(&signed));
-        Ok(NoiseIdentity { peer_id: keypair.peer_id(), static_private: static_kp.private, payload })
+        Ok(NoiseIdentity {
+            peer_id: keypair.peer_id(),
+            static_private: static_kp.private,
+            payload,
+        })
     }
 
     pub fn peer_id(&self) -> PeerId {
@@ -164,7 +170,11 @@ fn header(suite: CipherSuite) -> [u8; HEADER_LEN] {
 }
 
 impl Handshake {
-    fn build(static_private: &[u8], suite: CipherSuite, initiator: bool) -> Result<snow::HandshakeState, HandshakeError> {
+    fn build(
+        static_private: &[u8],
+        suite: CipherSuite,
+        initiator: bool,
+    ) -> Result<snow::HandshakeState, HandshakeError> {
         let params = NOISE_PATTERN.parse().map_err(noise_err)?;
         let prologue = header(suite);
         let builder = snow::Builder::new(params)
@@ -180,7 +190,11 @@ impl Handshake {
     }
 
     /// Starts a handshake as the dialler of `expected`; msg1 is queued at once.
-    pub fn initiator(identity: &NoiseIdentity, expected: PeerId, suite: CipherSuite) -> Result<Self, HandshakeError> {
+    pub fn initiator(
+        identity: &NoiseIdentity,
+        expected: PeerId,
+        suite: CipherSuite,
+    ) -> Result<Self, HandshakeError> {
         let mut hs = Handshake {
             noise: Some(Self::build(&identity.static_private, suite, true)?),
             static_private: Vec::new(),
@@ -222,13 +236,17 @@ impl Handshake {
 
     fn write_noise(&mut self, payload: &[u8], out: &mut Vec<u8>) -> Result<(), HandshakeError> {
         let mut buf = [0u8; MAX_HANDSHAKE_MESSAGE];
-        let n = self.noise()?.write_message(payload, &mut buf).map_err(noise_err)?;
+        let n = self
+            .noise()?
+            .write_message(payload, &mut buf)
+            .map_err(noise_err)?;
         out.extend_from_slice(&buf[..n]);
         Ok(())
     }
 
     fn queue(&mut self, body: &[u8]) {
-        self.output.extend_from_slice(&(body.len() as u16).to_be_bytes());
+        self.output
+            .extend_from_slice(&(body.len() as u16).to_be_bytes());
         self.output.extend_from_slice(body);
     }
 
@@ -254,7 +272,10 @@ impl Handshake {
     /// after the last handshake message (early frames) are left in `input`.
     pub fn read(&mut self, input: &mut BytesMut) -> Result<(), HandshakeError> {
         while !matches!(self.step, Step::Done | Step::Failed) {
-            let Some(len) = input.get(..2).map(|b| u16::from_be_bytes([b[0], b[1]]) as usize) else {
+            let Some(len) = input
+                .get(..2)
+                .map(|b| u16::from_be_bytes([b[0], b[1]]) as usize)
+            else {
                 // Fail fast on a peer that is obviously not speaking peerlink.
                 if self.step == Step::AwaitMsg1 && input.first().is_some_and(|&b| b != 0) {
                     self.step = Step::Failed;
@@ -268,7 +289,10 @@ impl Handshake {
                 let err = if self.step_expects_magic() {
                     HandshakeError::BadMagic
                 } else {
-                    HandshakeError::MessageTooLarge { len, max: MAX_HANDSHAKE_MESSAGE }
+                    HandshakeError::MessageTooLarge {
+                        len,
+                        max: MAX_HANDSHAKE_MESSAGE,
+                    }
                 };
                 self.step = Step::Failed;
                 return Err(err);
@@ -295,25 +319,33 @@ impl Handshake {
 
     fn check_header(&self, body: &[u8]) -> Result<CipherSuite, HandshakeError> {
         if body.len() < HEADER_LEN {
-            return Err(if body.len() >= MAGIC.len() && &body[..MAGIC.len()] != MAGIC {
-                HandshakeError::BadMagic
-            } else {
-                HandshakeError::MessageTooShort { len: body.len() }
-            });
+            return Err(
+                if body.len() >= MAGIC.len() && &body[..MAGIC.len()] != MAGIC {
+                    HandshakeError::BadMagic
+                } else {
+                    HandshakeError::MessageTooShort { len: body.len() }
+                },
+            );
         }
         if &body[..MAGIC.len()] != MAGIC {
             return Err(HandshakeError::BadMagic);
         }
         let theirs = u16::from_be_bytes([body[8], body[9]]);
         if theirs != PROTOCOL_VERSION {
-            return Err(HandshakeError::VersionMismatch { ours: PROTOCOL_VERSION, theirs });
+            return Err(HandshakeError::VersionMismatch {
+                ours: PROTOCOL_VERSION,
+                theirs,
+            });
         }
         CipherSuite::from_id(body[10]).ok_or(HandshakeError::UnknownCipherSuite(body[10]))
     }
 
     fn read_noise(&mut self, msg: &[u8]) -> Result<Vec<u8>, HandshakeError> {
         let mut payload = [0u8; MAX_HANDSHAKE_MESSAGE];
-        let n = self.noise()?.read_message(msg, &mut payload).map_err(noise_err)?;
+        let n = self
+            .noise()?
+            .read_message(msg, &mut payload)
+            .map_err(noise_err)?;
         Ok(payload[..n].to_vec())
     }
 
@@ -354,7 +386,10 @@ impl Handshake {
                 }
                 if let Some(expected) = self.expected {
                     if expected != remote {
-                        return Err(HandshakeError::PeerIdMismatch { expected, actual: remote });
+                        return Err(HandshakeError::PeerIdMismatch {
+                            expected,
+                            actual: remote,
+                        });
                     }
                 }
                 let mut out = Vec::new();
@@ -405,7 +440,11 @@ impl Handshake {
         }
         // Keys go to ring: its AEADs are several times faster than snow's.
         let (i_to_r, r_to_i) = noise.dangerously_get_raw_split();
-        let (send, recv) = if self.initiator { (i_to_r, r_to_i) } else { (r_to_i, i_to_r) };
+        let (send, recv) = if self.initiator {
+            (i_to_r, r_to_i)
+        } else {
+            (r_to_i, i_to_r)
+        };
         Ok(Established {
             remote,
             suite: self.suite,
@@ -424,11 +463,19 @@ mod tests {
     }
 
     fn side() -> Side {
-        Side { id: NoiseIdentity::new(&Keypair::generate().unwrap()).unwrap() }
+        Side {
+            id: NoiseIdentity::new(&Keypair::generate().unwrap()).unwrap(),
+        }
     }
 
     /// Runs a handshake to the end, moving bytes between the two machines.
-    fn run(mut i: Handshake, mut r: Handshake) -> (Result<Established, HandshakeError>, Result<Established, HandshakeError>) {
+    fn run(
+        mut i: Handshake,
+        mut r: Handshake,
+    ) -> (
+        Result<Established, HandshakeError>,
+        Result<Established, HandshakeError>,
+    ) {
         for _ in 0..4 {
             if let Some(out) = i.take_output() {
                 if let Err(e) = r.read(&mut BytesMut::from(&out[..])) {
@@ -446,7 +493,11 @@ mod tests {
 
     #[test]
     fn handshake_authenticates_both_sides_and_keys_match() {
-        for suite in [CipherSuite::Aes128Gcm, CipherSuite::Aes256Gcm, CipherSuite::ChaCha20Poly1305] {
+        for suite in [
+            CipherSuite::Aes128Gcm,
+            CipherSuite::Aes256Gcm,
+            CipherSuite::ChaCha20Poly1305,
+        ] {
             let (a, b) = (side(), side());
             let i = Handshake::initiator(&a.id, b.id.peer_id(), suite).unwrap();
             let r = Handshake::responder(&b.id).unwrap();
@@ -469,7 +520,13 @@ mod tests {
         let i = Handshake::initiator(&a.id, c.id.peer_id(), CipherSuite::default()).unwrap();
         let r = Handshake::responder(&b.id).unwrap();
         let (i, _) = run(i, r);
-        assert_eq!(i.err(), Some(HandshakeError::PeerIdMismatch { expected: c.id.peer_id(), actual: b.id.peer_id() }));
+        assert_eq!(
+            i.err(),
+            Some(HandshakeError::PeerIdMismatch {
+                expected: c.id.peer_id(),
+                actual: b.id.peer_id()
+            })
+        );
     }
 
     #[test]
@@ -484,10 +541,17 @@ mod tests {
     fn a_stolen_identity_payload_does_not_verify() {
         // Mallory presents Bob's signed payload with her own Noise key.
         let (a, b, mallory) = (side(), side(), side());
-        let impostor = NoiseIdentity { peer_id: b.id.peer_id(), static_private: mallory.id.static_private.clone(), payload: b.id.payload };
+        let impostor = NoiseIdentity {
+            peer_id: b.id.peer_id(),
+            static_private: mallory.id.static_private.clone(),
+            payload: b.id.payload,
+        };
         let i = Handshake::initiator(&a.id, b.id.peer_id(), CipherSuite::default()).unwrap();
         let r = Handshake::responder(&impostor).unwrap();
-        assert_eq!(run(i, r).0.err(), Some(HandshakeError::BadIdentitySignature));
+        assert_eq!(
+            run(i, r).0.err(),
+            Some(HandshakeError::BadIdentitySignature)
+        );
     }
 
     #[test]
@@ -502,15 +566,28 @@ mod tests {
         // The listener still answers with its header so the dialler learns why.
         let mut reply = r.take_output().unwrap();
         reply[2 + 9] = 7; // pretend the listener speaks version 7
-        assert_eq!(i.read(&mut BytesMut::from(&reply[..])), Err(HandshakeError::VersionMismatch { ours: 1, theirs: 7 }));
+        assert_eq!(
+            i.read(&mut BytesMut::from(&reply[..])),
+            Err(HandshakeError::VersionMismatch { ours: 1, theirs: 7 })
+        );
     }
 
     #[test]
     fn garbage_is_bad_magic() {
         let b = side();
-        for garbage in [&b"GET / HTTP/1.1\r\n\r\n"[..], &[0x16, 0x03, 0x01, 0x02, 0x00][..], &[0, 20, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20][..]] {
+        for garbage in [
+            &b"GET / HTTP/1.1\r\n\r\n"[..],
+            &[0x16, 0x03, 0x01, 0x02, 0x00][..],
+            &[
+                0, 20, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20,
+            ][..],
+        ] {
             let mut r = Handshake::responder(&b.id).unwrap();
-            assert_eq!(r.read(&mut BytesMut::from(garbage)), Err(HandshakeError::BadMagic), "{garbage:?}");
+            assert_eq!(
+                r.read(&mut BytesMut::from(garbage)),
+                Err(HandshakeError::BadMagic),
+                "{garbage:?}"
+            );
         }
     }
 
@@ -529,7 +606,13 @@ mod tests {
         // After the headers, oversized lengths are called what they are.
         let mut r2 = Handshake::responder(&b.id).unwrap();
         r2.read(&mut BytesMut::from(&msg1[..])).unwrap();
-        assert_eq!(r2.read(&mut BytesMut::from(&[0x10, 0x00][..])), Err(HandshakeError::MessageTooLarge { len: 4096, max: MAX_HANDSHAKE_MESSAGE }));
+        assert_eq!(
+            r2.read(&mut BytesMut::from(&[0x10, 0x00][..])),
+            Err(HandshakeError::MessageTooLarge {
+                len: 4096,
+                max: MAX_HANDSHAKE_MESSAGE
+            })
+        );
     }
 
     #[test]
@@ -537,11 +620,15 @@ mod tests {
         let (a, b) = (side(), side());
         let mut i = Handshake::initiator(&a.id, b.id.peer_id(), CipherSuite::default()).unwrap();
         let mut r = Handshake::responder(&b.id).unwrap();
-        r.read(&mut BytesMut::from(&i.take_output().unwrap()[..])).unwrap();
+        r.read(&mut BytesMut::from(&i.take_output().unwrap()[..]))
+            .unwrap();
         let mut msg2 = r.take_output().unwrap();
         let last = msg2.len() - 1;
         msg2[last] ^= 1;
-        assert!(matches!(i.read(&mut BytesMut::from(&msg2[..])), Err(HandshakeError::Noise(_))));
+        assert!(matches!(
+            i.read(&mut BytesMut::from(&msg2[..])),
+            Err(HandshakeError::Noise(_))
+        ));
         assert!(i.finish().is_err());
     }
 
@@ -550,8 +637,10 @@ mod tests {
         let (a, b) = (side(), side());
         let mut i = Handshake::initiator(&a.id, b.id.peer_id(), CipherSuite::default()).unwrap();
         let mut r = Handshake::responder(&b.id).unwrap();
-        r.read(&mut BytesMut::from(&i.take_output().unwrap()[..])).unwrap();
-        i.read(&mut BytesMut::from(&r.take_output().unwrap()[..])).unwrap();
+        r.read(&mut BytesMut::from(&i.take_output().unwrap()[..]))
+            .unwrap();
+        i.read(&mut BytesMut::from(&r.take_output().unwrap()[..]))
+            .unwrap();
         let mut wire = BytesMut::from(&i.take_output().unwrap()[..]);
         wire.extend_from_slice(b"EARLY");
         r.read(&mut wire).unwrap();
@@ -570,7 +659,9 @@ mod tests {
             input.extend_from_slice(&[0, len as u8]);
             input.extend_from_slice(MAGIC);
             for _ in 0..len {
-                seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                seed = seed
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
                 input.extend_from_slice(&[(seed >> 33) as u8]);
             }
             let _ = r.read(&mut input);

@@ -52,7 +52,8 @@ pub struct PeerId([u8; PEER_ID_LEN]);
 impl PeerId {
     /// Builds a peer id from raw public-key bytes, checking it is a valid key.
     pub fn from_bytes(bytes: [u8; PEER_ID_LEN]) -> Result<Self, IdentityError> {
-        ed25519_dalek::VerifyingKey::from_bytes(&bytes).map_err(|_| IdentityError::PeerIdNotAKey)?;
+        ed25519_dalek::VerifyingKey::from_bytes(&bytes)
+            .map_err(|_| IdentityError::PeerIdNotAKey)?;
         Ok(PeerId(bytes))
     }
 
@@ -76,7 +77,8 @@ impl PeerId {
             .map_err(|_| IdentityError::PeerIdNotAKey)?;
         let sig = ed25519_dalek::Signature::from_slice(signature)
             .map_err(|_| IdentityError::BadSignature)?;
-        key.verify_strict(message, &sig).map_err(|_| IdentityError::BadSignature)
+        key.verify_strict(message, &sig)
+            .map_err(|_| IdentityError::BadSignature)
     }
 }
 
@@ -130,7 +132,9 @@ impl Keypair {
 
     /// A keypair from its 32-byte secret seed.
     pub fn from_secret(secret: [u8; 32]) -> Self {
-        Keypair { signing: ed25519_dalek::SigningKey::from_bytes(&secret) }
+        Keypair {
+            signing: ed25519_dalek::SigningKey::from_bytes(&secret),
+        }
     }
 
     /// The 32-byte secret seed.
@@ -161,7 +165,9 @@ impl Keypair {
         }
         let mut secret = [0u8; 32];
         for (i, byte) in secret.iter_mut().enumerate() {
-            let pair = text.get(2 * i..2 * i + 2).ok_or(IdentityError::SecretKeyLength(i))?;
+            let pair = text
+                .get(2 * i..2 * i + 2)
+                .ok_or(IdentityError::SecretKeyLength(i))?;
             *byte = u8::from_str_radix(pair, 16)
                 .map_err(|_| IdentityError::SecretKeyEncoding(format!("bad hex pair {pair:?}")))?;
         }
@@ -202,11 +208,16 @@ impl FromStr for PeerAddr {
     /// Parses `<peer-id>@ip:port`. Host names are resolved by the caller
     /// (see `peerlink_net::resolve_peer_addr`), so this stays I/O-free.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let (id, addr) = s.split_once('@').ok_or_else(|| IdentityError::AddrSyntax(s.to_string()))?;
+        let (id, addr) = s
+            .split_once('@')
+            .ok_or_else(|| IdentityError::AddrSyntax(s.to_string()))?;
         let id: PeerId = id.parse()?;
-        let addr: SocketAddr = addr.parse().map_err(|e: std::net::AddrParseError| {
-            IdentityError::AddrSocket { addr: s.to_string(), reason: e.to_string() }
-        })?;
+        let addr: SocketAddr =
+            addr.parse()
+                .map_err(|e: std::net::AddrParseError| IdentityError::AddrSocket {
+                    addr: s.to_string(),
+                    reason: e.to_string(),
+                })?;
         Ok(PeerAddr { id, addr })
     }
 }
@@ -224,17 +235,32 @@ mod tests {
 
     #[test]
     fn bad_peer_ids_are_named_errors() {
-        assert!(matches!("0OIl".parse::<PeerId>(), Err(IdentityError::PeerIdEncoding(_))));
-        assert!(matches!("abc".parse::<PeerId>(), Err(IdentityError::PeerIdLength(_))));
-        assert!(matches!("".parse::<PeerId>(), Err(IdentityError::PeerIdLength(0))));
+        assert!(matches!(
+            "0OIl".parse::<PeerId>(),
+            Err(IdentityError::PeerIdEncoding(_))
+        ));
+        assert!(matches!(
+            "abc".parse::<PeerId>(),
+            Err(IdentityError::PeerIdLength(_))
+        ));
+        assert!(matches!(
+            "".parse::<PeerId>(),
+            Err(IdentityError::PeerIdLength(0))
+        ));
         let long = "1".repeat(500);
-        assert!(matches!(long.parse::<PeerId>(), Err(IdentityError::PeerIdLength(500))));
+        assert!(matches!(
+            long.parse::<PeerId>(),
+            Err(IdentityError::PeerIdLength(500))
+        ));
     }
 
     #[test]
     fn bad_addresses_are_named_errors() {
         let id = Keypair::generate().unwrap().peer_id();
-        assert!(matches!("127.0.0.1:1".parse::<PeerAddr>(), Err(IdentityError::AddrSyntax(_))));
+        assert!(matches!(
+            "127.0.0.1:1".parse::<PeerAddr>(),
+            Err(IdentityError::AddrSyntax(_))
+        ));
         assert!(matches!(
             format!("{id}@nowhere").parse::<PeerAddr>(),
             Err(IdentityError::AddrSocket { .. })
@@ -247,8 +273,14 @@ mod tests {
         let kp = Keypair::generate().unwrap();
         let sig = kp.sign(b"hello");
         kp.peer_id().verify(b"hello", &sig).unwrap();
-        assert_eq!(kp.peer_id().verify(b"hellO", &sig), Err(IdentityError::BadSignature));
-        assert_eq!(kp.peer_id().verify(b"hello", &sig[..10]), Err(IdentityError::BadSignature));
+        assert_eq!(
+            kp.peer_id().verify(b"hellO", &sig),
+            Err(IdentityError::BadSignature)
+        );
+        assert_eq!(
+            kp.peer_id().verify(b"hello", &sig[..10]),
+            Err(IdentityError::BadSignature)
+        );
     }
 
     #[test]
@@ -256,8 +288,14 @@ mod tests {
         let kp = Keypair::generate().unwrap();
         let back = Keypair::from_hex(&format!("{}\n", kp.to_hex())).unwrap();
         assert_eq!(back.peer_id(), kp.peer_id());
-        assert!(matches!(Keypair::from_hex("abcd"), Err(IdentityError::SecretKeyLength(2))));
-        assert!(matches!(Keypair::from_hex(&"zz".repeat(32)), Err(IdentityError::SecretKeyEncoding(_))));
+        assert!(matches!(
+            Keypair::from_hex("abcd"),
+            Err(IdentityError::SecretKeyLength(2))
+        ));
+        assert!(matches!(
+            Keypair::from_hex(&"zz".repeat(32)),
+            Err(IdentityError::SecretKeyEncoding(_))
+        ));
         assert!(Keypair::from_hex(&"é".repeat(32)).is_err());
     }
 }

@@ -16,7 +16,11 @@ pub struct KeepaliveConfig {
 
 impl Default for KeepaliveConfig {
     fn default() -> Self {
-        KeepaliveConfig { interval: Duration::from_secs(10), timeout: Duration::from_secs(30), idle_timeout: None }
+        KeepaliveConfig {
+            interval: Duration::from_secs(10),
+            timeout: Duration::from_secs(30),
+            idle_timeout: None,
+        }
     }
 }
 
@@ -142,11 +146,20 @@ mod tests {
     fn pings_measure_rtt_and_ignore_stale_pongs() {
         let t0 = Instant::now();
         let mut k = Keepalive::new(cfg(), t0);
-        let KeepaliveAction::SendPing(n) = k.poll(t0) else { panic!("expected a ping") };
+        let KeepaliveAction::SendPing(n) = k.poll(t0) else {
+            panic!("expected a ping")
+        };
         assert_eq!(k.poll(t0), KeepaliveAction::Wait);
         assert_eq!(k.on_pong(n + 1, t0), None);
-        assert_eq!(k.on_pong(n, t0 + Duration::from_millis(5)), Some(Duration::from_millis(5)));
-        assert_eq!(k.on_pong(n, t0 + Duration::from_millis(6)), None, "a pong counts once");
+        assert_eq!(
+            k.on_pong(n, t0 + Duration::from_millis(5)),
+            Some(Duration::from_millis(5))
+        );
+        assert_eq!(
+            k.on_pong(n, t0 + Duration::from_millis(6)),
+            None,
+            "a pong counts once"
+        );
         assert_eq!(k.rtt(), Some(Duration::from_millis(5)));
         assert_eq!(k.next_deadline(), t0 + Duration::from_secs(1));
     }
@@ -158,8 +171,14 @@ mod tests {
         k.poll(t0);
         k.on_receive(t0 + Duration::from_secs(2));
         k.on_app_traffic(t0 + Duration::from_secs(2));
-        assert!(matches!(k.poll(t0 + Duration::from_secs(4)), KeepaliveAction::SendPing(_)));
-        assert_eq!(k.poll(t0 + Duration::from_secs(5) + Duration::from_millis(1)), KeepaliveAction::TimedOut);
+        assert!(matches!(
+            k.poll(t0 + Duration::from_secs(4)),
+            KeepaliveAction::SendPing(_)
+        ));
+        assert_eq!(
+            k.poll(t0 + Duration::from_secs(5) + Duration::from_millis(1)),
+            KeepaliveAction::TimedOut
+        );
     }
 
     #[test]

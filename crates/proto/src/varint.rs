@@ -73,7 +73,10 @@ mod tests {
         assert_eq!(get(&[0x80, 0x80], 9), Err(FrameError::Truncated));
         assert_eq!(get(&[0x80, 0x00], 9), Err(FrameError::VarintNotCanonical));
         assert_eq!(get(&[0xff; 11], u64::MAX), Err(FrameError::VarintOverflow));
-        assert_eq!(get(&[0x0a], 9), Err(FrameError::VarintTooLarge { value: 10, max: 9 }));
+        assert_eq!(
+            get(&[0x0a], 9),
+            Err(FrameError::VarintTooLarge { value: 10, max: 9 })
+        );
         let mut over = vec![0xff; 9];
         over.push(0x02);
         assert_eq!(get(&over, u64::MAX), Err(FrameError::VarintOverflow));

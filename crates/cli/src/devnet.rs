@@ -1,0 +1,258 @@
+//! `peerlink devnet`: N real nodes on loopback in this process. They link
+//! up in a ring with chords, stream messages to their neighbours, make
+//! requests, and the run ends with a report. Exits non-zero if anything
+//! sent was not delivered.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Result};
+use bytes::Bytes;
+use indicatif::{ProgressBar, ProgressStyle};
+use peerlink_bench::Latency;
+use peerlink_net::{Limits, Node, NodeConfig};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Number of nodes.
+    #[arg(long, default_value_t = 100)]
+    nodes: usize,
+    /// Each node dials this many next nodes on the ring.
+    #[arg(long, default_value_t = 2)]
+    links: usize,
+    /// Messages each node sends over each link it dialled.
+    #[arg(long, default_value_t = 2000)]
+    messages: usize,
+    /// Message size in bytes.
+    #[arg(long, default_value_t = 256)]
+    size: usize,
+}
+
+const CHANNEL: u16 = 16;
+
+fn bar(len: usize, what: &str) -> ProgressBar {
+    let pb = ProgressBar::new(len as u64);
+    pb.set_style(
+        ProgressStyle::with_template("{msg:>12} [{bar:40}] {pos}/{len} {elapsed}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    pb.set_message(what.to_string());
+    pb
+}
+
+fn rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+pub async fn run(args: Args) -> Result<()> {
+    let n = args.nodes;
+    if n < 2 {
+        bail!("a devnet needs at least 2 nodes");
+    }
+    let links = args.links.clamp(1, n - 1);
+    let rss_before = rss_bytes();
+    let config = NodeConfig {
+        limits: Limits {
+            max_per_ip: 4 * n + 16,
+            max_inbound: 4 * n,
+            max_peers: 4 * n,
+            ..Limits::default()
+        },
+        ..NodeConfig::default()
+    };
+    println!(
+        "peerlink devnet: {n} nodes, {links} links dialled per node, {} × {} B per link",
+        args.messages, args.size
+    );
+
+    // 1. Start the nodes.
+    let started = Instant::now();
+    let pb = bar(n, "starting");
+    let mut nodes = Vec::with_capacity(n);
+    for _ in 0..n {
+        nodes.push(
+            Node::builder()
+                .listen("127.0.0.1:0".parse()?)
+                .config(config.clone())
+                .build()
+                .await?,
+        );
+        pb.inc(1);
+    }
+    pb.finish();
+    let start_time = started.elapsed();
+
+    // 2. Link them: node i dials i+1 ..= i+links.
+    let pb = bar(n * links, "connecting");
+    let mut dials = Vec::new();
+    for (i, node) in nodes.iter().enumerate() {
+        for k in 1..=links {
+            let (node, target) = (node.clone(), nodes[(i + k) % n].addr());
+            let pb = pb.clone();
+            dials.push(tokio::spawn(async move {
+                let target = target.ok_or_else(|| anyhow::anyhow!("node without address"))?;
+                let t = Instant::now();
+                node.connect(target).await?;
+                pb.inc(1);
+                Ok::<_, anyhow::Error>(t.elapsed())
+            }));
+        }
+    }
+    let mut dial_times = Vec::new();
+    for d in dials {
+        dial_times.push(d.await??);
+    }
+    pb.finish();
+    let dial = Latency::from_samples(dial_times);
+    let connections: usize = nodes
+        .iter()
+        .map(|n| n.peers().iter().filter(|p| !p.inbound).count())
+        .sum();
+
+    // 3. Stream messages over every dialled link.
+    let expected = (n * links * args.messages) as u64;
+    let pb = bar(expected as usize, "messages");
+    let mut receivers = Vec::new();
+    for node in &nodes {
+        let mut rx = node.channel(CHANNEL)?;
+        let pb = pb.clone();
+        receivers.push(tokio::spawn(async move {
+            let mut got = 0u64;
+            let mut buf = Vec::new();
+            while let Ok(k) =
+                tokio::time::timeout(Duration::from_secs(2), rx.recv_many(&mut buf, 1024)).await
+            {
+                if k == 0 {
+                    break;
+                }
+                got += k as u64;
+                pb.inc(k as u64);
+                buf.clear();
+            }
+            got
+        }));
+    }
+    let payload = Bytes::from(vec![0x42u8; args.size]);
+    let stream_start = Instant::now();
+    let mut senders = Vec::new();
+    for (i, node) in nodes.iter().enumerate() {
+        for k in 1..=links {
+            let (node, peer, payload, count) = (
+                node.clone(),
+                nodes[(i + k) % n].peer_id(),
+                payload.clone(),
+                args.messages,
+            );
+            senders.push(tokio::spawn(async move {
+                let tx = node.sender(&peer)?;
+                for _ in 0..count {
+                    tx.send(CHANNEL, payload.clone()).await?;
+                }
+                Ok::<_, anyhow::Error>(())
+            }));
+        }
+    }
+    for s in senders {
+        s.await??;
+    }
+    let mut delivered = 0u64;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while pb.position() < expected && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let stream_time = stream_start.elapsed();
+    pb.finish();
+
+    // 4. Requests to every dialled neighbour.
+    for node in &nodes {
+        let mut requests = node.serve("devnet/echo")?;
+        tokio::spawn(async move {
+            while let Some(r) = requests.recv().await {
+                let body = r.body.clone();
+                r.respond(body);
+            }
+        });
+    }
+    let mut rr = Vec::new();
+    for (i, node) in nodes.iter().enumerate() {
+        for k in 1..=links {
+            let (node, peer) = (node.clone(), nodes[(i + k) % n].peer_id());
+            rr.push(tokio::spawn(async move {
+                let mut samples = Vec::new();
+                for _ in 0..10 {
+                    let t = Instant::now();
+                    node.request(&peer, "devnet/echo", &b"are you there?"[..])
+                        .await?;
+                    samples.push(t.elapsed());
+                }
+                Ok::<_, anyhow::Error>(samples)
+            }));
+        }
+    }
+    let mut rr_samples = Vec::new();
+    for r in rr {
+        rr_samples.extend(r.await??);
+    }
+    let requests = Latency::from_samples(rr_samples);
+
+    // 5. Ping every neighbour once.
+    let mut pings = Vec::new();
+    for node in &nodes {
+        for p in node.peers() {
+            pings.push(node.ping(&p.id).await?);
+        }
+    }
+    let ping = Latency::from_samples(pings);
+    let rss_after = rss_bytes();
+    let handshake_failures: u64 = nodes
+        .iter()
+        .map(|n| n.metrics().sum("handshake_failures"))
+        .sum();
+    let peer_errors: u64 = nodes.iter().map(|n| n.metrics().sum("peer_errors")).sum();
+
+    for node in &nodes {
+        node.shutdown().await;
+    }
+    for r in receivers {
+        delivered += r.await?;
+    }
+
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    println!();
+    println!("── devnet report ─────────────────────────────────────────────");
+    println!("nodes started         {n} in {:.0} ms", ms(start_time));
+    println!(
+        "connections           {connections} (dial → established p50 {:.2} ms, p99 {:.2} ms)",
+        dial.p50_us / 1e3,
+        dial.p99_us / 1e3
+    );
+    println!(
+        "messages delivered    {delivered}/{expected} of {} B in {:.0} ms ({:.0} msg/s across the network)",
+        args.size,
+        ms(stream_time),
+        delivered as f64 / stream_time.as_secs_f64()
+    );
+    println!(
+        "requests              {} round trips: p50 {:.0} µs, p99 {:.0} µs",
+        requests.samples, requests.p50_us, requests.p99_us
+    );
+    println!(
+        "ping                  {} pings: p50 {:.0} µs, p99 {:.0} µs",
+        ping.samples, ping.p50_us, ping.p99_us
+    );
+    if let (Some(before), Some(after)) = (rss_before, rss_after) {
+        println!(
+            "memory                {:.2} MiB RSS per node",
+            after.saturating_sub(before) as f64 / n as f64 / (1024.0 * 1024.0)
+        );
+    }
+    println!("handshake failures    {handshake_failures}, peer errors {peer_errors}");
+    if delivered != expected {
+        bail!("{} messages were not delivered", expected - delivered);
+    }
+    println!("all messages delivered");
+    Ok(())
+}
