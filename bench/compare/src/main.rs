@@ -100,7 +100,11 @@ async fn libp2p_stream(size: usize, secs: f64, buffered: bool) -> Result<(f64, f
 
 #[tokio::main(worker_threads = 2)]
 async fn main() -> Result<()> {
-    let args = Args::parse();
+    // All work on the two workers, none on the main thread.
+    tokio::spawn(run(Args::parse())).await?
+}
+
+async fn run(args: Args) -> Result<()> {
     let mut results = Vec::new();
     println!("{:>6} | {:>22} | {:>22} | {:>22} | {:>16} | {:>9} {:>9}",
         "size", "peerlink msg/s (MiB/s)", "libp2p direct", "libp2p buffered", "raw TCP MiB/s", "×direct", "×buffered");

@@ -15,7 +15,7 @@ use peerlink_proto::control::{
 use peerlink_proto::frame::{DEFAULT_FRAME_TARGET, MAX_RECORD_OVERHEAD};
 use peerlink_proto::keepalive::{Keepalive, KeepaliveAction};
 use peerlink_proto::{
-    Established, FrameDecoder, FrameEncoder, Handshake, HandshakeError, PeerId, Records,
+    Established, FrameDecoder, FrameSealer, Handshake, HandshakeError, PeerId, Records,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
@@ -27,10 +27,8 @@ use crate::node::Inner;
 use crate::queue::{lock, Close, Inbox, Message, Outbound};
 use crate::NetError;
 
-/// Write once this much is sealed, even if more is queued.
-const WRITE_CHUNK: usize = 256 << 10;
 /// Read at least this much at a time.
-const READ_CHUNK: usize = 64 << 10;
+const READ_CHUNK: usize = 256 << 10;
 /// User pings carry nonces with the top bit set; keepalive's never do.
 const USER_PING_BIT: u64 = 1 << 63;
 
@@ -294,17 +292,19 @@ pub(crate) fn respond_error(conn: &Conn, id: u64, code: RemoteErrorCode, message
     let _ = conn.out.try_push(REQUEST_CHANNEL, msg, true);
 }
 
-/// Drains the outbound queues into sealed frames until the connection closes.
-pub(crate) async fn writer(
-    node: Arc<Inner>,
-    conn: Arc<Conn>,
-    mut wr: OwnedWriteHalf,
-    mut enc: FrameEncoder,
-) -> Result<(), NetError> {
-    let mut spare: Vec<VecDeque<Bytes>> = Vec::new();
+/// Seals and writes the queued frames until the connection closes.
+pub(crate) async fn writer(node: Arc<Inner>, conn: Arc<Conn>, mut wr: OwnedWriteHalf, mut sealer: FrameSealer) -> Result<(), NetError> {
     let stall = node.config.keepalive.timeout;
+    let mut idle = false;
     loop {
-        let Some(batch) = conn.out.take(&mut spare) else {
+        let Some(batch) = conn.out.take() else {
+            if !idle {
+                // Let senders on this worker add more before we park: fewer
+                // wake-ups, fuller frames.
+                idle = true;
+                tokio::task::yield_now().await;
+                continue;
+            }
             let deadline = lock(&conn.keepalive).next_deadline();
             tokio::select! {
                 _ = conn.out.wait_for_work() => {}
@@ -313,43 +313,25 @@ pub(crate) async fn writer(
             poll_keepalive(&node, &conn);
             continue;
         };
-        let mut sent_app = false;
-        for msg in &batch.control {
-            enc.push(CONTROL_CHANNEL, msg)?;
-        }
-        for (i, mut queue) in batch.channels {
-            let Some((ch, counters)) = conn.out.counters(i) else {
-                continue;
-            };
-            let (mut n, mut bytes) = (0u64, 0u64);
-            for msg in queue.drain(..) {
-                enc.push(ch, &msg)?;
-                n += 1;
-                bytes += msg.len() as u64;
-                if enc.buffered() >= WRITE_CHUNK {
-                    enc.finish()?;
-                    write(&mut wr, enc.bytes(), stall).await?;
-                    enc.clear();
-                }
-            }
-            sent_app = true;
-            counters.messages.inc_by(n);
-            counters.bytes.inc_by(bytes);
-            spare.push(queue);
+        idle = false;
+        let sent_any = !batch.frames.is_empty();
+        for mut frame in batch.frames {
+            sealer.seal(&mut frame, 0)?;
+            write(&mut wr, &frame, stall).await?;
+            conn.out.recycle(frame);
         }
         if let Some(close) = batch.closing {
-            enc.push(CONTROL_CHANNEL, &Control::GoAway(close.reason).encode())?;
-            enc.finish()?;
-            write(&mut wr, enc.bytes(), stall).await?;
+            let mut frame = BytesMut::new();
+            peerlink_proto::frame::begin_frame(&mut frame);
+            peerlink_proto::frame::put_record(&mut frame, CONTROL_CHANNEL, &Control::GoAway(close.reason).encode());
+            sealer.seal(&mut frame, 0)?;
+            write(&mut wr, &frame, stall).await?;
             let _ = wr.shutdown().await;
             // Give the peer a moment to close its side, then end regardless.
             tokio::time::sleep(Duration::from_secs(5)).await;
             return Ok(());
         }
-        enc.finish()?;
-        write(&mut wr, enc.bytes(), stall).await?;
-        enc.clear();
-        if sent_app {
+        if sent_any {
             lock(&conn.keepalive).on_app_traffic(Instant::now());
         }
         poll_keepalive(&node, &conn);
@@ -385,12 +367,8 @@ fn poll_keepalive(node: &Inner, conn: &Conn) {
     }
 }
 
-/// Frame codec pair for an established session.
-pub(crate) fn codecs(est: Established, max_message: usize) -> (FrameEncoder, FrameDecoder) {
-    let enc = FrameEncoder::new(est.send, max_message, DEFAULT_FRAME_TARGET);
-    let dec = FrameDecoder::new(
-        est.recv,
-        DEFAULT_FRAME_TARGET.max(max_message + MAX_RECORD_OVERHEAD),
-    );
-    (enc, dec)
+/// Frame sealer and decoder for an established session.
+pub(crate) fn codecs(est: Established, max_message: usize) -> (FrameSealer, FrameDecoder) {
+    let dec = FrameDecoder::new(est.recv, DEFAULT_FRAME_TARGET.max(max_message + MAX_RECORD_OVERHEAD));
+    (FrameSealer::new(est.send), dec)
 }

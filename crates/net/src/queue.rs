@@ -11,8 +11,10 @@ use std::future::poll_fn;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Poll, Waker};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
+use peerlink_proto::cipher::TAG_LEN;
 use peerlink_proto::control::{GoAwayReason, CONTROL_CHANNEL};
+use peerlink_proto::frame::{self, DEFAULT_FRAME_TARGET, FRAME_HEADER_LEN};
 use peerlink_proto::PeerId;
 use tokio::sync::Notify;
 
@@ -27,17 +29,25 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 pub(crate) struct OutChannel {
-    pub id: u16,
-    pub queue: VecDeque<Bytes>,
+    id: u16,
+    /// Frames being filled: each starts with room for the frame header and
+    /// holds encoded records up to the frame target.
+    segments: VecDeque<BytesMut>,
+    /// Payload bytes queued (what the limit applies to).
     bytes: usize,
+    /// Messages and payload bytes queued since the writer last took.
+    new_messages: u64,
+    new_bytes: u64,
     config: ChannelConfig,
-    pub counters: ChannelCounters,
+    counters: ChannelCounters,
 }
 
 #[derive(Default)]
 pub(crate) struct OutState {
-    control: Vec<Bytes>,
-    pub channels: Vec<OutChannel>,
+    /// Index 0 is the control channel, always drained first.
+    channels: Vec<OutChannel>,
+    /// Emptied segments for reuse, so the hot path does not allocate.
+    pool: Vec<BytesMut>,
     pending: bool,
     senders_waiting: bool,
     closing: Option<Close>,
@@ -51,7 +61,10 @@ pub(crate) struct Close {
     pub flush: bool,
 }
 
-/// One connection's outbound queues.
+/// One connection's outbound queues. Senders encode their message into the
+/// channel's current frame segment under one short lock (the one copy of
+/// the payload); the writer takes whole segments, seals them in place and
+/// writes them, with no per-message work.
 pub(crate) struct Outbound {
     state: Mutex<OutState>,
     wake_writer: Notify,
@@ -63,21 +76,26 @@ pub(crate) struct Outbound {
 /// What the writer took in one go.
 #[derive(Default)]
 pub(crate) struct Batch {
-    pub control: Vec<Bytes>,
-    /// (channel index in `OutState::channels`, its messages)
-    pub channels: Vec<(usize, VecDeque<Bytes>)>,
+    /// Unsealed frames, control first.
+    pub frames: Vec<BytesMut>,
     pub closing: Option<Close>,
 }
 
+const POOL: usize = 8;
+
 impl Outbound {
     pub fn new(channels: Arc<Vec<ChannelConfig>>, metrics: Arc<Metrics>) -> Self {
-        Outbound {
-            state: Mutex::default(),
-            wake_writer: Notify::new(),
-            space: Notify::new(),
-            channels,
-            metrics,
-        }
+        let control = OutChannel {
+            id: CONTROL_CHANNEL,
+            segments: VecDeque::new(),
+            bytes: 0,
+            new_messages: 0,
+            new_bytes: 0,
+            config: ChannelConfig::new(CONTROL_CHANNEL),
+            counters: metrics.outbound(CONTROL_CHANNEL),
+        };
+        let state = OutState { channels: vec![control], ..OutState::default() };
+        Outbound { state: Mutex::new(state), wake_writer: Notify::new(), space: Notify::new(), channels, metrics }
     }
 
     fn wake(&self, mut st: MutexGuard<'_, OutState>) {
@@ -91,42 +109,34 @@ impl Outbound {
 
     /// Queues a control message (never dropped, never blocks).
     pub fn push_control(&self, msg: Bytes) {
-        let mut st = lock(&self.state);
-        st.control.push(msg);
-        self.wake(st);
+        let _ = self.enqueue(CONTROL_CHANNEL, msg, true, false);
     }
 
     /// Queues `payload` on `channel`. `force` ignores the limit (for
     /// responses, which are bounded by the request queue instead).
     pub fn try_push(&self, channel: u16, payload: Bytes, force: bool) -> Result<(), NetError> {
-        self.enqueue(channel, payload, force, false)
-            .map_err(|(e, _)| e)
+        self.enqueue(channel, payload, force, false).map_err(|(e, _)| e)
     }
 
     /// The queueing core: on a full blocking channel with `wait`, hands the
     /// payload back so the caller can wait for space and retry.
-    fn enqueue(
-        &self,
-        channel: u16,
-        payload: Bytes,
-        force: bool,
-        wait: bool,
-    ) -> Result<(), (NetError, Option<Bytes>)> {
-        let mut st = lock(&self.state);
-        if st.closing.is_some() {
+    fn enqueue(&self, channel: u16, payload: Bytes, force: bool, wait: bool) -> Result<(), (NetError, Option<Bytes>)> {
+        let mut guard = lock(&self.state);
+        let st = &mut *guard;
+        if st.closing.is_some() && channel != CONTROL_CHANNEL {
             return Err((NetError::ConnectionClosed, None));
         }
         let idx = match st.channels.iter().position(|c| c.id == channel) {
             Some(i) => i,
             None => {
-                let config = channel_config(&self.channels, channel);
-                let counters = self.metrics.outbound(channel);
                 st.channels.push(OutChannel {
                     id: channel,
-                    queue: VecDeque::new(),
+                    segments: VecDeque::new(),
                     bytes: 0,
-                    config,
-                    counters,
+                    new_messages: 0,
+                    new_bytes: 0,
+                    config: channel_config(&self.channels, channel),
+                    counters: self.metrics.outbound(channel),
                 });
                 st.channels.len() - 1
             }
@@ -134,27 +144,47 @@ impl Outbound {
         let c = &mut st.channels[idx];
         let len = payload.len();
         // An empty queue always takes one message, however large.
-        if force || c.bytes == 0 || c.bytes + len <= c.config.max_queued_bytes {
-            c.bytes += len;
-            c.queue.push_back(payload);
-            self.wake(st);
-            return Ok(());
+        if !(force || c.bytes == 0 || c.bytes + len <= c.config.max_queued_bytes) {
+            if c.config.policy == Policy::Drop {
+                c.counters.dropped.inc();
+                return Err((NetError::QueueFull { channel }, None));
+            }
+            if !wait {
+                return Err((NetError::QueueFull { channel }, None));
+            }
+            st.senders_waiting = true;
+            return Err((NetError::QueueFull { channel }, Some(payload)));
         }
-        if c.config.policy == Policy::Drop {
-            c.counters.dropped.inc();
-            return Err((NetError::QueueFull { channel }, None));
+        let record = frame::record_len(channel, len);
+        let fits = c.segments.back().is_some_and(|s| s.len() == FRAME_HEADER_LEN || s.len() + record <= FRAME_HEADER_LEN + DEFAULT_FRAME_TARGET);
+        if !fits {
+            let mut seg = match st.pool.pop() {
+                Some(seg) if record <= DEFAULT_FRAME_TARGET => seg,
+                _ => BytesMut::with_capacity(FRAME_HEADER_LEN + record.max(DEFAULT_FRAME_TARGET) + TAG_LEN),
+            };
+            frame::begin_frame(&mut seg);
+            c.segments.push_back(seg);
         }
-        if !wait {
-            return Err((NetError::QueueFull { channel }, None));
+        if let Some(seg) = c.segments.back_mut() {
+            frame::put_record(seg, channel, &payload);
         }
-        st.senders_waiting = true;
-        Err((NetError::QueueFull { channel }, Some(payload)))
+        c.bytes += len;
+        c.new_messages += 1;
+        c.new_bytes += len as u64;
+        self.wake(guard);
+        Ok(())
     }
 
     /// Queues `payload` on `channel`, waiting for space if the channel blocks.
     pub async fn push(&self, channel: u16, payload: Bytes) -> Result<(), NetError> {
-        let mut payload = payload;
+        // Fast path: no waiter is set up unless the queue is full.
+        let mut payload = match self.enqueue(channel, payload, false, true) {
+            Ok(()) => return Ok(()),
+            Err((_, Some(back))) => back,
+            Err((e, None)) => return Err(e),
+        };
         loop {
+            // Register for a wake-up before re-checking, so none is lost.
             let space = self.space.notified();
             match self.enqueue(channel, payload, false, true) {
                 Ok(()) => return Ok(()),
@@ -165,36 +195,28 @@ impl Outbound {
         }
     }
 
-    /// Takes everything queued, or `None` when nothing is. `spare` supplies
-    /// empty deques to swap in so allocations are reused.
-    pub fn take(&self, spare: &mut Vec<VecDeque<Bytes>>) -> Option<Batch> {
+    /// Takes every queued frame (control first), or `None` when nothing is.
+    pub fn take(&self) -> Option<Batch> {
         let mut st = lock(&self.state);
         if !st.pending {
-            return st.closing.map(|c| Batch {
-                closing: Some(c),
-                ..Batch::default()
-            });
+            return st.closing.map(|c| Batch { closing: Some(c), ..Batch::default() });
         }
         st.pending = false;
-        let mut batch = Batch {
-            control: std::mem::take(&mut st.control),
-            channels: Vec::new(),
-            closing: st.closing,
-        };
-        if st.closing.is_some_and(|c| !c.flush) {
-            // Aborting: queued application data is dropped, not sent.
-            for c in &mut st.channels {
-                c.queue.clear();
-                c.bytes = 0;
+        let mut batch = Batch { frames: Vec::new(), closing: st.closing };
+        let abort = st.closing.is_some_and(|c| !c.flush);
+        for c in &mut st.channels {
+            if abort && c.id != CONTROL_CHANNEL {
+                // Aborting: queued application data is dropped, not sent.
+                c.segments.clear();
             }
-        }
-        for (i, c) in st.channels.iter_mut().enumerate() {
-            if !c.queue.is_empty() {
-                let mut q = spare.pop().unwrap_or_default();
-                std::mem::swap(&mut q, &mut c.queue);
-                c.bytes = 0;
-                batch.channels.push((i, q));
+            batch.frames.extend(c.segments.drain(..));
+            c.bytes = 0;
+            if c.new_messages > 0 && !abort {
+                c.counters.messages.inc_by(c.new_messages);
+                c.counters.bytes.inc_by(c.new_bytes);
             }
+            c.new_messages = 0;
+            c.new_bytes = 0;
         }
         let wake_senders = std::mem::take(&mut st.senders_waiting);
         drop(st);
@@ -204,12 +226,15 @@ impl Outbound {
         Some(batch)
     }
 
-    /// Counters of channel index `i` (as given in a [`Batch`]).
-    pub fn counters(&self, i: usize) -> Option<(u16, ChannelCounters)> {
-        lock(&self.state)
-            .channels
-            .get(i)
-            .map(|c| (c.id, c.counters.clone()))
+    /// Returns a written frame's buffer for reuse.
+    pub fn recycle(&self, mut seg: BytesMut) {
+        seg.clear();
+        if seg.capacity() <= 2 * DEFAULT_FRAME_TARGET {
+            let mut st = lock(&self.state);
+            if st.pool.len() < POOL {
+                st.pool.push(seg);
+            }
+        }
     }
 
     /// Starts closing: the writer sends a go-away (after the queue if
@@ -229,16 +254,9 @@ impl Outbound {
         self.wake_writer.notified().await
     }
 
-    /// Bytes queued on `channel`.
+    /// Payload bytes queued on `channel`.
     pub fn queued_bytes(&self, channel: u16) -> usize {
-        let st = lock(&self.state);
-        if channel == CONTROL_CHANNEL {
-            return st.control.iter().map(Bytes::len).sum();
-        }
-        st.channels
-            .iter()
-            .find(|c| c.id == channel)
-            .map_or(0, |c| c.bytes)
+        lock(&self.state).channels.iter().find(|c| c.id == channel).map_or(0, |c| c.bytes)
     }
 }
 

@@ -59,9 +59,54 @@ pub struct Record {
     pub payload: Bytes,
 }
 
+/// Bytes `put_record` appends for a payload of `len` bytes on `channel`.
+#[inline]
+pub fn record_len(channel: u16, len: usize) -> usize {
+    varint::len(u64::from(channel)) + varint::len(len as u64) + len
+}
+
+/// Starts a frame at the end of `buf`: room for the length header.
+#[inline]
+pub fn begin_frame(buf: &mut BytesMut) {
+    buf.put_u32(0);
+}
+
+/// Appends one record to the frame being built in `buf`.
+#[inline]
+pub fn put_record(buf: &mut BytesMut, channel: u16, payload: &[u8]) {
+    buf.reserve(record_len(channel, payload.len()));
+    varint::put(buf, u64::from(channel));
+    varint::put(buf, payload.len() as u64);
+    buf.extend_from_slice(payload);
+}
+
+/// Seals frames in place: fills in the header and appends the tag.
+pub struct FrameSealer {
+    cipher: CipherState,
+}
+
+impl FrameSealer {
+    pub fn new(cipher: CipherState) -> Self {
+        FrameSealer { cipher }
+    }
+
+    /// Seals the frame that starts at `start` in `buf` (begun with
+    /// [`begin_frame`], records up to the end of `buf`).
+    #[inline]
+    pub fn seal(&mut self, buf: &mut BytesMut, start: usize) -> Result<(), FrameError> {
+        let body = start + FRAME_HEADER_LEN;
+        let sealed_len = buf.len() - body + TAG_LEN;
+        let header = (sealed_len as u32).to_be_bytes();
+        buf[start..body].copy_from_slice(&header);
+        let tag = self.cipher.seal(&header, &mut buf[body..])?;
+        buf.extend_from_slice(&tag);
+        Ok(())
+    }
+}
+
 /// Packs records into sealed frames in one reusable buffer.
 pub struct FrameEncoder {
-    cipher: CipherState,
+    sealer: FrameSealer,
     buf: BytesMut,
     /// Offset of the open frame's header in `buf`, if a frame is open.
     open: Option<usize>,
@@ -75,7 +120,7 @@ impl FrameEncoder {
     /// frame of its own).
     pub fn new(cipher: CipherState, max_message: usize, frame_target: usize) -> Self {
         FrameEncoder {
-            cipher,
+            sealer: FrameSealer::new(cipher),
             buf: BytesMut::with_capacity(frame_target + 1024),
             open: None,
             frame_target: frame_target.max(1024),
@@ -88,51 +133,28 @@ impl FrameEncoder {
     #[inline]
     pub fn push(&mut self, channel: u16, payload: &[u8]) -> Result<(), FrameError> {
         if payload.len() > self.max_message {
-            return Err(FrameError::MessageTooLarge {
-                len: payload.len(),
-                max: self.max_message,
-            });
+            return Err(FrameError::MessageTooLarge { len: payload.len(), max: self.max_message });
         }
-        let record_len =
-            varint::len(u64::from(channel)) + varint::len(payload.len() as u64) + payload.len();
         if let Some(start) = self.open {
             let plain = self.buf.len() - start - FRAME_HEADER_LEN;
-            if plain > 0 && plain + record_len > self.frame_target {
-                self.seal_open()?;
+            if plain > 0 && plain + record_len(channel, payload.len()) > self.frame_target {
+                self.finish()?;
             }
         }
         if self.open.is_none() {
             self.open = Some(self.buf.len());
-            self.buf.put_u32(0);
+            begin_frame(&mut self.buf);
         }
-        self.buf.reserve(record_len);
-        varint::put(&mut self.buf, u64::from(channel));
-        varint::put(&mut self.buf, payload.len() as u64);
-        self.buf.extend_from_slice(payload);
-        Ok(())
-    }
-
-    fn seal_open(&mut self) -> Result<(), FrameError> {
-        let Some(start) = self.open.take() else {
-            return Ok(());
-        };
-        let body = start + FRAME_HEADER_LEN;
-        let sealed_len = self.buf.len() - body + TAG_LEN;
-        let header = (sealed_len as u32).to_be_bytes();
-        self.buf[start..body].copy_from_slice(&header);
-        let tag = self.cipher.seal(&header, &mut self.buf[body..])?;
-        self.buf.extend_from_slice(&tag);
+        put_record(&mut self.buf, channel, payload);
         Ok(())
     }
 
     /// Seals the open frame, if any; afterwards [`Self::bytes`] is ready to write.
     pub fn finish(&mut self) -> Result<(), FrameError> {
-        self.seal_open()
-    }
-
-    /// Whether records are waiting in an unsealed frame.
-    pub fn has_open_frame(&self) -> bool {
-        self.open.is_some()
+        match self.open.take() {
+            Some(start) => self.sealer.seal(&mut self.buf, start),
+            None => Ok(()),
+        }
     }
 
     /// Sealed bytes ready to write (call [`Self::finish`] first).

@@ -24,6 +24,6 @@ pub mod keepalive;
 pub mod varint;
 
 pub use cipher::{CipherState, CipherSuite};
-pub use frame::{FrameDecoder, FrameEncoder, FrameError, Record, Records};
+pub use frame::{FrameDecoder, FrameEncoder, FrameError, FrameSealer, Record, Records};
 pub use handshake::{Established, Handshake, HandshakeError, NoiseIdentity};
 pub use identity::{IdentityError, Keypair, PeerAddr, PeerId};
