@@ -278,10 +278,15 @@ impl Latency {
 pub struct RrReport {
     pub size: usize,
     pub peerlink: Latency,
-    /// Raw TCP ping-pong of the same size, one in flight.
+    /// Raw TCP ping-pong of the same size, one in flight, on the same
+    /// tokio runtime (the same task wake-ups as peerlink pays).
     pub raw_tcp: Latency,
+    /// Raw TCP ping-pong with blocking sockets on two OS threads: the
+    /// machine's floor, with no async runtime at all.
+    pub raw_tcp_blocking: Latency,
     pub p50_ratio: f64,
     pub p99_ratio: f64,
+    pub p50_ratio_blocking: f64,
 }
 
 /// Request/response round trips with one request in flight for `secs`.
@@ -311,13 +316,47 @@ pub async fn request_response(size: usize, secs: f64) -> Result<RrReport> {
     b.shutdown().await;
     let peerlink = Latency::from_samples(samples);
     let raw_tcp = raw_ping_pong(size, secs).await?;
+    let raw_tcp_blocking =
+        tokio::task::spawn_blocking(move || raw_ping_pong_blocking(size, secs)).await??;
     Ok(RrReport {
         size,
         p50_ratio: peerlink.p50_us / raw_tcp.p50_us.max(1e-9),
         p99_ratio: peerlink.p99_us / raw_tcp.p99_us.max(1e-9),
+        p50_ratio_blocking: peerlink.p50_us / raw_tcp_blocking.p50_us.max(1e-9),
         peerlink,
         raw_tcp,
+        raw_tcp_blocking,
     })
+}
+
+/// Raw TCP ping-pong with blocking std sockets on two threads.
+pub fn raw_ping_pong_blocking(size: usize, secs: f64) -> Result<Latency> {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let addr = listener.local_addr()?;
+    let server = std::thread::spawn(move || -> std::io::Result<()> {
+        let (mut s, _) = listener.accept()?;
+        s.set_nodelay(true)?;
+        let mut buf = vec![0u8; size];
+        while s.read_exact(&mut buf).is_ok() {
+            s.write_all(&buf)?;
+        }
+        Ok(())
+    });
+    let mut s = std::net::TcpStream::connect(addr)?;
+    s.set_nodelay(true)?;
+    let mut buf = vec![0x5au8; size];
+    let mut samples = Vec::new();
+    let start = Instant::now();
+    while start.elapsed().as_secs_f64() < secs {
+        let t = Instant::now();
+        s.write_all(&buf)?;
+        s.read_exact(&mut buf)?;
+        samples.push(t.elapsed());
+    }
+    drop(s);
+    let _ = server.join();
+    Ok(Latency::from_samples(samples))
 }
 
 /// Raw TCP ping-pong: write `size` bytes, read `size` bytes back.

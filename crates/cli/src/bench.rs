@@ -97,17 +97,22 @@ pub async fn run(args: Args) -> Result<()> {
                 "request/response, {size} B, one in flight ({} round trips)",
                 r.peerlink.samples
             );
+            let row = |name: &str, l: &peerlink_bench::Latency| {
+                println!(
+                    "  {name:<20} p50 {:>8.1} µs   p99 {:>8.1} µs",
+                    l.p50_us, l.p99_us
+                );
+            };
+            row("peerlink", &r.peerlink);
+            row("raw TCP (tokio)", &r.raw_tcp);
+            row("raw TCP (blocking)", &r.raw_tcp_blocking);
             println!(
-                "  peerlink  p50 {:>8.1} µs  p99 {:>8.1} µs",
-                r.peerlink.p50_us, r.peerlink.p99_us
+                "  {:<20} p50 {:>8.2}×     p99 {:>8.2}×",
+                "ratio to tokio", r.p50_ratio, r.p99_ratio
             );
             println!(
-                "  raw TCP   p50 {:>8.1} µs  p99 {:>8.1} µs",
-                r.raw_tcp.p50_us, r.raw_tcp.p99_us
-            );
-            println!(
-                "  ratio     p50 {:>8.2}×    p99 {:>8.2}×",
-                r.p50_ratio, r.p99_ratio
+                "  {:<20} p50 {:>8.2}×",
+                "ratio to blocking", r.p50_ratio_blocking
             );
             serde_json::to_value(r)?
         }

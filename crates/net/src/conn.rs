@@ -293,7 +293,12 @@ pub(crate) fn respond_error(conn: &Conn, id: u64, code: RemoteErrorCode, message
 }
 
 /// Seals and writes the queued frames until the connection closes.
-pub(crate) async fn writer(node: Arc<Inner>, conn: Arc<Conn>, mut wr: OwnedWriteHalf, mut sealer: FrameSealer) -> Result<(), NetError> {
+pub(crate) async fn writer(
+    node: Arc<Inner>,
+    conn: Arc<Conn>,
+    mut wr: OwnedWriteHalf,
+    mut sealer: FrameSealer,
+) -> Result<(), NetError> {
     let stall = node.config.keepalive.timeout;
     let mut idle = false;
     loop {
@@ -323,7 +328,11 @@ pub(crate) async fn writer(node: Arc<Inner>, conn: Arc<Conn>, mut wr: OwnedWrite
         if let Some(close) = batch.closing {
             let mut frame = BytesMut::new();
             peerlink_proto::frame::begin_frame(&mut frame);
-            peerlink_proto::frame::put_record(&mut frame, CONTROL_CHANNEL, &Control::GoAway(close.reason).encode());
+            peerlink_proto::frame::put_record(
+                &mut frame,
+                CONTROL_CHANNEL,
+                &Control::GoAway(close.reason).encode(),
+            );
             sealer.seal(&mut frame, 0)?;
             write(&mut wr, &frame, stall).await?;
             let _ = wr.shutdown().await;
@@ -369,6 +378,9 @@ fn poll_keepalive(node: &Inner, conn: &Conn) {
 
 /// Frame sealer and decoder for an established session.
 pub(crate) fn codecs(est: Established, max_message: usize) -> (FrameSealer, FrameDecoder) {
-    let dec = FrameDecoder::new(est.recv, DEFAULT_FRAME_TARGET.max(max_message + MAX_RECORD_OVERHEAD));
+    let dec = FrameDecoder::new(
+        est.recv,
+        DEFAULT_FRAME_TARGET.max(max_message + MAX_RECORD_OVERHEAD),
+    );
     (FrameSealer::new(est.send), dec)
 }

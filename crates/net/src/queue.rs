@@ -94,8 +94,17 @@ impl Outbound {
             config: ChannelConfig::new(CONTROL_CHANNEL),
             counters: metrics.outbound(CONTROL_CHANNEL),
         };
-        let state = OutState { channels: vec![control], ..OutState::default() };
-        Outbound { state: Mutex::new(state), wake_writer: Notify::new(), space: Notify::new(), channels, metrics }
+        let state = OutState {
+            channels: vec![control],
+            ..OutState::default()
+        };
+        Outbound {
+            state: Mutex::new(state),
+            wake_writer: Notify::new(),
+            space: Notify::new(),
+            channels,
+            metrics,
+        }
     }
 
     fn wake(&self, mut st: MutexGuard<'_, OutState>) {
@@ -115,12 +124,19 @@ impl Outbound {
     /// Queues `payload` on `channel`. `force` ignores the limit (for
     /// responses, which are bounded by the request queue instead).
     pub fn try_push(&self, channel: u16, payload: Bytes, force: bool) -> Result<(), NetError> {
-        self.enqueue(channel, payload, force, false).map_err(|(e, _)| e)
+        self.enqueue(channel, payload, force, false)
+            .map_err(|(e, _)| e)
     }
 
     /// The queueing core: on a full blocking channel with `wait`, hands the
     /// payload back so the caller can wait for space and retry.
-    fn enqueue(&self, channel: u16, payload: Bytes, force: bool, wait: bool) -> Result<(), (NetError, Option<Bytes>)> {
+    fn enqueue(
+        &self,
+        channel: u16,
+        payload: Bytes,
+        force: bool,
+        wait: bool,
+    ) -> Result<(), (NetError, Option<Bytes>)> {
         let mut guard = lock(&self.state);
         let st = &mut *guard;
         if st.closing.is_some() && channel != CONTROL_CHANNEL {
@@ -156,11 +172,16 @@ impl Outbound {
             return Err((NetError::QueueFull { channel }, Some(payload)));
         }
         let record = frame::record_len(channel, len);
-        let fits = c.segments.back().is_some_and(|s| s.len() == FRAME_HEADER_LEN || s.len() + record <= FRAME_HEADER_LEN + DEFAULT_FRAME_TARGET);
+        let fits = c.segments.back().is_some_and(|s| {
+            s.len() == FRAME_HEADER_LEN
+                || s.len() + record <= FRAME_HEADER_LEN + DEFAULT_FRAME_TARGET
+        });
         if !fits {
             let mut seg = match st.pool.pop() {
                 Some(seg) if record <= DEFAULT_FRAME_TARGET => seg,
-                _ => BytesMut::with_capacity(FRAME_HEADER_LEN + record.max(DEFAULT_FRAME_TARGET) + TAG_LEN),
+                _ => BytesMut::with_capacity(
+                    FRAME_HEADER_LEN + record.max(DEFAULT_FRAME_TARGET) + TAG_LEN,
+                ),
             };
             frame::begin_frame(&mut seg);
             c.segments.push_back(seg);
@@ -199,10 +220,16 @@ impl Outbound {
     pub fn take(&self) -> Option<Batch> {
         let mut st = lock(&self.state);
         if !st.pending {
-            return st.closing.map(|c| Batch { closing: Some(c), ..Batch::default() });
+            return st.closing.map(|c| Batch {
+                closing: Some(c),
+                ..Batch::default()
+            });
         }
         st.pending = false;
-        let mut batch = Batch { frames: Vec::new(), closing: st.closing };
+        let mut batch = Batch {
+            frames: Vec::new(),
+            closing: st.closing,
+        };
         let abort = st.closing.is_some_and(|c| !c.flush);
         for c in &mut st.channels {
             if abort && c.id != CONTROL_CHANNEL {
@@ -256,7 +283,11 @@ impl Outbound {
 
     /// Payload bytes queued on `channel`.
     pub fn queued_bytes(&self, channel: u16) -> usize {
-        lock(&self.state).channels.iter().find(|c| c.id == channel).map_or(0, |c| c.bytes)
+        lock(&self.state)
+            .channels
+            .iter()
+            .find(|c| c.id == channel)
+            .map_or(0, |c| c.bytes)
     }
 }
 

@@ -133,7 +133,10 @@ impl FrameEncoder {
     #[inline]
     pub fn push(&mut self, channel: u16, payload: &[u8]) -> Result<(), FrameError> {
         if payload.len() > self.max_message {
-            return Err(FrameError::MessageTooLarge { len: payload.len(), max: self.max_message });
+            return Err(FrameError::MessageTooLarge {
+                len: payload.len(),
+                max: self.max_message,
+            });
         }
         if let Some(start) = self.open {
             let plain = self.buf.len() - start - FRAME_HEADER_LEN;
