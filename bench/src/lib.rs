@@ -50,6 +50,9 @@ impl Throughput {
 pub struct StreamReport {
     pub size: usize,
     pub peerlink: Throughput,
+    /// Process CPU time (user + system, both nodes, all threads) per
+    /// message delivered: steadier than throughput on a noisy machine.
+    pub cpu_ns_per_msg: Option<f64>,
     /// Every message arrived, in order.
     pub complete_and_ordered: bool,
     /// Raw TCP, the same bytes coalesced into 64 KiB writes, no framing or
@@ -131,6 +134,7 @@ pub async fn stream(size: usize, secs: f64) -> Result<StreamReport> {
     a.connect(b.addr().context("no listen address")?).await?;
     let tx = a.sender(&b.peer_id())?;
     let duration = Duration::from_secs_f64(secs);
+    let cpu_before = process_cpu();
 
     let sender = tokio::spawn(async move {
         let mut source = MessageSource::new(size);
@@ -188,6 +192,9 @@ pub async fn stream(size: usize, secs: f64) -> Result<StreamReport> {
             break; // nothing more is coming
         }
     }
+    let cpu = process_cpu()
+        .zip(cpu_before)
+        .map(|(after, before)| after.saturating_sub(before));
     let sent_total = sent_total.unwrap_or(0);
     let elapsed = first.map_or(Duration::ZERO, |f| last - f);
     let peerlink = Throughput::new(received, size, elapsed);
@@ -197,11 +204,24 @@ pub async fn stream(size: usize, secs: f64) -> Result<StreamReport> {
     let raw_tcp = raw_stream(size, secs).await?;
     Ok(StreamReport {
         size,
+        cpu_ns_per_msg: cpu.map(|c| c.as_nanos() as f64 / received.max(1) as f64),
         ratio_to_raw: peerlink.mib_per_sec / raw_tcp.mib_per_sec.max(1e-9),
         complete_and_ordered: ordered && received == sent_total,
         peerlink,
         raw_tcp,
     })
+}
+
+/// CPU time (user + system) this process has used, from /proc (Linux).
+pub fn process_cpu() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the parenthesised command name; utime and stime are the
+    // 12th and 13th of them, in clock ticks (100 per second on Linux).
+    let rest = stat.rsplit_once(')')?.1;
+    let mut fields = rest.split_whitespace().skip(11);
+    let utime: u64 = fields.next()?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some(Duration::from_millis((utime + stime) * 10))
 }
 
 /// Raw TCP over loopback: `size`-byte messages coalesced into 64 KiB writes.

@@ -69,16 +69,17 @@ pub async fn run(args: Args) -> Result<()> {
             };
             let mut all = Vec::new();
             println!(
-                "{:>7} | {:>14} {:>12} | {:>14} {:>12} | {:>8} | in order",
-                "size", "peerlink msg/s", "MiB/s", "raw TCP msg/s", "MiB/s", "of raw"
+                "{:>7} | {:>14} {:>12} {:>10} | {:>14} {:>12} | {:>8} | in order",
+                "size", "peerlink msg/s", "MiB/s", "CPU ns/msg", "raw TCP msg/s", "MiB/s", "of raw"
             );
             for s in sizes {
                 let r = peerlink_bench::stream(s.bytes(), secs).await?;
                 println!(
-                    "{:>7} | {:>14.0} {:>12.1} | {:>14.0} {:>12.1} | {:>7.1}% | {}",
+                    "{:>7} | {:>14.0} {:>12.1} {:>10.0} | {:>14.0} {:>12.1} | {:>7.1}% | {}",
                     r.size,
                     r.peerlink.msgs_per_sec,
                     r.peerlink.mib_per_sec,
+                    r.cpu_ns_per_msg.unwrap_or(f64::NAN),
                     r.raw_tcp.msgs_per_sec,
                     r.raw_tcp.mib_per_sec,
                     r.ratio_to_raw * 100.0,
