@@ -435,6 +435,67 @@ pub async fn handshake(count: usize) -> Result<HandshakeReport> {
     })
 }
 
+/// The idle-memory workload's result.
+#[derive(Debug, Clone, Serialize)]
+pub struct IdleReport {
+    pub nodes: usize,
+    pub connections: usize,
+    /// Resident memory added by the connections (both ends), per connection.
+    pub bytes_per_connection: f64,
+    /// Resident memory of a node with no connections.
+    pub bytes_per_node: f64,
+}
+
+/// Resident set size of this process, from /proc (Linux).
+pub fn rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// Starts `nodes` nodes, connects every pair, exchanges one ping and a
+/// 1 KiB message per connection, lets them go idle, and measures memory.
+pub async fn idle_memory(nodes: usize) -> Result<IdleReport> {
+    let before = rss_bytes().context("no /proc/self/status")?;
+    let mut all = Vec::with_capacity(nodes);
+    for _ in 0..nodes {
+        all.push(node().await?);
+    }
+    let with_nodes = rss_bytes().context("no /proc/self/status")?;
+    let mut receivers = Vec::new();
+    for n in &all {
+        receivers.push(n.channel(CHANNEL)?);
+    }
+    for (i, a) in all.iter().enumerate() {
+        for b in &all[i + 1..] {
+            a.connect(b.addr().context("no listen address")?).await?;
+            a.ping(&b.peer_id()).await?;
+            a.send(&b.peer_id(), CHANNEL, vec![1u8; 1024]).await?;
+        }
+    }
+    for rx in &mut receivers {
+        while rx.try_recv().is_some() {}
+    }
+    // Let writers go idle and release their buffers.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for rx in &mut receivers {
+        while rx.try_recv().is_some() {}
+    }
+    let connected = rss_bytes().context("no /proc/self/status")?;
+    let connections = nodes * (nodes - 1) / 2;
+    for n in &all {
+        n.shutdown().await;
+    }
+    Ok(IdleReport {
+        nodes,
+        connections,
+        bytes_per_connection: connected.saturating_sub(with_nodes) as f64
+            / connections.max(1) as f64,
+        bytes_per_node: with_nodes.saturating_sub(before) as f64 / nodes.max(1) as f64,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -57,6 +57,11 @@ enum Workload {
         #[arg(long, default_value_t = 200)]
         count: usize,
     },
+    /// Resident memory per idle connection (every pair of N nodes connected).
+    Idle {
+        #[arg(long, default_value_t = 40)]
+        nodes: usize,
+    },
 }
 
 pub async fn run(args: Args) -> Result<()> {
@@ -123,6 +128,17 @@ pub async fn run(args: Args) -> Result<()> {
             println!(
                 "dial to first message ({} dials): p50 {:.0} µs, p99 {:.0} µs",
                 l.samples, l.p50_us, l.p99_us
+            );
+            serde_json::to_value(r)?
+        }
+        Workload::Idle { nodes } => {
+            let r = peerlink_bench::idle_memory(nodes.max(2)).await?;
+            println!(
+                "{} idle connections among {} nodes: {:.1} KiB per connection (both ends), {:.1} KiB per node without connections",
+                r.connections,
+                r.nodes,
+                r.bytes_per_connection / 1024.0,
+                r.bytes_per_node / 1024.0
             );
             serde_json::to_value(r)?
         }

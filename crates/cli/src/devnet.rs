@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Result};
 use bytes::Bytes;
 use indicatif::{ProgressBar, ProgressStyle};
-use peerlink_bench::Latency;
+use peerlink_bench::{rss_bytes, Latency};
 use peerlink_net::{Limits, Node, NodeConfig};
 
 #[derive(clap::Args)]
@@ -38,13 +38,6 @@ fn bar(len: usize, what: &str) -> ProgressBar {
     );
     pb.set_message(what.to_string());
     pb
-}
-
-fn rss_bytes() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib * 1024)
 }
 
 pub async fn run(args: Args) -> Result<()> {

@@ -27,8 +27,10 @@ use crate::node::Inner;
 use crate::queue::{lock, Close, Inbox, Message, Outbound};
 use crate::NetError;
 
-/// Read at least this much at a time.
+/// Read at least this much at a time while traffic flows...
 const READ_CHUNK: usize = 256 << 10;
+/// ...and this much when it is light.
+const IDLE_READ: usize = 4 << 10;
 /// User pings carry nonces with the top bit set; keepalive's never do.
 const USER_PING_BIT: u64 = 1 << 63;
 
@@ -188,6 +190,7 @@ pub(crate) async fn reader(
     };
     let mut pending: VecDeque<Message> = VecDeque::new();
     let mut goaway = None;
+    let mut last_read = 0;
     loop {
         while let Some(plain) = dec.decode(&mut buf)? {
             let now = Instant::now();
@@ -238,8 +241,19 @@ pub(crate) async fn reader(
             }
         }
         let need = dec.needed(&buf)?;
-        buf.reserve(need.saturating_sub(buf.len()).max(READ_CHUNK));
-        if rd.read_buf(&mut buf).await? == 0 {
+        // Busy connections read in large chunks; quiet ones keep a small
+        // buffer, so an idle connection holds little memory.
+        if buf.is_empty() && last_read < IDLE_READ && buf.capacity() > IDLE_READ {
+            buf = BytesMut::new();
+        }
+        let chunk = if last_read >= IDLE_READ {
+            READ_CHUNK
+        } else {
+            IDLE_READ
+        };
+        buf.reserve(need.saturating_sub(buf.len()).max(chunk));
+        last_read = rd.read_buf(&mut buf).await?;
+        if last_read == 0 {
             return Ok(goaway);
         }
     }
@@ -310,6 +324,7 @@ pub(crate) async fn writer(
                 tokio::task::yield_now().await;
                 continue;
             }
+            conn.out.trim();
             let deadline = lock(&conn.keepalive).next_deadline();
             tokio::select! {
                 _ = conn.out.wait_for_work() => {}

@@ -110,7 +110,7 @@ impl NodeBuilder {
             .map(|l| l.local_addr())
             .collect::<Result<Vec<_>, _>>()?;
         let metrics = Arc::new(Metrics::new());
-        let (events, _) = broadcast::channel(4096);
+        let (events, _) = broadcast::channel(512);
         let inner = Arc::new(Inner {
             keypair,
             identity,

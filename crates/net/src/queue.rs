@@ -264,6 +264,11 @@ impl Outbound {
         }
     }
 
+    /// Frees the reusable buffers (the writer is about to go idle).
+    pub fn trim(&self) {
+        lock(&self.state).pool = Vec::new();
+    }
+
     /// Starts closing: the writer sends a go-away (after the queue if
     /// `flush`) and shuts the socket down. Later pushes fail.
     pub fn close(&self, close: Close) {
