@@ -1,0 +1,152 @@
+//! The `peerlink` binary end to end: keys, two node processes joined by
+//! --bootstrap, metrics over HTTP, and `peerlink ping` between them.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn peerlink() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_peerlink"))
+}
+
+/// A child process killed when the test ends, however it ends.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `peerlink node` and returns it with the lines it printed up to
+/// and including the one starting with `until`.
+fn start_node(args: &[&str], home: &std::path::Path, until: &str) -> (Running, Vec<String>) {
+    let mut child = peerlink()
+        .arg("node")
+        .args(args)
+        .env("PEERLINK_HOME", home)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn peerlink node");
+    let stdout = child.stdout.take().expect("stdout");
+    let running = Running(child);
+    let mut lines = Vec::new();
+    for line in BufReader::new(stdout).lines() {
+        let line = line.expect("read stdout");
+        let done = line.starts_with(until);
+        lines.push(line);
+        if done {
+            return (running, lines);
+        }
+    }
+    panic!("node exited before printing {until:?}: {lines:?}");
+}
+
+fn http_get(addr: &str) -> String {
+    let mut s = std::net::TcpStream::connect(addr).expect("connect to metrics");
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut body = String::new();
+    s.read_to_string(&mut body).unwrap();
+    body
+}
+
+#[test]
+fn keygen_and_id_agree_and_the_key_is_private() {
+    let home = tempfile::tempdir().unwrap();
+    let out = peerlink()
+        .arg("keygen")
+        .env("PEERLINK_HOME", home.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let id = String::from_utf8(out.stdout).unwrap();
+    let again = peerlink()
+        .arg("id")
+        .env("PEERLINK_HOME", home.path())
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8(again.stdout).unwrap(), id);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(home.path().join("node.key"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    // A second keygen must not overwrite the identity.
+    let twice = peerlink()
+        .arg("keygen")
+        .env("PEERLINK_HOME", home.path())
+        .output()
+        .unwrap();
+    assert!(!twice.status.success());
+}
+
+#[test]
+fn two_nodes_join_by_bootstrap_and_ping_prints_rtts() {
+    let (home_a, home_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (_a, lines) = start_node(&["--listen", "127.0.0.1:0"], home_a.path(), "listening on");
+    let a_addr = lines
+        .last()
+        .unwrap()
+        .trim_start_matches("listening on ")
+        .to_string();
+    let (_b, lines) = start_node(
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--bootstrap",
+            &a_addr,
+            "--metrics",
+            "127.0.0.1:0",
+        ],
+        home_b.path(),
+        "metrics on",
+    );
+    let metrics = lines
+        .last()
+        .unwrap()
+        .trim_start_matches("metrics on http://")
+        .trim_end_matches("/metrics")
+        .to_string();
+
+    // B dials its seed A; its metrics show the outbound connection.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let body = http_get(&metrics);
+        if body.contains("peerlink_connections_opened_total{direction=\"out\"} 1") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "B never connected to A:\n{body}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    let out = peerlink()
+        .args(["ping", &a_addr, "--count", "3", "--interval-ms", "10"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert_eq!(
+        text.lines().filter(|l| l.starts_with("rtt")).count(),
+        3,
+        "{text}"
+    );
+    assert!(text.contains("3 pings: min"), "{text}");
+}
+
+#[test]
+fn ping_reports_a_bad_address_clearly() {
+    let out = peerlink()
+        .args(["ping", "not-an-address"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("bad peer address"), "{err}");
+}
