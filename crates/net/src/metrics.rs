@@ -42,8 +42,8 @@ fn label(k: &'static str, v: impl ToString) -> Labels {
 
 impl Metrics {
     pub(crate) fn new() -> Self {
-        let mut registry = Registry::with_prefix("peerlink");
-        let m = Metrics {
+        let mut m = Metrics {
+            registry: Registry::with_prefix("peerlink"),
             messages_sent: Family::default(),
             messages_received: Family::default(),
             bytes_sent: Family::default(),
@@ -56,108 +56,95 @@ impl Metrics {
             handshake_failures: Family::default(),
             peer_errors: Family::default(),
             requests: Family::default(),
-            registry: Registry::default(),
         };
-        registry.register(
+        let r = &mut m.registry;
+        r.register(
             "messages_sent",
             "Messages sent, by channel",
             m.messages_sent.clone(),
         );
-        registry.register(
+        r.register(
             "messages_received",
             "Messages received, by channel",
             m.messages_received.clone(),
         );
-        registry.register(
+        r.register(
             "bytes_sent",
             "Payload bytes sent, by channel",
             m.bytes_sent.clone(),
         );
-        registry.register(
+        r.register(
             "bytes_received",
             "Payload bytes received, by channel",
             m.bytes_received.clone(),
         );
-        registry.register(
+        r.register(
             "messages_dropped",
             "Messages dropped by a full queue, by channel and direction",
             m.messages_dropped.clone(),
         );
-        registry.register(
+        r.register(
             "connections",
             "Established connections, by direction",
             m.connections.clone(),
         );
-        registry.register(
+        r.register(
             "connections_opened",
             "Connections established, by direction",
             m.connections_opened.clone(),
         );
-        registry.register(
+        r.register(
             "connections_closed",
             "Connections closed, by reason",
             m.connections_closed.clone(),
         );
-        registry.register(
+        r.register(
             "connections_rejected",
             "Connections refused by a limit, by limit",
             m.connections_rejected.clone(),
         );
-        registry.register(
+        r.register(
             "handshake_failures",
             "Failed handshakes, by reason",
             m.handshake_failures.clone(),
         );
-        registry.register(
+        r.register(
             "peer_errors",
             "Protocol violations by peers (each closes the connection), by reason",
             m.peer_errors.clone(),
         );
-        registry.register(
+        r.register(
             "requests",
             "Outbound requests, by outcome",
             m.requests.clone(),
         );
-        Metrics { registry, ..m }
+        m
     }
 
     pub(crate) fn outbound(&self, channel: u16) -> ChannelCounters {
-        ChannelCounters {
-            messages: self
-                .messages_sent
-                .get_or_create(&label("channel", channel))
-                .clone(),
-            bytes: self
-                .bytes_sent
-                .get_or_create(&label("channel", channel))
-                .clone(),
-            dropped: self
-                .messages_dropped
-                .get_or_create(&vec![
-                    ("channel", channel.to_string()),
-                    ("direction", "out".into()),
-                ])
-                .clone(),
-        }
+        self.channel_counters(channel, &self.messages_sent, &self.bytes_sent, "out")
     }
 
     pub(crate) fn inbound(&self, channel: u16) -> ChannelCounters {
+        self.channel_counters(channel, &self.messages_received, &self.bytes_received, "in")
+    }
+
+    fn channel_counters(
+        &self,
+        channel: u16,
+        messages: &Family<Labels, Counter>,
+        bytes: &Family<Labels, Counter>,
+        direction: &'static str,
+    ) -> ChannelCounters {
+        let ch = label("channel", channel);
+        let dropped = vec![
+            ("channel", channel.to_string()),
+            ("direction", direction.to_string()),
+        ];
         ChannelCounters {
-            messages: self
-                .messages_received
-                .get_or_create(&label("channel", channel))
-                .clone(),
-            bytes: self
-                .bytes_received
-                .get_or_create(&label("channel", channel))
-                .clone(),
-            dropped: self
-                .messages_dropped
-                .get_or_create(&vec![
-                    ("channel", channel.to_string()),
-                    ("direction", "in".into()),
-                ])
-                .clone(),
+            messages: messages.get_or_create(&ch).clone(),
+            bytes: bytes.get_or_create(&ch).clone(),
+            dropped: self.messages_dropped.get_or_create(&dropped).clone(),
         }
     }
 
