@@ -20,7 +20,7 @@ use tokio::task::JoinHandle;
 use crate::config::{channel_config, ChannelConfig, Limits, NodeConfig, Policy};
 use crate::conn::{self, Conn};
 use crate::metrics::Metrics;
-use crate::queue::{lock, Close, Inbox, Message, Outbound};
+use crate::queue::{lock, Close, Inbox, Message, Outbound, Refused};
 use crate::NetError;
 
 /// Something that happened to a peer.
@@ -854,7 +854,11 @@ impl PeerSender {
     pub async fn send(&self, channel: u16, payload: impl Into<Bytes>) -> Result<(), NetError> {
         let payload = payload.into();
         self.node.check_send(channel, payload.len())?;
-        self.conn.out.push(channel, payload).await
+        match self.conn.out.push_now(channel, payload) {
+            Ok(()) => Ok(()),
+            Err(Refused::Wait(payload)) => self.conn.out.push_slow(channel, payload).await,
+            Err(e) => Err(e.into_error(channel)),
+        }
     }
 
     pub fn try_send(&self, channel: u16, payload: impl Into<Bytes>) -> Result<(), NetError> {

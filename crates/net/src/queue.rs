@@ -73,6 +73,23 @@ pub(crate) struct Outbound {
     metrics: Arc<Metrics>,
 }
 
+/// Why a message was not queued.
+pub(crate) enum Refused {
+    Closed,
+    Full,
+    /// The channel blocks: wait for space and offer the payload again.
+    Wait(Bytes),
+}
+
+impl Refused {
+    pub fn into_error(self, channel: u16) -> NetError {
+        match self {
+            Refused::Closed => NetError::ConnectionClosed,
+            Refused::Full | Refused::Wait(_) => NetError::QueueFull { channel },
+        }
+    }
+}
+
 /// What the writer took in one go.
 #[derive(Default)]
 pub(crate) struct Batch {
@@ -125,7 +142,7 @@ impl Outbound {
     /// responses, which are bounded by the request queue instead).
     pub fn try_push(&self, channel: u16, payload: Bytes, force: bool) -> Result<(), NetError> {
         self.enqueue(channel, payload, force, false)
-            .map_err(|(e, _)| e)
+            .map_err(|e| e.into_error(channel))
     }
 
     /// The queueing core: on a full blocking channel with `wait`, hands the
@@ -136,11 +153,11 @@ impl Outbound {
         payload: Bytes,
         force: bool,
         wait: bool,
-    ) -> Result<(), (NetError, Option<Bytes>)> {
+    ) -> Result<(), Refused> {
         let mut guard = lock(&self.state);
         let st = &mut *guard;
         if st.closing.is_some() && channel != CONTROL_CHANNEL {
-            return Err((NetError::ConnectionClosed, None));
+            return Err(Refused::Closed);
         }
         let idx = match st.channels.iter().position(|c| c.id == channel) {
             Some(i) => i,
@@ -163,13 +180,13 @@ impl Outbound {
         if !(force || c.bytes == 0 || c.bytes + len <= c.config.max_queued_bytes) {
             if c.config.policy == Policy::Drop {
                 c.counters.dropped.inc();
-                return Err((NetError::QueueFull { channel }, None));
+                return Err(Refused::Full);
             }
             if !wait {
-                return Err((NetError::QueueFull { channel }, None));
+                return Err(Refused::Full);
             }
             st.senders_waiting = true;
-            return Err((NetError::QueueFull { channel }, Some(payload)));
+            return Err(Refused::Wait(payload));
         }
         let record = frame::record_len(channel, len);
         let fits = c.segments.back().is_some_and(|s| {
@@ -196,21 +213,31 @@ impl Outbound {
         Ok(())
     }
 
+    /// Queues `payload` on `channel` if there is room now; otherwise hands
+    /// it back (blocking channel) or fails. The synchronous fast path of
+    /// sending, so no future is built per message.
+    pub fn push_now(&self, channel: u16, payload: Bytes) -> Result<(), Refused> {
+        self.enqueue(channel, payload, false, true)
+    }
+
     /// Queues `payload` on `channel`, waiting for space if the channel blocks.
     pub async fn push(&self, channel: u16, payload: Bytes) -> Result<(), NetError> {
-        // Fast path: no waiter is set up unless the queue is full.
-        let mut payload = match self.enqueue(channel, payload, false, true) {
-            Ok(()) => return Ok(()),
-            Err((_, Some(back))) => back,
-            Err((e, None)) => return Err(e),
-        };
+        match self.push_now(channel, payload) {
+            Ok(()) => Ok(()),
+            Err(Refused::Wait(payload)) => self.push_slow(channel, payload).await,
+            Err(e) => Err(e.into_error(channel)),
+        }
+    }
+
+    /// Waits for space on a full blocking channel, then queues.
+    pub async fn push_slow(&self, channel: u16, mut payload: Bytes) -> Result<(), NetError> {
         loop {
             // Register for a wake-up before re-checking, so none is lost.
             let space = self.space.notified();
             match self.enqueue(channel, payload, false, true) {
                 Ok(()) => return Ok(()),
-                Err((_, Some(back))) => payload = back,
-                Err((e, None)) => return Err(e),
+                Err(Refused::Wait(back)) => payload = back,
+                Err(e) => return Err(e.into_error(channel)),
             }
             space.await;
         }

@@ -74,9 +74,12 @@ pub fn begin_frame(buf: &mut BytesMut) {
 /// Appends one record to the frame being built in `buf`.
 #[inline]
 pub fn put_record(buf: &mut BytesMut, channel: u16, payload: &[u8]) {
-    buf.reserve(record_len(channel, payload.len()));
-    varint::put(buf, u64::from(channel));
-    varint::put(buf, payload.len() as u64);
+    // The header goes in with one copy, not one call per byte.
+    let mut header = [0u8; MAX_RECORD_OVERHEAD + 2];
+    let n = varint::encode(u64::from(channel), &mut header);
+    let n = n + varint::encode(payload.len() as u64, &mut header[n..]);
+    buf.reserve(n + payload.len());
+    buf.extend_from_slice(&header[..n]);
     buf.extend_from_slice(payload);
 }
 

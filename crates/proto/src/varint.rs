@@ -13,6 +13,23 @@ pub fn put(buf: &mut impl bytes::BufMut, mut v: u64) {
     buf.put_u8(v as u8);
 }
 
+/// Writes `v` into the front of `out` (at least 10 bytes); returns the length.
+#[inline]
+pub fn encode(mut v: u64, out: &mut [u8]) -> usize {
+    let mut i = 0;
+    while v >= 0x80 {
+        if let Some(b) = out.get_mut(i) {
+            *b = (v as u8) | 0x80;
+        }
+        v >>= 7;
+        i += 1;
+    }
+    if let Some(b) = out.get_mut(i) {
+        *b = v as u8;
+    }
+    i + 1
+}
+
 /// Number of bytes `put` writes for `v`.
 #[inline]
 pub fn len(v: u64) -> usize {
@@ -58,6 +75,9 @@ mod tests {
             let mut buf = Vec::new();
             put(&mut buf, v);
             prop_assert_eq!(buf.len(), len(v));
+            let mut arr = [0u8; 10];
+            let n = encode(v, &mut arr);
+            prop_assert_eq!(&arr[..n], &buf[..]);
             prop_assert_eq!(get(&buf, u64::MAX).unwrap(), (v, buf.len()));
         }
 
