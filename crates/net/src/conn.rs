@@ -135,7 +135,8 @@ impl Conn {
         let (tx, rx) = oneshot::channel();
         lock(&self.pings).insert(nonce, tx);
         let sent = Instant::now();
-        self.out.push_control(Control::Ping(nonce).encode());
+        // If the control queue is full the ping is lost and the caller times out.
+        let _ = self.out.push_control(Control::Ping(nonce).encode());
         (sent, rx)
     }
 
@@ -200,7 +201,11 @@ pub(crate) async fn reader(
                 let record = record?;
                 match record.channel {
                     CONTROL_CHANNEL => match Control::decode(&record.payload)? {
-                        Control::Ping(n) => conn.out.push_control(Control::Pong(n).encode()),
+                        Control::Ping(n) => {
+                            if !conn.out.push_control(Control::Pong(n).encode()) {
+                                return Err(NetError::Flood("pings"));
+                            }
+                        }
                         Control::Pong(n) if n & USER_PING_BIT != 0 => {
                             if let Some(tx) = lock(&conn.pings).remove(&n) {
                                 let _ = tx.send(now);
@@ -213,7 +218,7 @@ pub(crate) async fn reader(
                     },
                     REQUEST_CHANNEL => {
                         app = true;
-                        on_rr(&node, &conn, RrMessage::decode(&record.payload)?);
+                        on_rr(&node, &conn, RrMessage::decode(&record.payload)?)?;
                     }
                     ch if ch < FIRST_APP_CHANNEL => return Err(NetError::ReservedChannel(ch)),
                     ch => {
@@ -279,9 +284,9 @@ fn inbox_for(node: &Inner, cache: &mut InboxCache, ch: u16) -> Option<Arc<Inbox>
     cache.map.get(&ch).cloned()
 }
 
-fn on_rr(node: &Arc<Inner>, conn: &Arc<Conn>, msg: RrMessage) {
+fn on_rr(node: &Arc<Inner>, conn: &Arc<Conn>, msg: RrMessage) -> Result<(), NetError> {
     match msg {
-        RrMessage::Request { id, protocol, body } => node.on_request(conn, id, protocol, body),
+        RrMessage::Request { id, protocol, body } => node.on_request(conn, id, protocol, body)?,
         RrMessage::Response { id, body } => {
             if let Some(tx) = lock(&conn.requests).remove(&id) {
                 let _ = tx.send(Ok(body));
@@ -293,17 +298,26 @@ fn on_rr(node: &Arc<Inner>, conn: &Arc<Conn>, msg: RrMessage) {
             }
         }
     }
+    Ok(())
 }
 
-/// Sends an error response for request `id`.
-pub(crate) fn respond_error(conn: &Conn, id: u64, code: RemoteErrorCode, message: &str) {
+/// Sends an error response for request `id`; fails if the peer has let
+/// too many answers pile up unread.
+pub(crate) fn respond_error(
+    conn: &Conn,
+    id: u64,
+    code: RemoteErrorCode,
+    message: &str,
+) -> Result<(), NetError> {
     let msg = RrMessage::Error {
         id,
         code,
         message: message.to_string(),
     }
     .encode();
-    let _ = conn.out.try_push(REQUEST_CHANNEL, msg, true);
+    conn.out
+        .try_push(REQUEST_CHANNEL, msg, true)
+        .map_err(|_| NetError::Flood("requests"))
 }
 
 /// Seals and writes the queued frames until the connection closes.
@@ -379,7 +393,10 @@ fn poll_keepalive(node: &Inner, conn: &Conn) {
     let action = lock(&conn.keepalive).poll(Instant::now());
     match action {
         KeepaliveAction::Wait => {}
-        KeepaliveAction::SendPing(n) => conn.out.push_control(Control::Ping(n).encode()),
+        KeepaliveAction::SendPing(n) => {
+            // A full control queue means a flood; the reader closes that.
+            let _ = conn.out.push_control(Control::Ping(n).encode());
+        }
         KeepaliveAction::TimedOut => {
             node.metrics.closed("keepalive_timeout");
             conn.terminate();

@@ -25,6 +25,8 @@ pub enum NetError {
     Message(#[from] ControlError),
     #[error("peer used reserved channel {0}")]
     ReservedChannel(u16),
+    #[error("peer floods {0} without reading the answers")]
+    Flood(&'static str),
     #[error("identity: {0}")]
     Identity(#[from] IdentityError),
     #[error("not connected to {0}")]
@@ -59,6 +61,18 @@ pub enum NetError {
 }
 
 impl NetError {
+    /// Whether the peer broke the protocol (as opposed to the network or
+    /// this node failing): such peers are counted in `peer_errors`.
+    pub fn is_peer_fault(&self) -> bool {
+        matches!(
+            self,
+            NetError::Frame(_)
+                | NetError::Message(_)
+                | NetError::ReservedChannel(_)
+                | NetError::Flood(_)
+        )
+    }
+
     /// A short, stable label for metrics.
     pub fn label(&self) -> &'static str {
         match self {
@@ -71,6 +85,7 @@ impl NetError {
             NetError::Frame(_) => "bad_frame",
             NetError::Message(_) => "bad_message",
             NetError::ReservedChannel(_) => "reserved_channel",
+            NetError::Flood(_) => "flood",
             _ => "other",
         }
     }

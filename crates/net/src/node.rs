@@ -442,10 +442,7 @@ impl Inner {
             Ok(None) => "closed".to_string(),
             Ok(Some(r)) => format!("go-away: {r:?}"),
             Err(e) => {
-                if matches!(
-                    e,
-                    NetError::Frame(_) | NetError::Message(_) | NetError::ReservedChannel(_)
-                ) {
+                if e.is_peer_fault() {
                     tracing::info!(peer = %conn.peer, "peer broke the protocol: {e}");
                     Metrics::inc(&self.metrics.peer_errors, "reason", e.label());
                 }
@@ -474,7 +471,13 @@ impl Inner {
         }
     }
 
-    pub(crate) fn on_request(&self, conn: &Arc<Conn>, id: u64, protocol: String, body: Bytes) {
+    pub(crate) fn on_request(
+        &self,
+        conn: &Arc<Conn>,
+        id: u64,
+        protocol: String,
+        body: Bytes,
+    ) -> Result<(), NetError> {
         if body.len() > self.config.max_request_size {
             return conn::respond_error(conn, id, RemoteErrorCode::TooLarge, "request too large");
         }
@@ -489,10 +492,10 @@ impl Inner {
             reply: Some((Arc::downgrade(conn), id)),
         };
         match handler.try_send(request) {
-            Ok(()) => {}
+            Ok(()) => Ok(()),
             Err(mpsc::error::TrySendError::Full(mut r)) => {
                 r.reply = None;
-                conn::respond_error(conn, id, RemoteErrorCode::Overloaded, "request queue full");
+                conn::respond_error(conn, id, RemoteErrorCode::Overloaded, "request queue full")
             }
             Err(mpsc::error::TrySendError::Closed(mut r)) => {
                 r.reply = None;
@@ -501,7 +504,7 @@ impl Inner {
                     id,
                     RemoteErrorCode::UnknownProtocol,
                     "no longer served",
-                );
+                )
             }
         }
     }
@@ -961,7 +964,8 @@ impl Request {
     pub fn reject(mut self, message: &str) {
         if let Some((conn, id)) = self.reply.take() {
             if let Some(conn) = conn.upgrade() {
-                conn::respond_error(&conn, id, RemoteErrorCode::Application, message);
+                // Fails only if the peer is not reading; its connection closes.
+                let _ = conn::respond_error(&conn, id, RemoteErrorCode::Application, message);
             }
         }
     }
@@ -971,7 +975,7 @@ impl Drop for Request {
     fn drop(&mut self) {
         if let Some((conn, id)) = self.reply.take() {
             if let Some(conn) = conn.upgrade() {
-                conn::respond_error(
+                let _ = conn::respond_error(
                     &conn,
                     id,
                     RemoteErrorCode::NoResponse,

@@ -99,6 +99,10 @@ pub(crate) struct Batch {
 }
 
 const POOL: usize = 8;
+/// Control messages are tiny; this much queued means a flood.
+const CONTROL_QUEUE: usize = 64 << 10;
+/// Forced pushes may exceed a channel's limit by this factor, no more.
+const FORCED_OVERRUN: usize = 4;
 
 impl Outbound {
     pub fn new(channels: Arc<Vec<ChannelConfig>>, metrics: Arc<Metrics>) -> Self {
@@ -108,7 +112,7 @@ impl Outbound {
             bytes: 0,
             new_messages: 0,
             new_bytes: 0,
-            config: ChannelConfig::new(CONTROL_CHANNEL),
+            config: ChannelConfig::new(CONTROL_CHANNEL).max_queued_bytes(CONTROL_QUEUE),
             counters: metrics.outbound(CONTROL_CHANNEL),
         };
         let state = OutState {
@@ -133,9 +137,11 @@ impl Outbound {
         }
     }
 
-    /// Queues a control message (never dropped, never blocks).
-    pub fn push_control(&self, msg: Bytes) {
-        let _ = self.enqueue(CONTROL_CHANNEL, msg, true, false);
+    /// Queues a control message; false when the control queue is over its
+    /// hard cap (a peer making us answer faster than it reads).
+    #[must_use]
+    pub fn push_control(&self, msg: Bytes) -> bool {
+        self.enqueue(CONTROL_CHANNEL, msg, true, false).is_ok()
     }
 
     /// Queues `payload` on `channel`. `force` ignores the limit (for
@@ -176,6 +182,11 @@ impl Outbound {
         };
         let c = &mut st.channels[idx];
         let len = payload.len();
+        // Forced messages (pongs, responses) may overrun the limit, but only
+        // so far: past it the peer is not reading what it asks for.
+        if force && c.bytes > FORCED_OVERRUN * c.config.max_queued_bytes {
+            return Err(Refused::Full);
+        }
         // An empty queue always takes one message, however large.
         if !(force || c.bytes == 0 || c.bytes + len <= c.config.max_queued_bytes) {
             if c.config.policy == Policy::Drop {

@@ -292,3 +292,30 @@ async fn a_peer_that_stops_reading_is_bounded_and_timed_out() {
     drop(raw);
     node.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ping_flood_from_a_peer_that_never_reads_is_cut_off() {
+    let node = node().await;
+    let mut raw = RawPeer::connect(&node).await;
+    eventually("registered", || node.peers().len() == 1).await;
+    // Pings as fast as we can write them, never reading a pong.
+    let ping = peerlink_proto::control::Control::Ping(7).encode();
+    let records: Vec<(u16, &[u8])> = (0..4096).map(|_| (CONTROL_CHANNEL, &ping[..])).collect();
+    let flood = tokio::time::timeout(Duration::from_secs(20), async {
+        for _ in 0..1000 {
+            let frame = raw.frame(&records);
+            if raw.stream.write_all(&frame).await.is_err() {
+                return; // the node hung up on us
+            }
+        }
+    })
+    .await;
+    assert!(flood.is_ok(), "flood should end with the connection");
+    eventually("flood counted", || {
+        node.metrics().counter("peer_errors", "flood") == 1
+    })
+    .await;
+    eventually("peer removed", || node.peers().is_empty()).await;
+    still_serves(&node).await;
+    node.shutdown().await;
+}
