@@ -227,7 +227,7 @@ pub(crate) async fn reader(
                             deliver(&mut current, &mut pending).await;
                             current = inbox_for(&node, &mut cache, ch);
                             if current.is_none() {
-                                node.metrics.unrouted(ch);
+                                node.metrics.dropped_unrouted();
                                 continue;
                             }
                         }

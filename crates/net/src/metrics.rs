@@ -183,6 +183,16 @@ impl Metrics {
         family.get_or_create(&label(key, label_value)).get()
     }
 
+    /// A message for a channel nobody receives on: one series for all such
+    /// channels, so a peer cannot grow the metrics without bound.
+    pub(crate) fn dropped_unrouted(&self) {
+        let labels = vec![
+            ("channel", "unrouted".to_string()),
+            ("direction", "in".to_string()),
+        ];
+        self.messages_dropped.get_or_create(&labels).inc();
+    }
+
     /// Messages dropped on `channel` in direction `"in"` or `"out"`.
     pub fn dropped(&self, channel: u16, direction: &str) -> u64 {
         self.messages_dropped

@@ -514,12 +514,6 @@ impl Metrics {
     pub(crate) fn closed(&self, reason: &'static str) {
         Metrics::inc(&self.connections_closed, "reason", reason);
     }
-
-    /// A message for a channel nobody receives on (one series for all such
-    /// channels, so a peer cannot grow the metrics without bound).
-    pub(crate) fn unrouted(&self, _channel: u16) {
-        Metrics::inc(&self.connections_rejected, "limit", "unrouted_message");
-    }
 }
 
 impl Node {
