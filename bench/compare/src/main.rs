@@ -17,7 +17,7 @@ const PROTOCOL: StreamProtocol = StreamProtocol::new("/bench/stream/1");
 
 #[derive(Parser)]
 struct Args {
-    /// Message sizes.
+    /// Message sizes for the stream workload.
     #[arg(long, value_delimiter = ',', default_value = "64,1024,16384")]
     sizes: Vec<usize>,
     /// Seconds per measurement.
@@ -31,7 +31,11 @@ struct Args {
 fn swarm() -> Result<libp2p::Swarm<libp2p_stream::Behaviour>> {
     Ok(libp2p::SwarmBuilder::with_new_identity()
         .with_tokio()
-        .with_tcp(tcp::Config::default().nodelay(true), noise::Config::new, yamux::Config::default)?
+        .with_tcp(
+            tcp::Config::default().nodelay(true),
+            noise::Config::new,
+            yamux::Config::default,
+        )?
         .with_behaviour(|_| libp2p_stream::Behaviour::new())?
         .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
         .build())
@@ -51,8 +55,16 @@ async fn libp2p_stream(size: usize, secs: f64, buffered: bool) -> Result<(f64, f
     };
     let mut control = client.behaviour().new_control();
     client.dial(addr)?;
-    tokio::spawn(async move { loop { server.select_next_some().await; } });
-    tokio::spawn(async move { loop { client.select_next_some().await; } });
+    tokio::spawn(async move {
+        loop {
+            server.select_next_some().await;
+        }
+    });
+    tokio::spawn(async move {
+        loop {
+            client.select_next_some().await;
+        }
+    });
 
     let reader = tokio::spawn(async move {
         let (_, mut stream) = incoming.next().await.context("no incoming stream")?;
@@ -95,7 +107,74 @@ async fn libp2p_stream(size: usize, secs: f64, buffered: bool) -> Result<(f64, f
     stream.close().await?;
     let (total, elapsed) = reader.await??;
     let s = elapsed.as_secs_f64().max(1e-9);
-    Ok(((total / size as u64) as f64 / s, total as f64 / (1 << 20) as f64 / s))
+    Ok((
+        (total / size as u64) as f64 / s,
+        total as f64 / (1 << 20) as f64 / s,
+    ))
+}
+
+const RR_PROTOCOL: StreamProtocol = StreamProtocol::new("/bench/rr/1");
+
+/// Request/response round trips on rust-libp2p, one in flight, the way its
+/// request-response behaviour does it: a new substream per request, the
+/// request written and the write side closed, the response read to the end.
+async fn libp2p_rr(size: usize, secs: f64) -> Result<peerlink_bench::Latency> {
+    let mut server = swarm()?;
+    let mut client = swarm()?;
+    let server_id = *server.local_peer_id();
+    let mut incoming = server.behaviour().new_control().accept(RR_PROTOCOL)?;
+    server.listen_on("/ip4/127.0.0.1/tcp/0".parse::<Multiaddr>()?)?;
+    let addr = loop {
+        if let SwarmEvent::NewListenAddr { address, .. } = server.select_next_some().await {
+            break address;
+        }
+    };
+    let mut control = client.behaviour().new_control();
+    client.dial(addr)?;
+    let server_task = tokio::spawn(async move {
+        loop {
+            server.select_next_some().await;
+        }
+    });
+    let client_task = tokio::spawn(async move {
+        loop {
+            client.select_next_some().await;
+        }
+    });
+    let echo = tokio::spawn(async move {
+        while let Some((_, mut stream)) = incoming.next().await {
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                if stream.read_to_end(&mut buf).await.is_ok() {
+                    let _ = stream.write_all(&buf).await;
+                    let _ = stream.close().await;
+                }
+            });
+        }
+    });
+    let body = vec![0x5au8; size];
+    let mut samples = Vec::new();
+    let start = Instant::now();
+    while start.elapsed().as_secs_f64() < secs {
+        let t = Instant::now();
+        let mut stream = match control.open_stream(server_id, RR_PROTOCOL).await {
+            Ok(s) => s,
+            Err(_) => {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        stream.write_all(&body).await?;
+        stream.close().await?;
+        let mut reply = Vec::with_capacity(size);
+        stream.read_to_end(&mut reply).await?;
+        samples.push(t.elapsed());
+        anyhow::ensure!(reply.len() == size, "echo returned {} bytes", reply.len());
+    }
+    echo.abort();
+    server_task.abort();
+    client_task.abort();
+    Ok(peerlink_bench::Latency::from_samples(samples))
 }
 
 #[tokio::main(worker_threads = 2)]
@@ -106,8 +185,16 @@ async fn main() -> Result<()> {
 
 async fn run(args: Args) -> Result<()> {
     let mut results = Vec::new();
-    println!("{:>6} | {:>22} | {:>22} | {:>22} | {:>16} | {:>9} {:>9}",
-        "size", "peerlink msg/s (MiB/s)", "libp2p direct", "libp2p buffered", "raw TCP MiB/s", "×direct", "×buffered");
+    println!(
+        "{:>6} | {:>22} | {:>22} | {:>22} | {:>16} | {:>9} {:>9}",
+        "size",
+        "peerlink msg/s (MiB/s)",
+        "libp2p direct",
+        "libp2p buffered",
+        "raw TCP MiB/s",
+        "×direct",
+        "×buffered"
+    );
     for &size in &args.sizes {
         let ours = peerlink_bench::stream(size, args.secs).await?;
         let (d_msgs, d_mib) = libp2p_stream(size, args.secs, false).await?;
@@ -126,6 +213,29 @@ async fn run(args: Args) -> Result<()> {
             "ratio_buffered": ours.peerlink.msgs_per_sec / b_msgs,
         }));
     }
+    // Request/response, 64 B, one in flight.
+    let ours = peerlink_bench::request_response(64, args.secs).await?;
+    let theirs = libp2p_rr(64, args.secs).await?;
+    println!();
+    println!("request/response 64 B, one in flight   p50 µs     p99 µs");
+    println!(
+        "  peerlink                        {:>10.1} {:>10.1}",
+        ours.peerlink.p50_us, ours.peerlink.p99_us
+    );
+    println!(
+        "  rust-libp2p (stream per request) {:>9.1} {:>10.1}",
+        theirs.p50_us, theirs.p99_us
+    );
+    println!(
+        "  raw TCP (tokio)                 {:>10.1} {:>10.1}",
+        ours.raw_tcp.p50_us, ours.raw_tcp.p99_us
+    );
+    println!(
+        "  peerlink is {:.2}× faster at p50, {:.2}× at p99",
+        theirs.p50_us / ours.peerlink.p50_us.max(1e-9),
+        theirs.p99_us / ours.peerlink.p99_us.max(1e-9)
+    );
+    results.push(serde_json::json!({ "rr_size": 64, "peerlink": ours, "libp2p": theirs }));
     if let Some(path) = args.json {
         std::fs::write(&path, serde_json::to_string_pretty(&results)?)?;
     }
