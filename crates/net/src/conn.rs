@@ -348,7 +348,7 @@ pub(crate) async fn writer(
             continue;
         };
         idle = false;
-        let sent_any = !batch.frames.is_empty();
+        let sent_app = batch.app;
         for mut frame in batch.frames {
             sealer.seal(&mut frame, 0)?;
             write(&mut wr, &frame, stall).await?;
@@ -369,7 +369,7 @@ pub(crate) async fn writer(
             tokio::time::sleep(Duration::from_secs(5)).await;
             return Ok(());
         }
-        if sent_any {
+        if sent_app {
             lock(&conn.keepalive).on_app_traffic(Instant::now());
         }
         poll_keepalive(&node, &conn);

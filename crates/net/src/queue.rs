@@ -95,6 +95,8 @@ impl Refused {
 pub(crate) struct Batch {
     /// Unsealed frames, control first.
     pub frames: Vec<BytesMut>,
+    /// Whether any application message (not just pings) is among them.
+    pub app: bool,
     pub closing: Option<Close>,
 }
 
@@ -266,6 +268,7 @@ impl Outbound {
         st.pending = false;
         let mut batch = Batch {
             frames: Vec::new(),
+            app: false,
             closing: st.closing,
         };
         let abort = st.closing.is_some_and(|c| !c.flush);
@@ -276,6 +279,7 @@ impl Outbound {
             }
             batch.frames.extend(c.segments.drain(..));
             c.bytes = 0;
+            batch.app |= c.id != CONTROL_CHANNEL && c.new_messages > 0;
             if c.new_messages > 0 && !abort {
                 c.counters.messages.inc_by(c.new_messages);
                 c.counters.bytes.inc_by(c.new_bytes);

@@ -302,3 +302,43 @@ async fn drop_channels_count_drops_and_block_channels_push_back() {
     a.shutdown().await;
     b.shutdown().await;
 }
+
+#[tokio::test]
+async fn idle_connections_close_even_while_keepalive_pings_flow() {
+    let keepalive = peerlink_net::KeepaliveConfig {
+        interval: Duration::from_millis(50),
+        timeout: Duration::from_secs(5),
+        idle_timeout: Some(Duration::from_millis(400)),
+    };
+    let config = NodeConfig {
+        keepalive,
+        ..NodeConfig::default()
+    };
+    let (a, b) = (node_with(config.clone()).await, node_with(config).await);
+    let mut events = a.events();
+    a.connect(b.addr().unwrap()).await.unwrap();
+    // Application traffic keeps it open...
+    let mut rx = b.channel(16).unwrap();
+    for _ in 0..6 {
+        a.send(&b.peer_id(), 16, &b"still here"[..]).await.unwrap();
+        rx.recv().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(a.is_connected(&b.peer_id()));
+    // ...pings alone do not.
+    let closed = tokio::time::timeout(Duration::from_secs(3), async {
+        loop {
+            if let Ok(PeerEvent::Disconnected { reason, .. }) = events.recv().await {
+                return reason;
+            }
+        }
+    })
+    .await
+    .expect("idle connection closed");
+    assert!(
+        closed.contains("Idle") || closed.contains("closed"),
+        "{closed}"
+    );
+    a.shutdown().await;
+    b.shutdown().await;
+}
