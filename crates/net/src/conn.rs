@@ -24,7 +24,7 @@ use tokio::sync::oneshot;
 use tokio::task::AbortHandle;
 
 use crate::node::Inner;
-use crate::queue::{lock, Close, Inbox, Message, Outbound};
+use crate::queue::{lock, Close, Inbox, Message, Outbound, WriteSide};
 use crate::NetError;
 
 /// Read at least this much at a time while traffic flows...
@@ -324,12 +324,29 @@ pub(crate) fn respond_error(
 pub(crate) async fn writer(
     node: Arc<Inner>,
     conn: Arc<Conn>,
-    mut wr: OwnedWriteHalf,
-    mut sealer: FrameSealer,
+    wr: OwnedWriteHalf,
+    sealer: FrameSealer,
 ) -> Result<(), NetError> {
     let stall = node.config.keepalive.timeout;
     let mut idle = false;
+    let mut held = Some(WriteSide {
+        wr,
+        sealer,
+        backlog: BytesMut::new(),
+    });
     loop {
+        if held.is_none() {
+            held = conn.out.unpark_write_side();
+        }
+        let Some(ws) = held.as_mut() else {
+            // A sender is writing directly this instant (it never awaits).
+            tokio::task::yield_now().await;
+            continue;
+        };
+        if !ws.backlog.is_empty() {
+            write(&mut ws.wr, &ws.backlog, stall).await?;
+            ws.backlog.clear();
+        }
         let Some(batch) = conn.out.take() else {
             if !idle {
                 // Let senders on this worker add more before we park: fewer
@@ -339,6 +356,10 @@ pub(crate) async fn writer(
                 continue;
             }
             conn.out.trim();
+            // While we sleep, senders may write directly.
+            if let Some(ws) = held.take() {
+                conn.out.park_write_side(ws);
+            }
             let deadline = lock(&conn.keepalive).next_deadline();
             tokio::select! {
                 _ = conn.out.wait_for_work() => {}
@@ -348,10 +369,9 @@ pub(crate) async fn writer(
             continue;
         };
         idle = false;
-        let sent_app = batch.app;
         for mut frame in batch.frames {
-            sealer.seal(&mut frame, 0)?;
-            write(&mut wr, &frame, stall).await?;
+            ws.sealer.seal(&mut frame, 0)?;
+            write(&mut ws.wr, &frame, stall).await?;
             conn.out.recycle(frame);
         }
         if let Some(close) = batch.closing {
@@ -362,14 +382,14 @@ pub(crate) async fn writer(
                 CONTROL_CHANNEL,
                 &Control::GoAway(close.reason).encode(),
             );
-            sealer.seal(&mut frame, 0)?;
-            write(&mut wr, &frame, stall).await?;
-            let _ = wr.shutdown().await;
+            ws.sealer.seal(&mut frame, 0)?;
+            write(&mut ws.wr, &frame, stall).await?;
+            let _ = ws.wr.shutdown().await;
             // Give the peer a moment to close its side, then end regardless.
             tokio::time::sleep(Duration::from_secs(5)).await;
             return Ok(());
         }
-        if sent_app {
+        if batch.app {
             lock(&conn.keepalive).on_app_traffic(Instant::now());
         }
         poll_keepalive(&node, &conn);
@@ -390,7 +410,14 @@ async fn write(wr: &mut OwnedWriteHalf, bytes: &[u8], stall: Duration) -> Result
 }
 
 fn poll_keepalive(node: &Inner, conn: &Conn) {
-    let action = lock(&conn.keepalive).poll(Instant::now());
+    let now = Instant::now();
+    let action = {
+        let mut ka = lock(&conn.keepalive);
+        if conn.out.take_sent_app() {
+            ka.on_app_traffic(now);
+        }
+        ka.poll(now)
+    };
     match action {
         KeepaliveAction::Wait => {}
         KeepaliveAction::SendPing(n) => {
