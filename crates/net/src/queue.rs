@@ -123,6 +123,8 @@ pub(crate) struct Batch {
 }
 
 const POOL: usize = 8;
+/// Only messages up to this size are written directly.
+const DIRECT_WRITE_MAX: usize = 4 << 10;
 /// Direct writes at most this often (ns); denser traffic goes via the writer.
 const DIRECT_WRITE_GAP_NS: u64 = 5_000;
 /// Control messages are tiny; this much queued means a flood.
@@ -158,11 +160,15 @@ impl Outbound {
         }
     }
 
-    fn wake(&self, mut st: MutexGuard<'_, OutState>) {
+    /// Marks work as pending and gets it written: directly when `small`
+    /// and the writer sleeps, else by waking the writer.
+    fn wake(&self, mut st: MutexGuard<'_, OutState>, small: bool) {
         let first = !st.pending;
         st.pending = true;
         drop(st);
-        if first && !self.write_through() {
+        // Large messages gain nothing from skipping the writer: one write
+        // of them already amortises its system call.
+        if first && !(small && self.write_through()) {
             self.wake_writer.notify_one();
         }
     }
@@ -317,7 +323,7 @@ impl Outbound {
         c.bytes += len;
         c.new_messages += 1;
         c.new_bytes += len as u64;
-        self.wake(guard);
+        self.wake(guard, len <= DIRECT_WRITE_MAX);
         Ok(())
     }
 
