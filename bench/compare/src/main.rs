@@ -41,30 +41,57 @@ fn swarm() -> Result<libp2p::Swarm<libp2p_stream::Behaviour>> {
         .build())
 }
 
-/// Messages per second and MiB/s of one libp2p stream.
-async fn libp2p_stream(size: usize, secs: f64, buffered: bool) -> Result<(f64, f64)> {
+/// Two swarms on loopback, the client dialling the server, each driven by
+/// a background task; the server accepts streams of `protocol`.
+struct Pair {
+    control: libp2p_stream::Control,
+    incoming: libp2p_stream::IncomingStreams,
+    server_id: libp2p::PeerId,
+    tasks: [tokio::task::JoinHandle<()>; 2],
+}
+
+async fn pair(protocol: StreamProtocol) -> Result<Pair> {
     let mut server = swarm()?;
     let mut client = swarm()?;
     let server_id = *server.local_peer_id();
-    let mut incoming = server.behaviour().new_control().accept(PROTOCOL)?;
+    let incoming = server.behaviour().new_control().accept(protocol)?;
     server.listen_on("/ip4/127.0.0.1/tcp/0".parse::<Multiaddr>()?)?;
     let addr = loop {
         if let SwarmEvent::NewListenAddr { address, .. } = server.select_next_some().await {
             break address;
         }
     };
-    let mut control = client.behaviour().new_control();
+    let control = client.behaviour().new_control();
     client.dial(addr)?;
-    tokio::spawn(async move {
-        loop {
-            server.select_next_some().await;
-        }
-    });
-    tokio::spawn(async move {
-        loop {
-            client.select_next_some().await;
-        }
-    });
+    let tasks = [
+        tokio::spawn(async move {
+            loop {
+                server.select_next_some().await;
+            }
+        }),
+        tokio::spawn(async move {
+            loop {
+                client.select_next_some().await;
+            }
+        }),
+    ];
+    Ok(Pair {
+        control,
+        incoming,
+        server_id,
+        tasks,
+    })
+}
+
+/// Messages per second and MiB/s of one libp2p stream.
+async fn libp2p_stream(size: usize, secs: f64, buffered: bool) -> Result<(f64, f64)> {
+    // The swarm tasks keep running, detached, as they always have here.
+    let Pair {
+        mut control,
+        mut incoming,
+        server_id,
+        tasks: _,
+    } = pair(PROTOCOL).await?;
 
     let reader = tokio::spawn(async move {
         let (_, mut stream) = incoming.next().await.context("no incoming stream")?;
@@ -119,28 +146,12 @@ const RR_PROTOCOL: StreamProtocol = StreamProtocol::new("/bench/rr/1");
 /// request-response behaviour does it: a new substream per request, the
 /// request written and the write side closed, the response read to the end.
 async fn libp2p_rr(size: usize, secs: f64) -> Result<peerlink_bench::Latency> {
-    let mut server = swarm()?;
-    let mut client = swarm()?;
-    let server_id = *server.local_peer_id();
-    let mut incoming = server.behaviour().new_control().accept(RR_PROTOCOL)?;
-    server.listen_on("/ip4/127.0.0.1/tcp/0".parse::<Multiaddr>()?)?;
-    let addr = loop {
-        if let SwarmEvent::NewListenAddr { address, .. } = server.select_next_some().await {
-            break address;
-        }
-    };
-    let mut control = client.behaviour().new_control();
-    client.dial(addr)?;
-    let server_task = tokio::spawn(async move {
-        loop {
-            server.select_next_some().await;
-        }
-    });
-    let client_task = tokio::spawn(async move {
-        loop {
-            client.select_next_some().await;
-        }
-    });
+    let Pair {
+        mut control,
+        mut incoming,
+        server_id,
+        tasks,
+    } = pair(RR_PROTOCOL).await?;
     let echo = tokio::spawn(async move {
         while let Some((_, mut stream)) = incoming.next().await {
             tokio::spawn(async move {
@@ -172,8 +183,9 @@ async fn libp2p_rr(size: usize, secs: f64) -> Result<peerlink_bench::Latency> {
         anyhow::ensure!(reply.len() == size, "echo returned {} bytes", reply.len());
     }
     echo.abort();
-    server_task.abort();
-    client_task.abort();
+    for t in tasks {
+        t.abort();
+    }
     Ok(peerlink_bench::Latency::from_samples(samples))
 }
 
