@@ -2,13 +2,15 @@
 //!
 //! Everything here is a plain state machine or codec: bytes and time in,
 //! bytes and actions out; no sockets, tasks or clocks. The tokio driver
-//! (`peerlink-net`) and, later, the simulator drive this same code.
+//! (`peerlink-net`) and the simulator (`peerlink-sim`) drive this same code.
 //!
 //! | layer | module |
 //! |---|---|
 //! | 1 identity | [`identity`]: [`Keypair`], [`PeerId`], [`PeerAddr`] |
 //! | 2 secure session | [`handshake`] (Noise XX bound to ed25519), [`cipher`], [`frame`] |
 //! | 3 connection | [`control`] (ping/pong/go-away), [`keepalive`] |
+//! | 4 discovery | [`peers`]: the address book for peer exchange and bootstrap |
+//! | 5 DHT | [`dht`]: Kademlia routing, lookups, signed records, providers |
 //! | 7 request/response | [`control::RrMessage`] |
 //!
 //! Every decoder bounds lengths before allocating and returns a named
@@ -17,10 +19,13 @@
 
 pub mod cipher;
 pub mod control;
+pub mod dht;
 pub mod frame;
 pub mod handshake;
 pub mod identity;
 pub mod keepalive;
+pub mod peers;
+pub mod rng;
 pub mod varint;
 
 pub use cipher::{CipherState, CipherSuite};

@@ -1,0 +1,947 @@
+//! Layer 5 — the Kademlia DHT as a sans-IO state machine.
+//!
+//! [`Dht`] takes inbound requests ([`Dht::handle_request`]), responses
+//! ([`Dht::on_response`]) and time ([`Dht::tick`]); it returns
+//! [`Action`]s: requests to send and finished queries. The tokio driver in
+//! `peerlink-net` and the simulator in `peerlink-sim` run this same code.
+//!
+//! - 256-bit keys (BLAKE3), k-buckets with least-recently-seen eviction
+//!   checked by a ping, per-subnet caps per bucket ([`routing`]).
+//! - Only peers that answered one of our requests enter the table; a peer
+//!   that asks us something is pinged before it is added.
+//! - Lookups keep `alpha` requests in flight and replace slow peers
+//!   ([`lookup`]).
+//! - Signed records with sequence numbers and expiry, stored on the k
+//!   closest, republished, and repaired by GETs that find an older copy;
+//!   provider records ([`record`]).
+//! - Per-peer rate limits on writes; responses are filtered (more than k
+//!   contacts, duplicates, the responder itself, unusable addresses) and
+//!   the sender reported with [`Action::Misbehaved`].
+
+pub mod key;
+pub mod lookup;
+pub mod record;
+pub mod routing;
+pub mod wire;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+pub use key::{Distance, Key};
+pub use lookup::Lookup;
+pub use record::{MemoryStore, ProviderRecord, Record, RecordError, RecordStore, StoreError};
+pub use routing::{addr_usable, Insert, RoutingTable};
+pub use wire::{Contact, ErrorCode, Request, RequestBody, Response, WireError};
+
+use crate::rng::Rng;
+use crate::{Keypair, PeerId};
+
+/// DHT settings. The defaults suit a public network; tests and the
+/// simulator shorten the intervals.
+#[derive(Clone, Debug)]
+pub struct DhtConfig {
+    /// Bucket size and replication factor.
+    pub k: usize,
+    /// Requests in flight per lookup.
+    pub alpha: usize,
+    /// A request unanswered this long stops holding a lookup slot.
+    pub slow_after: Duration,
+    /// A request unanswered this long has failed.
+    pub request_timeout: Duration,
+    /// A query returns what it has after this long.
+    pub query_timeout: Duration,
+    /// A GET finishes once this many peers returned the newest record.
+    pub get_quorum: usize,
+    pub max_record_size: usize,
+    pub record_ttl: Duration,
+    /// Records expiring later than this from now are refused.
+    pub max_record_ttl: Duration,
+    pub provider_ttl: Duration,
+    /// Holders re-store their records on the current k closest this often;
+    /// publishers re-sign their own before half their lifetime has passed.
+    pub republish_interval: Duration,
+    pub refresh_interval: Duration,
+    /// Contacts from one /24 (IPv4) or /48 (IPv6) per bucket; loopback is
+    /// exempt.
+    pub max_per_subnet_per_bucket: usize,
+    /// Writes (PUT, ADD_PROVIDER) per second per peer, and the burst.
+    pub writes_per_sec: f64,
+    pub write_burst: f64,
+}
+
+impl Default for DhtConfig {
+    fn default() -> Self {
+        DhtConfig {
+            k: 20,
+            alpha: 3,
+            slow_after: Duration::from_millis(500),
+            request_timeout: Duration::from_secs(5),
+            query_timeout: Duration::from_secs(30),
+            get_quorum: 1,
+            max_record_size: 64 * 1024,
+            record_ttl: Duration::from_secs(24 * 3600),
+            max_record_ttl: Duration::from_secs(48 * 3600),
+            provider_ttl: Duration::from_secs(24 * 3600),
+            republish_interval: Duration::from_secs(3600),
+            refresh_interval: Duration::from_secs(600),
+            max_per_subnet_per_bucket: 2,
+            writes_per_sec: 20.0,
+            write_burst: 100.0,
+        }
+    }
+}
+
+/// Identifies a query started by the local node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct QueryId(pub u64);
+
+/// Identifies one outbound request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RequestId(pub u64);
+
+/// What a finished query produced.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum QueryOutput {
+    /// The closest peers that answered, nearest first.
+    ClosestPeers(Vec<Contact>),
+    /// The newest valid record found, if any.
+    Get(Option<Record>),
+    /// How many of the closest peers acknowledged the write.
+    Put { stored: usize },
+    Provide { stored: usize },
+    Providers(Vec<Contact>),
+    /// The routing table size after the self-lookup.
+    Bootstrap { table: usize },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QueryResult {
+    pub id: QueryId,
+    pub output: QueryOutput,
+    /// Peers that answered and that failed or timed out.
+    pub answered: usize,
+    pub failed: usize,
+    /// Hops to the peer that produced the result (for GET, the first to
+    /// return the record; otherwise the closest peer).
+    pub hops: u32,
+    pub elapsed: Duration,
+    pub timed_out: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    Send {
+        id: RequestId,
+        to: Contact,
+        request: Request,
+    },
+    Done(QueryResult),
+    /// The peer broke the protocol; the driver counts and may disconnect.
+    Misbehaved { peer: PeerId, reason: &'static str },
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Purpose {
+    Lookup(QueryId),
+    /// The write phase of a put / provide / repair / republish.
+    Write(Option<QueryId>),
+    /// Verifying a peer that asked us something before adding it.
+    Verify,
+    /// Liveness check of a full bucket's oldest entry.
+    Liveness,
+    Peers,
+}
+
+struct Outstanding {
+    to: Contact,
+    purpose: Purpose,
+    sent: Instant,
+}
+
+enum Kind {
+    FindNode,
+    Bootstrap,
+    Refresh,
+    Get {
+        best: Option<Record>,
+        best_hop: u8,
+        /// Peers that answered with an older or no record: repaired at the end.
+        stale: Vec<Contact>,
+        holders: usize,
+    },
+    /// Lookup first, then write `what` to the k closest.
+    Put { record: Record },
+    Provide { key: Key },
+    GetProviders { found: Vec<Contact>, seen: HashSet<PeerId> },
+}
+
+struct Query {
+    kind: Kind,
+    lookup: Lookup,
+    started: Instant,
+    /// Set once the lookup is over and writes are in flight.
+    writing: Option<WritePhase>,
+    /// Background queries (refresh, republish, repair) report nothing.
+    silent: bool,
+}
+
+struct WritePhase {
+    pending: usize,
+    stored: usize,
+    answered: usize,
+    failed: usize,
+    hops: u32,
+}
+
+/// Counters a driver can export.
+#[derive(Clone, Debug, Default)]
+pub struct DhtStats {
+    pub requests_in: u64,
+    pub requests_out: u64,
+    pub responses_bad: u64,
+    pub records_rejected: u64,
+    pub rate_limited: u64,
+    pub contacts_filtered: u64,
+}
+
+/// The Kademlia state machine of one node.
+pub struct Dht {
+    config: DhtConfig,
+    keypair: Keypair,
+    local: PeerId,
+    listen: Option<SocketAddr>,
+    table: RoutingTable,
+    store: Box<dyn RecordStore>,
+    rng: Rng,
+    /// Wall clock: `unix_ms(now) = epoch.1 + (now - epoch.0)`.
+    epoch: (Instant, u64),
+    queries: BTreeMap<QueryId, Query>,
+    outstanding: HashMap<RequestId, Outstanding>,
+    actions: VecDeque<Action>,
+    next_query: u64,
+    next_request: u64,
+    verifying: HashSet<PeerId>,
+    write_tokens: HashMap<PeerId, (f64, Instant)>,
+    /// Records this node published: re-signed with a higher sequence
+    /// number before they expire.
+    published: BTreeMap<Key, Record>,
+    providing: BTreeSet<Key>,
+    next_refresh: Instant,
+    next_republish: Instant,
+    pub stats: DhtStats,
+}
+
+impl Dht {
+    /// A DHT for `keypair`'s peer, advertising `listen` to the peers it
+    /// asks. `unix_ms` is the wall-clock time at `now`; `seed` seeds the
+    /// random refresh keys (the simulator passes a fixed one).
+    pub fn new(
+        config: DhtConfig,
+        keypair: Keypair,
+        listen: Option<SocketAddr>,
+        store: Box<dyn RecordStore>,
+        now: Instant,
+        unix_ms: u64,
+        seed: u64,
+    ) -> Self {
+        let local = keypair.peer_id();
+        let table = RoutingTable::new(Key::of_peer(&local), config.k, config.max_per_subnet_per_bucket);
+        let mut rng = Rng::new(seed);
+        // Spread periodic work so a whole network does not tick at once.
+        let jitter = |rng: &mut Rng, d: Duration| d.mul_f64(0.5 + rng.unit() * 0.5);
+        let next_refresh = now + jitter(&mut rng, config.refresh_interval);
+        let next_republish = now + jitter(&mut rng, config.republish_interval);
+        Dht {
+            config,
+            keypair,
+            local,
+            listen,
+            table,
+            store,
+            rng,
+            epoch: (now, unix_ms),
+            queries: BTreeMap::new(),
+            outstanding: HashMap::new(),
+            actions: VecDeque::new(),
+            next_query: 0,
+            next_request: 0,
+            verifying: HashSet::new(),
+            write_tokens: HashMap::new(),
+            published: BTreeMap::new(),
+            providing: BTreeSet::new(),
+            next_refresh,
+            next_republish,
+            stats: DhtStats::default(),
+        }
+    }
+
+    pub fn config(&self) -> &DhtConfig {
+        &self.config
+    }
+
+    pub fn local_id(&self) -> PeerId {
+        self.local
+    }
+
+    pub fn table(&self) -> &RoutingTable {
+        &self.table
+    }
+
+    pub fn store(&self) -> &dyn RecordStore {
+        self.store.as_ref()
+    }
+
+    pub fn unix_ms(&self, now: Instant) -> u64 {
+        self.epoch.1 + now.saturating_duration_since(self.epoch.0).as_millis() as u64
+    }
+
+    /// The next action for the driver.
+    pub fn poll_action(&mut self) -> Option<Action> {
+        self.actions.pop_front()
+    }
+
+    /// Queries still running.
+    pub fn queries_in_flight(&self) -> usize {
+        self.queries.len()
+    }
+
+    // ----- starting queries -------------------------------------------
+
+    fn start(&mut self, now: Instant, kind: Kind, target: Key, extra: Vec<Contact>, silent: bool) -> QueryId {
+        let id = QueryId(self.next_query);
+        self.next_query += 1;
+        let mut start = self.table.closest(&target, self.config.k);
+        for c in extra {
+            if c.id != self.local && !start.iter().any(|s| s.id == c.id) {
+                start.push(c);
+            }
+        }
+        let lookup = Lookup::new(target, self.config.k, self.config.alpha, start);
+        self.queries.insert(
+            id,
+            Query {
+                kind,
+                lookup,
+                started: now,
+                writing: None,
+                silent,
+            },
+        );
+        self.advance(now, id);
+        id
+    }
+
+    /// Joins the network through `seeds`: a lookup of our own key, then a
+    /// refresh of every bucket.
+    pub fn bootstrap(&mut self, now: Instant, seeds: Vec<Contact>) -> QueryId {
+        let target = Key::of_peer(&self.local);
+        self.start(now, Kind::Bootstrap, target, seeds, false)
+    }
+
+    pub fn closest_peers(&mut self, now: Instant, target: Key) -> QueryId {
+        self.start(now, Kind::FindNode, target, vec![], false)
+    }
+
+    pub fn get(&mut self, now: Instant, key: Key) -> QueryId {
+        let kind = Kind::Get {
+            best: None,
+            best_hop: 0,
+            stale: Vec::new(),
+            holders: 0,
+        };
+        // Our own copy counts: a later one from the network still wins.
+        let mut q = kind;
+        if let Kind::Get { best, .. } = &mut q {
+            *best = self.live_record(now, &key);
+        }
+        self.start(now, q, key, vec![], false)
+    }
+
+    /// Signs `value` under `key` with the next sequence number and stores
+    /// it on the k closest peers (and locally).
+    pub fn put(&mut self, now: Instant, key: Key, value: Bytes) -> QueryId {
+        let seq = self
+            .published
+            .get(&key)
+            .map(|r| r.seq)
+            .into_iter()
+            .chain(self.store.get(&key).filter(|r| r.publisher == self.local).map(|r| r.seq))
+            .max()
+            .map_or(1, |s| s + 1);
+        let expires = self.unix_ms(now) + self.config.record_ttl.as_millis() as u64;
+        let record = Record::sign(&self.keypair, key, value, seq, expires);
+        self.published.insert(key, record.clone());
+        let _ = self.store.put(record.clone());
+        self.start(now, Kind::Put { record }, key, vec![], false)
+    }
+
+    /// Announces this node as a provider of `key` on the k closest peers.
+    pub fn provide(&mut self, now: Instant, key: Key) -> QueryId {
+        self.providing.insert(key);
+        self.start(now, Kind::Provide { key }, key, vec![], false)
+    }
+
+    pub fn providers(&mut self, now: Instant, key: Key) -> QueryId {
+        let kind = Kind::GetProviders {
+            found: Vec::new(),
+            seen: HashSet::new(),
+        };
+        self.start(now, kind, key, vec![], false)
+    }
+
+    /// Asks a connected peer for peers it knows (peer exchange).
+    pub fn ask_peers(&mut self, now: Instant, to: Contact, max: u8) {
+        self.send(now, to, RequestBody::Peers { max }, Purpose::Peers);
+    }
+
+    fn live_record(&self, now: Instant, key: &Key) -> Option<Record> {
+        let now_ms = self.unix_ms(now);
+        self.store.get(key).filter(|r| r.expires_ms > now_ms)
+    }
+
+    fn send(&mut self, now: Instant, to: Contact, body: RequestBody, purpose: Purpose) {
+        let id = RequestId(self.next_request);
+        self.next_request += 1;
+        self.stats.requests_out += 1;
+        self.outstanding.insert(id, Outstanding { to, purpose, sent: now });
+        self.actions.push_back(Action::Send {
+            id,
+            to,
+            request: Request {
+                listen: self.listen,
+                body,
+            },
+        });
+    }
+
+    // ----- inbound requests -------------------------------------------
+
+    fn allow_write(&mut self, now: Instant, peer: &PeerId) -> bool {
+        if self.write_tokens.len() > 4096 {
+            // Forget quiet peers; a flooder stays near zero tokens.
+            let burst = self.config.write_burst;
+            self.write_tokens.retain(|_, (t, _)| *t < burst * 0.5);
+        }
+        let (rate, burst) = (self.config.writes_per_sec, self.config.write_burst);
+        let (tokens, last) = self.write_tokens.entry(*peer).or_insert((burst, now));
+        *tokens = (*tokens + now.saturating_duration_since(*last).as_secs_f64() * rate).min(burst);
+        *last = now;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Stores a record after every check; used for PUTs from peers and
+    /// for records found by GETs.
+    fn accept_record(&mut self, now: Instant, record: Record) -> Result<(), ErrorCode> {
+        let now_ms = self.unix_ms(now);
+        let max_ttl = self.config.max_record_ttl.as_millis() as u64;
+        if let Err(e) = record.validate(now_ms, self.config.max_record_size, max_ttl) {
+            self.stats.records_rejected += 1;
+            return Err(match e {
+                RecordError::TooLarge { .. } => ErrorCode::TooLarge,
+                _ => ErrorCode::InvalidRecord,
+            });
+        }
+        if let Some(have) = self.live_record(now, &record.key) {
+            if have == record {
+                return Ok(());
+            }
+            if let Err(e) = record.supersedes(&have) {
+                self.stats.records_rejected += 1;
+                return Err(match e {
+                    RecordError::NotOwner => ErrorCode::NotOwner,
+                    _ => ErrorCode::Stale,
+                });
+            }
+        }
+        self.store.put(record).map_err(|_| ErrorCode::StoreFull)
+    }
+
+    /// Answers a request from `from`, whose listen address (as seen by
+    /// the driver: the connection's IP and the advertised port) is `addr`.
+    pub fn handle_request(&mut self, now: Instant, from: PeerId, addr: Option<SocketAddr>, body: RequestBody) -> Response {
+        self.stats.requests_in += 1;
+        let is_ping = body == RequestBody::Ping;
+        let k = self.config.k;
+        let closer = |t: &RoutingTable, key: &Key| -> Vec<Contact> {
+            let mut c = t.closest(key, k + 1);
+            c.retain(|c| c.id != from);
+            c.truncate(k);
+            c
+        };
+        let resp = match body {
+            RequestBody::Ping => Response::Pong,
+            RequestBody::FindNode { target } => Response::Nodes {
+                closer: closer(&self.table, &target),
+            },
+            RequestBody::GetRecord { key } => Response::Record {
+                record: self.live_record(now, &key),
+                closer: closer(&self.table, &key),
+            },
+            RequestBody::PutRecord { record } => {
+                if !self.allow_write(now, &from) {
+                    self.stats.rate_limited += 1;
+                    self.misbehaved(from, "write_flood");
+                    Response::Error(ErrorCode::RateLimited)
+                } else {
+                    match self.accept_record(now, record) {
+                        Ok(()) => Response::Stored,
+                        Err(code) => Response::Error(code),
+                    }
+                }
+            }
+            RequestBody::AddProvider { key } => match addr.filter(addr_usable) {
+                None => Response::Error(ErrorCode::Unsupported),
+                Some(_) if !self.allow_write(now, &from) => {
+                    self.stats.rate_limited += 1;
+                    self.misbehaved(from, "write_flood");
+                    Response::Error(ErrorCode::RateLimited)
+                }
+                Some(a) => {
+                    let rec = ProviderRecord {
+                        provider: Contact::new(from, a),
+                        expires_ms: self.unix_ms(now) + self.config.provider_ttl.as_millis() as u64,
+                    };
+                    match self.store.add_provider(key, rec) {
+                        Ok(()) => Response::Stored,
+                        Err(_) => Response::Error(ErrorCode::StoreFull),
+                    }
+                }
+            },
+            RequestBody::GetProviders { key } => {
+                let now_ms = self.unix_ms(now);
+                let providers = self
+                    .store
+                    .providers(&key)
+                    .into_iter()
+                    .filter(|p| p.expires_ms > now_ms)
+                    .map(|p| p.provider)
+                    .take(k)
+                    .collect();
+                Response::Providers {
+                    providers,
+                    closer: closer(&self.table, &key),
+                }
+            }
+            RequestBody::Peers { max } => {
+                let max = (max as usize).min(k);
+                let mut peers: Vec<Contact> = self.table.entries().map(|e| e.contact).filter(|c| c.id != from).collect();
+                // A random sample, so peers learn different parts of the table.
+                for i in 0..peers.len().min(max) {
+                    let j = i + self.rng.below((peers.len() - i) as u64) as usize;
+                    peers.swap(i, j);
+                }
+                peers.truncate(max);
+                Response::Peers { peers }
+            }
+        };
+        // A peer that asks may join our table once it answers a ping (not
+        // for pings: those are how verification itself is done).
+        if let Some(a) = addr.filter(|a| addr_usable(a) && !is_ping) {
+            self.verify(now, Contact::new(from, a));
+        }
+        resp
+    }
+
+    /// Pings `c` to add it to the table if its bucket could take it.
+    fn verify(&mut self, now: Instant, c: Contact) {
+        if self.verifying.len() < 64 && self.table.would_accept(&c.id) && self.verifying.insert(c.id) {
+            self.send(now, c, RequestBody::Ping, Purpose::Verify);
+        }
+    }
+
+    fn misbehaved(&mut self, peer: PeerId, reason: &'static str) {
+        self.actions.push_back(Action::Misbehaved { peer, reason });
+    }
+
+    // ----- responses ----------------------------------------------------
+
+    /// Drops contacts we must never store: ourselves, the responder,
+    /// duplicates, unusable addresses, loopback from a non-loopback peer,
+    /// and anything past `k`.
+    fn filter_contacts(&mut self, from: &Contact, mut list: Vec<Contact>) -> Vec<Contact> {
+        let k = self.config.k;
+        if list.len() > k {
+            self.misbehaved(from.id, "too_many_contacts");
+        }
+        let before = list.len();
+        let mut seen = HashSet::with_capacity(list.len());
+        let remote_loopback = from.addr.ip().is_loopback();
+        list.retain(|c| {
+            c.id != self.local
+                && c.id != from.id
+                && addr_usable(&c.addr)
+                && (remote_loopback || !c.addr.ip().is_loopback())
+                && seen.insert(c.id)
+        });
+        list.truncate(k);
+        self.stats.contacts_filtered += (before - list.len()) as u64;
+        list
+    }
+
+    /// The response to request `id`.
+    pub fn on_response(&mut self, now: Instant, id: RequestId, response: Response) {
+        let Some(out) = self.outstanding.remove(&id) else {
+            return;
+        };
+        let from = out.to;
+        if let Insert::PingOldest(oldest) = self.table.on_answered(from, now) {
+            self.send(now, oldest, RequestBody::Ping, Purpose::Liveness);
+        }
+        match out.purpose {
+            Purpose::Verify => {
+                self.verifying.remove(&from.id);
+            }
+            Purpose::Liveness => self.table.clear_pending_for(&from.id),
+            Purpose::Peers => {
+                if let Response::Peers { peers } = response {
+                    for c in self.filter_contacts(&from, peers) {
+                        self.verify(now, c);
+                    }
+                }
+            }
+            Purpose::Write(q) => {
+                let ok = matches!(response, Response::Stored);
+                self.on_write_done(now, q, ok);
+            }
+            Purpose::Lookup(q) => self.on_lookup_response(now, q, from, response),
+        }
+    }
+
+    /// Request `id` failed (connection refused, closed, or timed out).
+    pub fn on_failure(&mut self, now: Instant, id: RequestId) {
+        let Some(out) = self.outstanding.remove(&id) else {
+            return;
+        };
+        self.table.on_failed(&out.to.id);
+        match out.purpose {
+            Purpose::Verify => {
+                self.verifying.remove(&out.to.id);
+            }
+            Purpose::Liveness | Purpose::Peers => {}
+            Purpose::Write(q) => self.on_write_done(now, q, false),
+            Purpose::Lookup(q) => {
+                if let Some(query) = self.queries.get_mut(&q) {
+                    query.lookup.on_failure(&out.to.id);
+                }
+                self.advance(now, q);
+            }
+        }
+    }
+
+    fn on_lookup_response(&mut self, now: Instant, q: QueryId, from: Contact, response: Response) {
+        let (closer, record, providers) = match response {
+            Response::Nodes { closer } => (closer, None, None),
+            Response::Record { record, closer } => (closer, record, None),
+            Response::Providers { providers, closer } => (closer, None, Some(providers)),
+            _ => {
+                self.stats.responses_bad += 1;
+                self.misbehaved(from.id, "wrong_response");
+                if let Some(query) = self.queries.get_mut(&q) {
+                    query.lookup.on_failure(&from.id);
+                }
+                self.advance(now, q);
+                return;
+            }
+        };
+        let closer = self.filter_contacts(&from, closer);
+        let providers = providers.map(|p| {
+            let mut seen = HashSet::new();
+            p.into_iter()
+                .filter(|c| addr_usable(&c.addr) && seen.insert(c.id))
+                .take(self.config.k)
+                .collect::<Vec<_>>()
+        });
+        // Validate a returned record outside the query borrow.
+        let record = match record {
+            Some(r) => {
+                let now_ms = self.unix_ms(now);
+                let max_ttl = self.config.max_record_ttl.as_millis() as u64;
+                match self.queries.get(&q).map(|qq| *qq.lookup.target()) {
+                    Some(target) if r.key == target && r.validate(now_ms, self.config.max_record_size, max_ttl).is_ok() => Some(r),
+                    Some(_) => {
+                        self.stats.records_rejected += 1;
+                        self.misbehaved(from.id, "bad_record");
+                        None
+                    }
+                    None => None,
+                }
+            }
+            None => None,
+        };
+        let Some(query) = self.queries.get_mut(&q) else { return };
+        let hop = query.lookup.hop_of(&from.id);
+        query.lookup.on_answer(&from.id, closer);
+        match &mut query.kind {
+            Kind::Get {
+                best,
+                best_hop,
+                stale,
+                holders,
+            } => match (record, best.as_ref()) {
+                (Some(r), None) => {
+                    *best = Some(r);
+                    *best_hop = hop;
+                    *holders = 1;
+                }
+                (Some(r), Some(b)) if r.publisher == b.publisher && r.seq > b.seq => {
+                    *best = Some(r);
+                    *best_hop = hop;
+                    *holders = 1;
+                }
+                (Some(r), Some(b)) if r == *b => *holders += 1,
+                _ => stale.push(from),
+            },
+            Kind::GetProviders { found, seen } => {
+                for p in providers.unwrap_or_default() {
+                    if seen.insert(p.id) {
+                        found.push(p);
+                    }
+                }
+            }
+            _ => {}
+        }
+        self.advance(now, q);
+    }
+
+    fn on_write_done(&mut self, now: Instant, q: Option<QueryId>, ok: bool) {
+        let Some(q) = q else { return };
+        let Some(query) = self.queries.get_mut(&q) else { return };
+        let Some(w) = query.writing.as_mut() else { return };
+        w.pending = w.pending.saturating_sub(1);
+        if ok {
+            w.stored += 1;
+        }
+        if w.pending == 0 {
+            self.finish(now, q, false);
+        }
+    }
+
+    // ----- driving queries ------------------------------------------------
+
+    /// Sends what the query may send, or finishes it.
+    fn advance(&mut self, now: Instant, q: QueryId) {
+        loop {
+            let Some(query) = self.queries.get_mut(&q) else { return };
+            if query.writing.is_some() {
+                return;
+            }
+            // A GET that has its record from enough peers need not wait.
+            if let Kind::Get { best: Some(_), holders, .. } = &query.kind {
+                if *holders >= self.config.get_quorum {
+                    self.finish(now, q, false);
+                    return;
+                }
+            }
+            if query.lookup.is_done() {
+                break;
+            }
+            let Some(to) = query.lookup.next_request(now) else {
+                return;
+            };
+            let target = *query.lookup.target();
+            let body = match &query.kind {
+                Kind::Get { .. } => RequestBody::GetRecord { key: target },
+                Kind::GetProviders { .. } => RequestBody::GetProviders { key: target },
+                _ => RequestBody::FindNode { target },
+            };
+            self.send(now, to, body, Purpose::Lookup(q));
+        }
+        // The lookup is over: writes go to the k closest, others finish.
+        let Some(query) = self.queries.get_mut(&q) else { return };
+        let closest = query.lookup.closest_answered(self.config.k);
+        let body = match &query.kind {
+            Kind::Put { record } => Some(RequestBody::PutRecord { record: record.clone() }),
+            Kind::Provide { key } => Some(RequestBody::AddProvider { key: *key }),
+            _ => None,
+        };
+        match body {
+            Some(body) if !closest.is_empty() => {
+                let (answered, failed) = query.lookup.counts();
+                query.writing = Some(WritePhase {
+                    pending: closest.len(),
+                    stored: 0,
+                    answered,
+                    failed,
+                    hops: closest.first().map_or(0, |c| c.1 as u32),
+                });
+                for (c, _) in closest {
+                    self.send(now, c, body.clone(), Purpose::Write(Some(q)));
+                }
+            }
+            _ => self.finish(now, q, false),
+        }
+    }
+
+    fn finish(&mut self, now: Instant, q: QueryId, timed_out: bool) {
+        let Some(query) = self.queries.remove(&q) else { return };
+        let (mut answered, mut failed) = query.lookup.counts();
+        let closest = query.lookup.closest_answered(self.config.k);
+        let mut hops = closest.first().map_or(0, |c| c.1 as u32);
+        let output = match query.kind {
+            Kind::FindNode | Kind::Refresh => QueryOutput::ClosestPeers(closest.into_iter().map(|c| c.0).collect()),
+            Kind::Bootstrap => {
+                // Fill the table: refresh every bucket beyond our neighbours.
+                let all = self.table.stale_buckets(now + Duration::from_secs(1));
+                for lz in all {
+                    self.refresh_bucket(now, lz);
+                }
+                QueryOutput::Bootstrap { table: self.table.len() }
+            }
+            Kind::Get {
+                best,
+                best_hop,
+                stale,
+                ..
+            } => {
+                if let Some(r) = &best {
+                    hops = best_hop as u32;
+                    // Repair the closest peers that answered with an older
+                    // copy or none.
+                    for c in stale.into_iter().filter(|c| closest.iter().any(|x| x.0.id == c.id)) {
+                        self.send(now, c, RequestBody::PutRecord { record: r.clone() }, Purpose::Write(None));
+                    }
+                    let _ = self.accept_record(now, r.clone());
+                }
+                QueryOutput::Get(best)
+            }
+            Kind::Put { .. } | Kind::Provide { .. } => {
+                let stored = query.writing.as_ref().map_or(0, |w| w.stored);
+                if let Some(w) = &query.writing {
+                    answered = w.answered;
+                    failed = w.failed;
+                    hops = w.hops;
+                }
+                if matches!(query.kind, Kind::Put { .. }) {
+                    QueryOutput::Put { stored }
+                } else {
+                    QueryOutput::Provide { stored }
+                }
+            }
+            Kind::GetProviders { found, .. } => QueryOutput::Providers(found),
+        };
+        if !query.silent {
+            self.actions.push_back(Action::Done(QueryResult {
+                id: q,
+                output,
+                answered,
+                failed,
+                hops,
+                elapsed: now.saturating_duration_since(query.started),
+                timed_out,
+            }));
+        }
+    }
+
+    fn refresh_bucket(&mut self, now: Instant, leading_zeros: usize) {
+        let mut r = [0u8; 32];
+        self.rng.fill(&mut r);
+        let target = self.table.local().random_at(leading_zeros, r);
+        self.table.mark_refreshed(leading_zeros, now);
+        self.start(now, Kind::Refresh, target, vec![], true);
+    }
+
+    // ----- time -------------------------------------------------------------
+
+    /// Runs timers: request timeouts, slow lookups, query deadlines,
+    /// bucket refresh, republish and expiry.
+    pub fn tick(&mut self, now: Instant) {
+        let timeout = self.config.request_timeout;
+        let mut expired: Vec<RequestId> = self
+            .outstanding
+            .iter()
+            .filter(|(_, o)| now.saturating_duration_since(o.sent) >= timeout)
+            .map(|(id, _)| *id)
+            .collect();
+        expired.sort_unstable();
+        for id in expired {
+            self.on_failure(now, id);
+        }
+        let ids: Vec<QueryId> = self.queries.keys().copied().collect();
+        for q in ids {
+            let Some(query) = self.queries.get_mut(&q) else { continue };
+            if now.saturating_duration_since(query.started) >= self.config.query_timeout {
+                self.finish(now, q, true);
+                continue;
+            }
+            query.lookup.mark_slow(now, self.config.slow_after);
+            self.advance(now, q);
+        }
+        if now >= self.next_refresh {
+            self.next_refresh = now + self.config.refresh_interval;
+            let before = now.checked_sub(self.config.refresh_interval).unwrap_or(now);
+            for lz in self.table.stale_buckets(before) {
+                self.refresh_bucket(now, lz);
+            }
+        }
+        if now >= self.next_republish {
+            self.next_republish = now + self.config.republish_interval;
+            self.republish(now);
+        }
+    }
+
+    fn republish(&mut self, now: Instant) {
+        let now_ms = self.unix_ms(now);
+        // Our own records: re-sign before half the lifetime has passed.
+        let ttl = self.config.record_ttl.as_millis() as u64;
+        let own: Vec<Record> = self.published.values().cloned().collect();
+        for r in own {
+            if r.expires_ms.saturating_sub(now_ms) < ttl / 2 + self.config.republish_interval.as_millis() as u64 {
+                let _ = self.put(now, r.key, r.value.clone());
+            }
+        }
+        // Records we hold: drop the expired, re-store the rest on the
+        // current k closest (which may have changed since).
+        for key in self.store.keys() {
+            match self.store.get(&key) {
+                Some(r) if r.expires_ms > now_ms => {
+                    if !self.published.contains_key(&key) {
+                        self.start(now, Kind::Put { record: r }, key, vec![], true);
+                    }
+                }
+                _ => self.store.remove(&key),
+            }
+        }
+        for key in self.store.provider_keys() {
+            for p in self.store.providers(&key) {
+                if p.expires_ms <= now_ms {
+                    self.store.remove_provider(&key, &p.provider.id);
+                }
+            }
+        }
+        let provided: Vec<Key> = self.providing.iter().copied().collect();
+        for key in provided {
+            self.start(now, Kind::Provide { key }, key, vec![], true);
+        }
+    }
+
+    /// When [`Dht::tick`] next has work.
+    pub fn next_deadline(&self) -> Instant {
+        let mut at = self.next_refresh.min(self.next_republish);
+        for o in self.outstanding.values() {
+            at = at.min(o.sent + self.config.request_timeout);
+        }
+        for q in self.queries.values() {
+            at = at.min(q.started + self.config.query_timeout);
+            if let Some(s) = q.lookup.next_slow_at(self.config.slow_after) {
+                at = at.min(s);
+            }
+        }
+        at
+    }
+
+    /// Forgets `peer` (banned or known dead).
+    pub fn remove_peer(&mut self, peer: &PeerId) {
+        self.table.remove(peer);
+    }
+}
+
+#[cfg(test)]
+mod tests;
