@@ -64,7 +64,6 @@ fn records_survive_thirty_percent_of_nodes_killed_at_once() {
     cfg.dht = DhtConfig {
         request_timeout: Duration::from_secs(2),
         republish_interval: Duration::from_secs(60),
-        refresh_interval: Duration::from_secs(60),
         ..DhtConfig::default()
     };
     let mut sim = Sim::new(cfg);
@@ -77,7 +76,7 @@ fn records_survive_thirty_percent_of_nodes_killed_at_once() {
     let killed = sim.kill(0.30);
     assert_eq!(killed.len(), 3000);
     // Repair: holders republish to the new k closest within one interval.
-    sim.run_for(Duration::from_secs(130));
+    sim.run_for(Duration::from_secs(65));
     for (i, key) in keys.iter().enumerate() {
         let reader = sim.random_alive();
         let r = sim.get(reader, *key);

@@ -69,6 +69,27 @@ impl fmt::Display for Key {
     }
 }
 
+/// A fast hasher for sets of peer ids, which are already uniform. Used
+/// only for small bounded sets (a lookup's candidates), where a crafted
+/// collision can cost little.
+#[derive(Default, Clone, Copy)]
+pub struct IdHasher(u64);
+
+impl std::hash::Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for c in bytes.chunks(8) {
+            let mut a = [0u8; 8];
+            a[..c.len()].copy_from_slice(c);
+            self.0 = (self.0.rotate_left(5) ^ u64::from_le_bytes(a)).wrapping_mul(0x517c_c1b7_2722_0a95);
+        }
+    }
+}
+
+pub type IdSet<T> = std::collections::HashSet<T, std::hash::BuildHasherDefault<IdHasher>>;
+
 /// XOR distance; compares as a big-endian 256-bit number.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
 pub struct Distance(pub [u8; 32]);

@@ -3,10 +3,9 @@
 //! one answers, fails or turns slow — no lock-step rounds), done when the
 //! `k` closest candidates that have not failed have all answered.
 
-use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use super::key::{Distance, Key};
+use super::key::{Distance, IdSet, Key};
 use super::wire::Contact;
 use crate::PeerId;
 
@@ -32,7 +31,9 @@ pub struct Lookup {
     k: usize,
     alpha: usize,
     candidates: Vec<Candidate>,
-    seen: HashSet<PeerId>,
+    seen: IdSet<PeerId>,
+    /// Requests holding a slot (waiting, not yet slow), oldest first.
+    active: Vec<(PeerId, Instant)>,
 }
 
 impl Lookup {
@@ -42,7 +43,8 @@ impl Lookup {
             k: k.max(1),
             alpha: alpha.max(1),
             candidates: Vec::new(),
-            seen: HashSet::new(),
+            seen: IdSet::default(),
+            active: Vec::new(),
         };
         l.add(start, 0);
         l
@@ -90,6 +92,7 @@ impl Lookup {
 
     /// `peer` answered with `closer` contacts (already filtered).
     pub fn on_answer(&mut self, peer: &PeerId, closer: Vec<Contact>) {
+        self.active.retain(|a| a.0 != *peer);
         let hop = match self.find(peer) {
             Some(c) => {
                 c.state = State::Answered;
@@ -101,6 +104,7 @@ impl Lookup {
     }
 
     pub fn on_failure(&mut self, peer: &PeerId) {
+        self.active.retain(|a| a.0 != *peer);
         if let Some(c) = self.find(peer) {
             c.state = State::Failed;
         }
@@ -108,24 +112,20 @@ impl Lookup {
 
     /// Requests that have waited past `slow_after` no longer hold a slot.
     pub fn mark_slow(&mut self, now: Instant, slow_after: Duration) {
-        for c in &mut self.candidates {
-            if let State::Waiting { since, slow: false } = c.state {
-                if now.saturating_duration_since(since) >= slow_after {
-                    c.state = State::Waiting { since, slow: true };
-                }
+        while let Some(&(peer, since)) = self.active.first() {
+            if now.saturating_duration_since(since) < slow_after {
+                break;
+            }
+            self.active.remove(0);
+            if let Some(c) = self.find(&peer) {
+                c.state = State::Waiting { since, slow: true };
             }
         }
     }
 
     /// When the next waiting request turns slow.
     pub fn next_slow_at(&self, slow_after: Duration) -> Option<Instant> {
-        self.candidates
-            .iter()
-            .filter_map(|c| match c.state {
-                State::Waiting { since, slow: false } => Some(since + slow_after),
-                _ => None,
-            })
-            .min()
+        self.active.first().map(|a| a.1 + slow_after)
     }
 
     /// The next peer to ask, if a slot is free and one is worth asking.
@@ -133,12 +133,7 @@ impl Lookup {
         if self.is_done() {
             return None;
         }
-        let active = self
-            .candidates
-            .iter()
-            .filter(|c| matches!(c.state, State::Waiting { slow: false, .. }))
-            .count();
-        if active >= self.alpha {
+        if self.active.len() >= self.alpha {
             return None;
         }
         // Only the k closest live candidates are worth asking.
@@ -156,6 +151,7 @@ impl Lookup {
                     since: now,
                     slow: false,
                 };
+                self.active.push((c.contact.id, now));
                 return Some(c.contact);
             }
         }

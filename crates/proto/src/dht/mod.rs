@@ -219,7 +219,8 @@ pub struct Dht {
     /// Wall clock: `unix_ms(now) = epoch.1 + (now - epoch.0)`.
     epoch: (Instant, u64),
     queries: BTreeMap<QueryId, Query>,
-    outstanding: HashMap<RequestId, Outstanding>,
+    /// By id, which is also send order: the first is the oldest.
+    outstanding: BTreeMap<RequestId, Outstanding>,
     actions: VecDeque<Action>,
     next_query: u64,
     next_request: u64,
@@ -264,7 +265,7 @@ impl Dht {
             rng,
             epoch: (now, unix_ms),
             queries: BTreeMap::new(),
-            outstanding: HashMap::new(),
+            outstanding: BTreeMap::new(),
             actions: VecDeque::new(),
             next_query: 0,
             next_request: 0,
@@ -572,7 +573,7 @@ impl Dht {
             self.misbehaved(from.id, "too_many_contacts");
         }
         let before = list.len();
-        let mut seen = HashSet::with_capacity(list.len());
+        let mut seen = key::IdSet::default();
         let remote_loopback = from.addr.ip().is_loopback();
         list.retain(|c| {
             c.id != self.local
@@ -854,14 +855,10 @@ impl Dht {
     /// bucket refresh, republish and expiry.
     pub fn tick(&mut self, now: Instant) {
         let timeout = self.config.request_timeout;
-        let mut expired: Vec<RequestId> = self
-            .outstanding
-            .iter()
-            .filter(|(_, o)| now.saturating_duration_since(o.sent) >= timeout)
-            .map(|(id, _)| *id)
-            .collect();
-        expired.sort_unstable();
-        for id in expired {
+        while let Some((&id, o)) = self.outstanding.first_key_value() {
+            if now.saturating_duration_since(o.sent) < timeout {
+                break;
+            }
             self.on_failure(now, id);
         }
         let ids: Vec<QueryId> = self.queries.keys().copied().collect();
@@ -925,11 +922,13 @@ impl Dht {
     /// When [`Dht::tick`] next has work.
     pub fn next_deadline(&self) -> Instant {
         let mut at = self.next_refresh.min(self.next_republish);
-        for o in self.outstanding.values() {
+        if let Some((_, o)) = self.outstanding.first_key_value() {
             at = at.min(o.sent + self.config.request_timeout);
         }
-        for q in self.queries.values() {
+        if let Some((_, q)) = self.queries.first_key_value() {
             at = at.min(q.started + self.config.query_timeout);
+        }
+        for q in self.queries.values() {
             if let Some(s) = q.lookup.next_slow_at(self.config.slow_after) {
                 at = at.min(s);
             }

@@ -218,19 +218,44 @@ impl RoutingTable {
     }
 
     /// Up to `n` contacts closest to `target`, nearest first.
+    ///
+    /// Walks buckets in distance order instead of sorting the table: with
+    /// `i` = the target's bucket, bucket `i` holds the nearest entries,
+    /// then every deeper bucket (all at the same XOR prefix), then buckets
+    /// `i-1`, `i-2`, … each farther than the last.
     pub fn closest(&self, target: &Key, n: usize) -> Vec<Contact> {
-        let mut all: Vec<(super::key::Distance, Contact)> = self
-            .buckets
-            .iter()
-            .flat_map(|b| b.entries.iter())
-            .map(|e| (e.key.distance(target), e.contact))
-            .collect();
-        if all.len() > n && n > 0 {
-            all.select_nth_unstable_by(n - 1, |a, b| a.0.cmp(&b.0));
-            all.truncate(n);
+        let mut out: Vec<Contact> = Vec::with_capacity(n);
+        if n == 0 {
+            return out;
         }
-        all.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        all.into_iter().take(n).map(|(_, c)| c).collect()
+        let i = self.local.distance(target).leading_zeros().min(self.buckets.len());
+        let mut take = |group: &mut Vec<(super::key::Distance, Contact)>, out: &mut Vec<Contact>| {
+            group.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+            for (_, c) in group.drain(..) {
+                if out.len() == n {
+                    break;
+                }
+                out.push(c);
+            }
+        };
+        let mut group = Vec::with_capacity(2 * self.k);
+        let dist = |e: &Entry| (e.key.distance(target), e.contact);
+        if let Some(b) = self.buckets.get(i) {
+            group.extend(b.entries.iter().map(dist));
+        }
+        take(&mut group, &mut out);
+        if out.len() < n {
+            group.extend(self.buckets.iter().skip(i + 1).flat_map(|b| b.entries.iter()).map(dist));
+            take(&mut group, &mut out);
+        }
+        for j in (0..i).rev() {
+            if out.len() >= n {
+                break;
+            }
+            group.extend(self.buckets[j].entries.iter().map(dist));
+            take(&mut group, &mut out);
+        }
+        out
     }
 
     /// Every entry (for peer exchange and diagnostics).
@@ -327,13 +352,17 @@ mod tests {
         for i in 0..300 {
             t.on_answered(contact(i, [127, 0, 0, 1]), now);
         }
-        let target = Key::hash(b"target");
-        let c = t.closest(&target, 20);
-        assert_eq!(c.len(), 20);
-        let d: Vec<_> = c.iter().map(|c| Key::of_peer(&c.id).distance(&target)).collect();
-        assert!(d.windows(2).all(|w| w[0] < w[1]));
-        let best = t.entries().map(|e| e.key.distance(&target)).min().unwrap();
-        assert_eq!(d[0], best);
+        // Against brute force, for targets near and far from us.
+        for i in 0..200u32 {
+            let target = if i < 100 { Key::hash(&i.to_le_bytes()) } else { local.random_at(i as usize - 100, [i as u8; 32]) };
+            for n in [1, 5, 20, 50] {
+                let c = t.closest(&target, n);
+                let mut all: Vec<_> = t.entries().map(|e| (e.key.distance(&target), e.contact)).collect();
+                all.sort_by(|a, b| a.0.cmp(&b.0));
+                let want: Vec<_> = all.into_iter().take(n).map(|x| x.1).collect();
+                assert_eq!(c, want, "target {i} n {n}");
+            }
+        }
         assert!(addr_usable(&"1.2.3.4:5".parse().unwrap()));
         for bad in ["0.0.0.0:5", "1.2.3.4:0", "224.0.0.1:5", "255.255.255.255:5", "[::]:5", "0.1.2.3:4"] {
             assert!(!addr_usable(&bad.parse().unwrap()), "{bad}");
