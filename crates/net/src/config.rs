@@ -96,6 +96,20 @@ pub struct NodeConfig {
     /// First delay before re-dialling a seed; doubles up to `max_redial_backoff`.
     pub redial_backoff: Duration,
     pub max_redial_backoff: Duration,
+    /// Injected one-way delay on every link, for testnets on one machine
+    /// (no netem needed): received data is handled this much later, and
+    /// dials wait for a simulated TCP round trip. Zero in production.
+    pub link_delay: Duration,
+    /// The Kademlia DHT; `None` turns it off.
+    pub dht: Option<peerlink_proto::dht::DhtConfig>,
+    /// Where the DHT keeps records across restarts (a redb file in this
+    /// directory); `None` keeps them in memory.
+    pub data_dir: Option<std::path::PathBuf>,
+    /// Peer exchange and connection targets.
+    pub discovery: peerlink_proto::peers::PeerBookConfig,
+    /// Most connections the DHT keeps open that it dialled itself; the
+    /// least recently used beyond this are closed (connect on demand).
+    pub max_dht_connections: usize,
 }
 
 impl Default for NodeConfig {
@@ -111,6 +125,11 @@ impl Default for NodeConfig {
             channels: Vec::new(),
             redial_backoff: Duration::from_millis(250),
             max_redial_backoff: Duration::from_secs(30),
+            link_delay: Duration::ZERO,
+            dht: Some(peerlink_proto::dht::DhtConfig::default()),
+            data_dir: None,
+            discovery: peerlink_proto::peers::PeerBookConfig::default(),
+            max_dht_connections: 64,
         }
     }
 }

@@ -39,6 +39,7 @@ const USER_PING_BIT: u64 = 1 << 63;
 pub(crate) async fn handshake(
     stream: &mut TcpStream,
     mut hs: Handshake,
+    delay: Duration,
 ) -> Result<(Established, BytesMut), NetError> {
     let mut buf = BytesMut::with_capacity(1024);
     loop {
@@ -59,6 +60,9 @@ pub(crate) async fn handshake(
         buf.reserve(1024);
         if stream.read_buf(&mut buf).await? == 0 {
             return Err(NetError::HandshakeEof);
+        }
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
         }
         if let Err(e) = hs.read(&mut buf) {
             // Tell the peer why (e.g. our version), best effort.
@@ -260,6 +264,12 @@ pub(crate) async fn reader(
         last_read = rd.read_buf(&mut buf).await?;
         if last_read == 0 {
             return Ok(goaway);
+        }
+        // Injected link latency (testnets): what just arrived is handled
+        // one one-way delay later.
+        let delay = node.config.link_delay;
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
         }
     }
 }

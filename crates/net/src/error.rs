@@ -58,6 +58,12 @@ pub enum NetError {
     LimitReached(&'static str),
     #[error("node is shut down")]
     Shutdown,
+    #[error("DHT query timed out after {0:?}")]
+    QueryTimeout(Duration),
+    #[error("the DHT is turned off on this node")]
+    DhtDisabled,
+    #[error("{0}")]
+    Store(String),
 }
 
 impl NetError {

@@ -50,18 +50,25 @@
 mod config;
 mod conn;
 mod error;
+pub mod dht;
 pub mod keyfile;
 mod metrics;
 mod metrics_http;
 mod node;
 mod queue;
+mod store;
+pub mod testnet;
 
 pub use config::{ChannelConfig, Limits, NodeConfig, Policy};
+pub use dht::{DhtHandle, DhtInfo, Outcome};
 pub use error::NetError;
+pub use store::RedbStore;
 pub use metrics::Metrics;
 pub use metrics_http::serve_metrics;
 pub use node::{Node, NodeBuilder, PeerEvent, PeerInfo, PeerSender, Receiver, Request, Requests};
+pub use peerlink_proto::dht::{DhtConfig, Key as DhtKey, Record};
 pub use peerlink_proto::keepalive::KeepaliveConfig;
+pub use peerlink_proto::peers::PeerBookConfig;
 pub use peerlink_proto::{CipherSuite, Keypair, PeerAddr, PeerId};
 pub use queue::Message;
 

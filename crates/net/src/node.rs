@@ -89,6 +89,24 @@ impl NodeBuilder {
     }
 
     /// Replaces the whole configuration.
+    /// DHT settings (the DHT is on by default).
+    pub fn dht(mut self, config: peerlink_proto::dht::DhtConfig) -> Self {
+        self.config.dht = Some(config);
+        self
+    }
+
+    /// Runs without a DHT (plain transport and request/response).
+    pub fn without_dht(mut self) -> Self {
+        self.config.dht = None;
+        self
+    }
+
+    /// Keeps DHT records in a redb database in `dir`, across restarts.
+    pub fn data_dir(mut self, dir: impl Into<std::path::PathBuf>) -> Self {
+        self.config.data_dir = Some(dir.into());
+        self
+    }
+
     pub fn config(mut self, config: NodeConfig) -> Self {
         self.config = config;
         self
@@ -128,6 +146,7 @@ impl NodeBuilder {
             listen_addrs,
             tasks: Mutex::new(Vec::new()),
             shutdown: AtomicBool::new(false),
+            dht: std::sync::OnceLock::new(),
         });
         for c in inner.channels.iter().filter(|c| c.id >= FIRST_APP_CHANNEL) {
             inner.inbox(c.id);
@@ -136,11 +155,14 @@ impl NodeBuilder {
         for listener in listeners {
             tasks.push(tokio::spawn(accept_loop(Arc::downgrade(&inner), listener)));
         }
-        for seed in self.bootstrap {
+        for seed in self.bootstrap.iter().copied() {
             tasks.push(tokio::spawn(redial_loop(Arc::downgrade(&inner), seed)));
         }
         lock(&inner.tasks).extend(tasks);
-        Ok(Node { inner })
+        let node = Node { inner };
+        let dht = crate::dht::start(&node, &self.bootstrap)?;
+        let _ = node.inner.dht.set(dht);
+        Ok(node)
     }
 }
 
@@ -167,9 +189,10 @@ pub(crate) struct Inner {
     handlers: Mutex<HashMap<String, mpsc::Sender<Request>>>,
     events: broadcast::Sender<PeerEvent>,
     next_conn_id: AtomicU64,
-    listen_addrs: Vec<SocketAddr>,
+    pub listen_addrs: Vec<SocketAddr>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
     shutdown: AtomicBool,
+    dht: std::sync::OnceLock<crate::dht::DhtHandle>,
 }
 
 /// Holds one slot of the per-IP connection limit until dropped.
@@ -231,7 +254,7 @@ async fn inbound(
     let result = tokio::time::timeout(timeout, async {
         stream.set_nodelay(true)?;
         let hs = Handshake::responder(&node.identity)?;
-        conn::handshake(&mut stream, hs).await
+        conn::handshake(&mut stream, hs, node.config.link_delay).await
     })
     .await
     .unwrap_or(Err(NetError::HandshakeTimeout {
@@ -518,6 +541,30 @@ impl Metrics {
 
 impl Node {
     /// Starts building a node.
+    pub(crate) fn from_inner(inner: Arc<Inner>) -> Node {
+        Node { inner }
+    }
+
+    pub(crate) fn inner(&self) -> &Arc<Inner> {
+        &self.inner
+    }
+
+    pub(crate) fn add_task(&self, task: JoinHandle<()>) {
+        lock(&self.inner.tasks).push(task);
+    }
+
+    /// The node's DHT (Kademlia): put/get signed records, providers,
+    /// closest peers. Calls fail with [`NetError::DhtDisabled`] when the
+    /// node was built without one.
+    pub fn dht(&self) -> crate::dht::DhtHandle {
+        self.inner.dht.get().cloned().unwrap_or_else(crate::dht::DhtHandle::disabled)
+    }
+
+    /// The remote address of the connection to `peer`, if connected.
+    pub fn remote_addr(&self, peer: &PeerId) -> Option<SocketAddr> {
+        lock(&self.inner.peers).get(peer).map(|c| c.addr)
+    }
+
     pub fn builder() -> NodeBuilder {
         NodeBuilder {
             keypair: None,
@@ -564,10 +611,15 @@ impl Node {
         }
         let timeout = inner.config.handshake_timeout;
         let result = tokio::time::timeout(timeout, async {
+            let delay = inner.config.link_delay;
+            if !delay.is_zero() {
+                // The TCP handshake's round trip.
+                tokio::time::sleep(delay * 2).await;
+            }
             let mut stream = TcpStream::connect(addr.addr).await?;
             stream.set_nodelay(true)?;
             let hs = Handshake::initiator(&inner.identity, addr.id, inner.config.cipher)?;
-            let (est, buf) = conn::handshake(&mut stream, hs).await?;
+            let (est, buf) = conn::handshake(&mut stream, hs, delay).await?;
             Ok::<_, NetError>((stream, est, buf))
         })
         .await
@@ -805,8 +857,11 @@ impl Node {
         if inner.shutdown.swap(true, Ordering::AcqRel) {
             return;
         }
-        for t in lock(&inner.tasks).drain(..) {
+        let tasks: Vec<_> = lock(&inner.tasks).drain(..).collect();
+        for t in tasks {
             t.abort();
+            // Wait for it to drop what it holds (listeners, the DHT store).
+            let _ = t.await;
         }
         let conns: Vec<_> = lock(&inner.peers).values().cloned().collect();
         for c in &conns {

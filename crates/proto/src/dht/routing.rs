@@ -229,7 +229,7 @@ impl RoutingTable {
             return out;
         }
         let i = self.local.distance(target).leading_zeros().min(self.buckets.len());
-        let mut take = |group: &mut Vec<(super::key::Distance, Contact)>, out: &mut Vec<Contact>| {
+        let take = |group: &mut Vec<(super::key::Distance, Contact)>, out: &mut Vec<Contact>| {
             group.sort_unstable_by(|a, b| a.0.cmp(&b.0));
             for (_, c) in group.drain(..) {
                 if out.len() == n {

@@ -1,0 +1,386 @@
+//! The tokio driver of the DHT and of discovery: it runs the sans-IO
+//! [`peerlink_proto::dht::Dht`] and [`PeerBook`] over the node's
+//! request/response protocol `dht/1`, dialling peers on demand.
+//!
+//! One task owns both state machines. It feeds them inbound requests,
+//! responses (or failures) of the requests they asked for, and timer ticks;
+//! it carries out their actions. Queries from [`DhtHandle`] arrive as
+//! commands and are answered when their `Done` action comes out.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use peerlink_proto::dht::{
+    Action, Contact, Dht, Key, MemoryStore, QueryId, QueryOutput, QueryResult, Record, RecordStore, Request,
+    RequestId, Response,
+};
+use peerlink_proto::peers::PeerBook;
+use peerlink_proto::rng::Rng;
+use peerlink_proto::{PeerAddr, PeerId};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::metrics::Metrics;
+use crate::node::{Inner, Node};
+use crate::NetError;
+
+/// The request/response protocol the DHT speaks.
+pub const PROTOCOL: &str = "dht/1";
+
+/// The result of a DHT query: the value and how the network answered.
+#[derive(Clone, Debug)]
+pub struct Outcome<T> {
+    pub value: T,
+    /// Peers that answered, and that failed or timed out.
+    pub answered: usize,
+    pub failed: usize,
+    pub hops: u32,
+    pub elapsed: Duration,
+}
+
+enum Command {
+    Start(Box<dyn FnOnce(&mut Dht, Instant) -> QueryId + Send>, oneshot::Sender<QueryResult>),
+    Stats(oneshot::Sender<DhtInfo>),
+}
+
+/// A snapshot of the local DHT state.
+#[derive(Clone, Debug)]
+pub struct DhtInfo {
+    pub routing_table: usize,
+    pub records: usize,
+    pub queries: usize,
+    pub known_addresses: usize,
+}
+
+/// The node's DHT ([`Node::dht`]). Cheap to clone. Keys are arbitrary
+/// bytes (hashed to 256 bits with BLAKE3).
+#[derive(Clone)]
+pub struct DhtHandle {
+    /// `None` when the node runs without a DHT.
+    tx: Option<mpsc::Sender<Command>>,
+    timeout: Duration,
+}
+
+impl DhtHandle {
+    /// The same handle with another per-call timeout (default: the DHT's
+    /// query timeout plus a second).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    async fn run(&self, f: impl FnOnce(&mut Dht, Instant) -> QueryId + Send + 'static) -> Result<QueryResult, NetError> {
+        let (tx, rx) = oneshot::channel();
+        self.sender()?
+            .send(Command::Start(Box::new(f), tx))
+            .await
+            .map_err(|_| NetError::Shutdown)?;
+        match tokio::time::timeout(self.timeout, rx).await {
+            Ok(Ok(r)) => Ok(r),
+            Ok(Err(_)) => Err(NetError::Shutdown),
+            Err(_) => Err(NetError::QueryTimeout(self.timeout)),
+        }
+    }
+
+    fn outcome<T>(r: &QueryResult, value: T) -> Outcome<T> {
+        Outcome {
+            value,
+            answered: r.answered,
+            failed: r.failed,
+            hops: r.hops,
+            elapsed: r.elapsed,
+        }
+    }
+
+    /// Signs `value` with the node's key and stores it on the k peers
+    /// closest to `key` (and locally). Returns how many stored it.
+    pub async fn put(&self, key: impl AsRef<[u8]>, value: impl Into<Bytes>) -> Result<Outcome<usize>, NetError> {
+        let (key, value) = (Key::hash(key.as_ref()), value.into());
+        let r = self.run(move |d, now| d.put(now, key, value)).await?;
+        match r.output.clone() {
+            QueryOutput::Put { stored } => Ok(Self::outcome(&r, stored)),
+            _ => Err(NetError::Shutdown),
+        }
+    }
+
+    /// The newest valid record under `key`, if any peer has it.
+    pub async fn get(&self, key: impl AsRef<[u8]>) -> Result<Outcome<Option<Record>>, NetError> {
+        let key = Key::hash(key.as_ref());
+        let r = self.run(move |d, now| d.get(now, key)).await?;
+        match r.output.clone() {
+            QueryOutput::Get(rec) => Ok(Self::outcome(&r, rec)),
+            _ => Err(NetError::Shutdown),
+        }
+    }
+
+    /// The k peers closest to a 256-bit key, nearest first.
+    pub async fn closest_peers(&self, key: Key) -> Result<Outcome<Vec<Contact>>, NetError> {
+        let r = self.run(move |d, now| d.closest_peers(now, key)).await?;
+        match r.output.clone() {
+            QueryOutput::ClosestPeers(p) => Ok(Self::outcome(&r, p)),
+            _ => Err(NetError::Shutdown),
+        }
+    }
+
+    /// Announces this node as a provider of `key`; re-announced until the
+    /// node stops.
+    pub async fn provide(&self, key: impl AsRef<[u8]>) -> Result<Outcome<usize>, NetError> {
+        let key = Key::hash(key.as_ref());
+        let r = self.run(move |d, now| d.provide(now, key)).await?;
+        match r.output.clone() {
+            QueryOutput::Provide { stored } => Ok(Self::outcome(&r, stored)),
+            _ => Err(NetError::Shutdown),
+        }
+    }
+
+    /// Peers that announced they provide `key`.
+    pub async fn providers(&self, key: impl AsRef<[u8]>) -> Result<Outcome<Vec<Contact>>, NetError> {
+        let key = Key::hash(key.as_ref());
+        let r = self.run(move |d, now| d.providers(now, key)).await?;
+        match r.output.clone() {
+            QueryOutput::Providers(p) => Ok(Self::outcome(&r, p)),
+            _ => Err(NetError::Shutdown),
+        }
+    }
+
+    /// Joins the network through `seeds` (the node's bootstrap seeds are
+    /// used automatically at start): a lookup of the node's own key, then
+    /// a refresh of every bucket. Returns the routing-table size.
+    pub async fn bootstrap(&self, seeds: Vec<PeerAddr>) -> Result<Outcome<usize>, NetError> {
+        let seeds: Vec<Contact> = seeds.into_iter().map(|s| Contact::new(s.id, s.addr)).collect();
+        let r = self.run(move |d, now| d.bootstrap(now, seeds)).await?;
+        match r.output.clone() {
+            QueryOutput::Bootstrap { table } => Ok(Self::outcome(&r, table)),
+            _ => Err(NetError::Shutdown),
+        }
+    }
+
+    fn sender(&self) -> Result<&mpsc::Sender<Command>, NetError> {
+        self.tx.as_ref().ok_or(NetError::DhtDisabled)
+    }
+
+    pub(crate) fn disabled() -> Self {
+        DhtHandle {
+            tx: None,
+            timeout: Duration::ZERO,
+        }
+    }
+
+    pub async fn info(&self) -> Result<DhtInfo, NetError> {
+        let (tx, rx) = oneshot::channel();
+        self.sender()?.send(Command::Stats(tx)).await.map_err(|_| NetError::Shutdown)?;
+        rx.await.map_err(|_| NetError::Shutdown)
+    }
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Starts the DHT task for a freshly built node.
+pub(crate) fn start(node: &Node, seeds: &[PeerAddr]) -> Result<DhtHandle, NetError> {
+    let inner = node.inner();
+    let Some(config) = inner.config.dht.clone() else {
+        return Ok(DhtHandle::disabled());
+    };
+    let store: Box<dyn RecordStore> = match &inner.config.data_dir {
+        Some(dir) => Box::new(crate::store::RedbStore::open(dir).map_err(|e| NetError::Store(e.to_string()))?),
+        None => Box::new(MemoryStore::default()),
+    };
+    let listen = inner.listen_addrs.first().copied();
+    let mut rng = Rng::from_os();
+    let now = Instant::now();
+    let timeout = config.query_timeout + Duration::from_secs(1);
+    let mut dht = Dht::new(config, inner.keypair.clone(), listen, store, now, unix_ms(), rng.next_u64());
+    let book = PeerBook::new(inner.config.discovery.clone(), node.peer_id(), rng.next_u64());
+    let requests = node.serve(PROTOCOL)?;
+    let (tx, rx) = mpsc::channel(1024);
+    let mut waiting = HashMap::new();
+    if !seeds.is_empty() {
+        let contacts = seeds.iter().map(|s| Contact::new(s.id, s.addr)).collect();
+        let q = dht.bootstrap(now, contacts);
+        waiting.insert(q, None);
+    }
+    let driver = Driver {
+        node: Arc::downgrade(inner),
+        dht,
+        book,
+        rng,
+        waiting,
+        dialled: HashMap::new(),
+    };
+    let task = tokio::spawn(driver.run(rx, requests));
+    node.add_task(task);
+    Ok(DhtHandle { tx: Some(tx), timeout })
+}
+
+struct Driver {
+    node: Weak<Inner>,
+    dht: Dht,
+    book: PeerBook,
+    rng: Rng,
+    /// Callers waiting for a query (`None`: the start-up bootstrap).
+    waiting: HashMap<QueryId, Option<oneshot::Sender<QueryResult>>>,
+    /// Connections the DHT dialled, by last use, closed beyond the cap.
+    dialled: HashMap<PeerId, Instant>,
+}
+
+type Reply = (RequestId, Result<Response, NetError>);
+
+impl Driver {
+    async fn run(mut self, mut commands: mpsc::Receiver<Command>, mut requests: crate::node::Requests) {
+        let (reply_tx, mut replies) = mpsc::unbounded_channel::<Reply>();
+        let mut maintain = tokio::time::interval(Duration::from_secs(5));
+        maintain.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let Some(node) = self.node.upgrade().map(Node::from_inner) else { return };
+            self.carry_out(&node, &reply_tx);
+            let deadline = tokio::time::Instant::from_std(self.dht.next_deadline());
+            tokio::select! {
+                cmd = commands.recv() => {
+                    let now = Instant::now();
+                    match cmd {
+                        Some(Command::Start(f, tx)) => {
+                            let q = f(&mut self.dht, now);
+                            self.waiting.insert(q, Some(tx));
+                        }
+                        Some(Command::Stats(tx)) => {
+                            let _ = tx.send(DhtInfo {
+                                routing_table: self.dht.table().len(),
+                                records: self.dht.store().len(),
+                                queries: self.dht.queries_in_flight(),
+                                known_addresses: self.book.len(),
+                            });
+                        }
+                        None => return,
+                    }
+                }
+                req = requests.recv() => {
+                    let Some(req) = req else { return };
+                    self.on_request(&node, req);
+                }
+                Some((id, result)) = replies.recv() => {
+                    let now = Instant::now();
+                    match result {
+                        Ok(resp) => self.dht.on_response(now, id, resp),
+                        Err(_) => self.dht.on_failure(now, id),
+                    }
+                }
+                _ = tokio::time::sleep_until(deadline) => self.dht.tick(Instant::now()),
+                _ = maintain.tick() => self.maintain(&node),
+            }
+        }
+    }
+
+    fn on_request(&mut self, node: &Node, req: crate::node::Request) {
+        let from = req.peer;
+        match Request::decode(&req.body) {
+            Ok(r) => {
+                // The listen address as seen from here: the connection's IP
+                // and the advertised port.
+                let addr = r
+                    .listen
+                    .zip(node.remote_addr(&from))
+                    .map(|(l, c)| SocketAddr::new(c.ip(), l.port()));
+                let resp = self.dht.handle_request(Instant::now(), from, addr, r.body);
+                req.respond(resp.encode());
+            }
+            Err(e) => {
+                req.reject(&format!("malformed dht request: {e}"));
+                self.punish(node, from, "dht_malformed");
+            }
+        }
+    }
+
+    fn punish(&mut self, node: &Node, peer: PeerId, reason: &'static str) {
+        Metrics::inc(&node.inner().metrics.peer_errors, "reason", reason);
+        self.dht.remove_peer(&peer);
+        self.book.ban(Instant::now(), peer, Duration::from_secs(600));
+        node.disconnect(&peer);
+    }
+
+    /// Carries out what the state machine asked for.
+    fn carry_out(&mut self, node: &Node, replies: &mpsc::UnboundedSender<Reply>) {
+        while let Some(action) = self.dht.poll_action() {
+            match action {
+                Action::Send { id, to, request } => self.send(node, id, to, request, replies),
+                Action::Done(r) => {
+                    if let Some(Some(tx)) = self.waiting.remove(&r.id) {
+                        let _ = tx.send(r);
+                    }
+                }
+                Action::Misbehaved { peer, reason } => self.punish(node, peer, reason),
+            }
+        }
+    }
+
+    fn send(&mut self, node: &Node, id: RequestId, to: Contact, request: Request, replies: &mpsc::UnboundedSender<Reply>) {
+        let now = Instant::now();
+        if self.book.is_banned(now, &to.id) {
+            let _ = replies.send((id, Err(NetError::LimitReached("banned"))));
+            return;
+        }
+        if !node.is_connected(&to.id) || self.dialled.contains_key(&to.id) {
+            self.dialled.insert(to.id, now);
+            self.close_idle(node);
+        }
+        let node = node.clone();
+        let replies = replies.clone();
+        let timeout = self.dht.config().request_timeout;
+        let max = node.config().limits.max_message_size;
+        tokio::spawn(async move {
+            let result = async {
+                node.connect(PeerAddr::new(to.id, to.addr)).await?;
+                let body = node.request_with(&to.id, PROTOCOL, request.encode(), timeout, max).await?;
+                Response::decode(&body).map_err(|e| NetError::Store(format!("malformed dht response: {e}")))
+            }
+            .await;
+            let _ = replies.send((id, result));
+        });
+    }
+
+    /// Keeps the DHT's own connections under the cap, closing the least
+    /// recently used.
+    /// Connections used within the last request timeout are kept (their
+    /// requests may be in flight), so the cap is soft.
+    fn close_idle(&mut self, node: &Node) {
+        let cap = node.config().max_dht_connections;
+        let busy = self.dht.config().request_timeout;
+        while self.dialled.len() > cap {
+            let Some((&oldest, &used)) = self.dialled.iter().min_by_key(|(_, t)| **t) else { return };
+            if used.elapsed() < busy {
+                return;
+            }
+            self.dialled.remove(&oldest);
+            node.disconnect(&oldest);
+        }
+    }
+
+    /// Discovery: learn addresses from the routing table, keep the target
+    /// number of connections, ask a peer for more peers when short.
+    fn maintain(&mut self, node: &Node) {
+        let now = Instant::now();
+        for e in self.dht.table().entries() {
+            let _ = self.book.learn(now, e.contact, None);
+        }
+        let peers = node.peers();
+        self.dialled.retain(|p, _| peers.iter().any(|x| x.id == *p));
+        for c in self.book.to_dial(now, peers.len(), |p| node.is_connected(p)) {
+            let node = node.clone();
+            tokio::spawn(async move {
+                let _ = node.connect(PeerAddr::new(c.id, c.addr)).await;
+            });
+        }
+        if self.dht.table().len() < self.dht.config().k {
+            let from_table: Vec<Contact> = self.dht.table().entries().map(|e| e.contact).collect();
+            if !from_table.is_empty() {
+                let c = from_table[self.rng.below(from_table.len() as u64) as usize];
+                self.dht.ask_peers(now, c, 20);
+            }
+        }
+    }
+}

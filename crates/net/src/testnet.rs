@@ -1,0 +1,94 @@
+//! A real network of N nodes in one process, for tests, `peerlink devnet`
+//! and benchmarks: real sockets, real handshakes, the tokio driver, with
+//! an optional injected one-way delay on every link.
+//!
+//! Node 0 is the seed; the others join through it (DHT bootstrap), a few
+//! at a time so the seed is not flooded with handshakes.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use crate::{KeepaliveConfig, Limits, NetError, Node, NodeConfig};
+
+#[derive(Clone, Debug)]
+pub struct TestnetConfig {
+    pub nodes: usize,
+    /// One-way delay injected on every link.
+    pub link_delay: Duration,
+    /// The node configuration (limits are raised for loopback).
+    pub node: NodeConfig,
+    /// Nodes joining at once.
+    pub join_concurrency: usize,
+}
+
+impl Default for TestnetConfig {
+    fn default() -> Self {
+        let mut node = NodeConfig::default();
+        node.limits = Limits {
+            max_per_ip: usize::MAX,
+            max_inbound: 4096,
+            max_peers: 4096,
+            max_pending_handshakes: 256,
+            ..Limits::default()
+        };
+        // Connect on demand: idle connections close.
+        node.keepalive = KeepaliveConfig {
+            idle_timeout: Some(Duration::from_secs(30)),
+            ..KeepaliveConfig::default()
+        };
+        node.max_dht_connections = 32;
+        TestnetConfig {
+            nodes: 10,
+            link_delay: Duration::ZERO,
+            node,
+            join_concurrency: 16,
+        }
+    }
+}
+
+pub struct Testnet {
+    pub nodes: Vec<Node>,
+    /// Time from the first bootstrap to the last one finishing.
+    pub join_time: Duration,
+    /// Per-node bootstrap durations.
+    pub bootstrap_times: Vec<Duration>,
+}
+
+impl Testnet {
+    /// Starts the nodes and bootstraps every one into the DHT.
+    pub async fn start(config: TestnetConfig) -> Result<Testnet, NetError> {
+        let mut node_config = config.node.clone();
+        node_config.link_delay = config.link_delay;
+        let listen: SocketAddr = "127.0.0.1:0".parse().map_err(|_| NetError::Shutdown)?;
+        let mut nodes = Vec::with_capacity(config.nodes);
+        for _ in 0..config.nodes.max(1) {
+            nodes.push(Node::builder().listen(listen).config(node_config.clone()).build().await?);
+        }
+        let seed = nodes[0].addr().ok_or(NetError::Shutdown)?;
+        let started = Instant::now();
+        let mut bootstrap_times = Vec::with_capacity(nodes.len());
+        for chunk in nodes[1..].chunks(config.join_concurrency.max(1)) {
+            let joins = chunk.iter().map(|n| {
+                let n = n.clone();
+                tokio::spawn(async move {
+                    let t = Instant::now();
+                    n.dht().bootstrap(vec![seed]).await.map(|_| t.elapsed())
+                })
+            });
+            for j in joins.collect::<Vec<_>>() {
+                bootstrap_times.push(j.await.map_err(|_| NetError::Shutdown)??);
+            }
+        }
+        Ok(Testnet {
+            nodes,
+            join_time: started.elapsed(),
+            bootstrap_times,
+        })
+    }
+
+    pub async fn shutdown(&self) {
+        for n in &self.nodes {
+            n.shutdown().await;
+        }
+    }
+}

@@ -1,0 +1,100 @@
+//! The DHT over real sockets: a 200-node testnet where every node reads
+//! every record, persistence across restarts, and hostile DHT requests.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use peerlink_net::testnet::{Testnet, TestnetConfig};
+use peerlink_net::{Keypair, Node};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hundred_nodes_every_node_gets_every_record() {
+    let net = Testnet::start(TestnetConfig {
+        nodes: 200,
+        ..TestnetConfig::default()
+    })
+    .await
+    .unwrap();
+    let n = net.nodes.len();
+    // Every node puts one record.
+    let puts = net.nodes.iter().enumerate().map(|(i, node)| {
+        let node = node.clone();
+        tokio::spawn(async move { node.dht().put(format!("key-{i}"), format!("value-{i}")).await })
+    });
+    for p in puts.collect::<Vec<_>>() {
+        let out = p.await.unwrap().unwrap();
+        assert!(out.value >= 10, "stored on {} peers", out.value);
+    }
+    // Every node gets every other node's record.
+    let gets = net.nodes.iter().enumerate().map(|(i, node)| {
+        let node = node.clone();
+        tokio::spawn(async move {
+            let mut missing = Vec::new();
+            for j in 0..n {
+                if j == i {
+                    continue;
+                }
+                match node.dht().get(format!("key-{j}")).await {
+                    Ok(o) if o.value.as_ref().is_some_and(|r| r.value == format!("value-{j}").as_bytes()) => {}
+                    other => missing.push((j, format!("{other:?}"))),
+                }
+            }
+            missing
+        })
+    });
+    let mut failures = Vec::new();
+    for (i, g) in gets.collect::<Vec<_>>().into_iter().enumerate() {
+        for m in g.await.unwrap() {
+            failures.push((i, m));
+        }
+    }
+    assert!(failures.is_empty(), "{} of {} gets failed, first: {:?}", failures.len(), n * (n - 1), failures.first());
+    net.shutdown().await;
+}
+
+#[tokio::test]
+async fn records_persist_across_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let kp = Keypair::generate().unwrap();
+    let build = || {
+        Node::builder()
+            .keypair(kp.clone())
+            .listen("127.0.0.1:0".parse().unwrap())
+            .data_dir(dir.path())
+            .build()
+    };
+    let node = build().await.unwrap();
+    let out = node.dht().put("persist", "me").await.unwrap();
+    assert_eq!(out.value, 0, "no peers yet");
+    node.shutdown().await;
+    drop(node);
+    let node = build().await.unwrap();
+    let got = node.dht().get("persist").await.unwrap();
+    assert_eq!(got.value.map(|r| r.value), Some(bytes::Bytes::from_static(b"me")));
+    node.shutdown().await;
+}
+
+#[tokio::test]
+async fn malformed_dht_requests_disconnect_and_count_while_others_are_served() {
+    let a = Node::builder().listen("127.0.0.1:0".parse().unwrap()).build().await.unwrap();
+    let evil = Node::builder().listen("127.0.0.1:0".parse().unwrap()).without_dht().build().await.unwrap();
+    let honest = Node::builder().listen("127.0.0.1:0".parse().unwrap()).build().await.unwrap();
+    evil.connect(a.addr().unwrap()).await.unwrap();
+    let r = evil.request(&a.peer_id(), "dht/1", vec![0xFFu8; 40]).await;
+    assert!(r.is_err(), "{r:?}");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!a.is_connected(&evil.peer_id()), "the hostile peer was disconnected");
+    let text = a.metrics().encode();
+    assert!(text.contains("reason=\"dht_malformed\""), "{text}");
+    // The node still serves an honest peer.
+    let out = honest.dht().bootstrap(vec![a.addr().unwrap()]).await.unwrap();
+    assert_eq!(out.answered, 1);
+    honest.dht().put("k", "v").await.unwrap();
+    let got = a.dht().get("k").await.unwrap();
+    assert!(got.value.is_some());
+    let seen: HashSet<_> = a.peers().iter().map(|p| p.id).collect();
+    assert!(seen.contains(&honest.peer_id()));
+    for n in [a, evil, honest] {
+        n.shutdown().await;
+    }
+}
