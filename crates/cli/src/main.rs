@@ -10,6 +10,7 @@ use peerlink_net::{keyfile, resolve_peer_addr, Limits, Node, NodeConfig, PeerEve
 
 mod bench;
 mod devnet;
+mod sim;
 
 #[derive(Parser)]
 #[command(
@@ -66,6 +67,8 @@ enum Command {
     Devnet(devnet::Args),
     /// Measure peerlink against raw TCP on loopback.
     Bench(bench::Args),
+    /// Run protocol code in the deterministic simulator.
+    Sim(sim::Args),
 }
 
 fn default_key_path() -> PathBuf {
@@ -128,6 +131,7 @@ async fn run(cli: Cli) -> Result<()> {
         } => ping(&peer, count, interval_ms).await?,
         Command::Devnet(args) => devnet::run(args).await?,
         Command::Bench(args) => bench::run(args).await?,
+        Command::Sim(args) => tokio::task::spawn_blocking(move || sim::run(args)).await??,
     }
     Ok(())
 }

@@ -14,8 +14,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use peerlink_proto::dht::{
-    Action, Contact, Dht, Key, MemoryStore, QueryId, QueryOutput, QueryResult, Record, RecordStore, Request,
-    RequestId, Response,
+    Action, Contact, Dht, Key, MemoryStore, QueryId, QueryOutput, QueryResult, Record, RecordStore,
+    Request, RequestId, Response,
 };
 use peerlink_proto::peers::PeerBook;
 use peerlink_proto::rng::Rng;
@@ -40,8 +40,10 @@ pub struct Outcome<T> {
     pub elapsed: Duration,
 }
 
+type StartQuery = Box<dyn FnOnce(&mut Dht, Instant) -> QueryId + Send>;
+
 enum Command {
-    Start(Box<dyn FnOnce(&mut Dht, Instant) -> QueryId + Send>, oneshot::Sender<QueryResult>),
+    Start(StartQuery, oneshot::Sender<QueryResult>),
     Stats(oneshot::Sender<DhtInfo>),
 }
 
@@ -71,7 +73,10 @@ impl DhtHandle {
         self
     }
 
-    async fn run(&self, f: impl FnOnce(&mut Dht, Instant) -> QueryId + Send + 'static) -> Result<QueryResult, NetError> {
+    async fn run(
+        &self,
+        f: impl FnOnce(&mut Dht, Instant) -> QueryId + Send + 'static,
+    ) -> Result<QueryResult, NetError> {
         let (tx, rx) = oneshot::channel();
         self.sender()?
             .send(Command::Start(Box::new(f), tx))
@@ -96,7 +101,11 @@ impl DhtHandle {
 
     /// Signs `value` with the node's key and stores it on the k peers
     /// closest to `key` (and locally). Returns how many stored it.
-    pub async fn put(&self, key: impl AsRef<[u8]>, value: impl Into<Bytes>) -> Result<Outcome<usize>, NetError> {
+    pub async fn put(
+        &self,
+        key: impl AsRef<[u8]>,
+        value: impl Into<Bytes>,
+    ) -> Result<Outcome<usize>, NetError> {
         let (key, value) = (Key::hash(key.as_ref()), value.into());
         let r = self.run(move |d, now| d.put(now, key, value)).await?;
         match r.output.clone() {
@@ -136,7 +145,10 @@ impl DhtHandle {
     }
 
     /// Peers that announced they provide `key`.
-    pub async fn providers(&self, key: impl AsRef<[u8]>) -> Result<Outcome<Vec<Contact>>, NetError> {
+    pub async fn providers(
+        &self,
+        key: impl AsRef<[u8]>,
+    ) -> Result<Outcome<Vec<Contact>>, NetError> {
         let key = Key::hash(key.as_ref());
         let r = self.run(move |d, now| d.providers(now, key)).await?;
         match r.output.clone() {
@@ -149,7 +161,10 @@ impl DhtHandle {
     /// used automatically at start): a lookup of the node's own key, then
     /// a refresh of every bucket. Returns the routing-table size.
     pub async fn bootstrap(&self, seeds: Vec<PeerAddr>) -> Result<Outcome<usize>, NetError> {
-        let seeds: Vec<Contact> = seeds.into_iter().map(|s| Contact::new(s.id, s.addr)).collect();
+        let seeds: Vec<Contact> = seeds
+            .into_iter()
+            .map(|s| Contact::new(s.id, s.addr))
+            .collect();
         let r = self.run(move |d, now| d.bootstrap(now, seeds)).await?;
         match r.output.clone() {
             QueryOutput::Bootstrap { table } => Ok(Self::outcome(&r, table)),
@@ -170,7 +185,10 @@ impl DhtHandle {
 
     pub async fn info(&self) -> Result<DhtInfo, NetError> {
         let (tx, rx) = oneshot::channel();
-        self.sender()?.send(Command::Stats(tx)).await.map_err(|_| NetError::Shutdown)?;
+        self.sender()?
+            .send(Command::Stats(tx))
+            .await
+            .map_err(|_| NetError::Shutdown)?;
         rx.await.map_err(|_| NetError::Shutdown)
     }
 }
@@ -188,15 +206,29 @@ pub(crate) fn start(node: &Node, seeds: &[PeerAddr]) -> Result<DhtHandle, NetErr
         return Ok(DhtHandle::disabled());
     };
     let store: Box<dyn RecordStore> = match &inner.config.data_dir {
-        Some(dir) => Box::new(crate::store::RedbStore::open(dir).map_err(|e| NetError::Store(e.to_string()))?),
+        Some(dir) => Box::new(
+            crate::store::RedbStore::open(dir).map_err(|e| NetError::Store(e.to_string()))?,
+        ),
         None => Box::new(MemoryStore::default()),
     };
     let listen = inner.listen_addrs.first().copied();
     let mut rng = Rng::from_os();
     let now = Instant::now();
     let timeout = config.query_timeout + Duration::from_secs(1);
-    let mut dht = Dht::new(config, inner.keypair.clone(), listen, store, now, unix_ms(), rng.next_u64());
-    let book = PeerBook::new(inner.config.discovery.clone(), node.peer_id(), rng.next_u64());
+    let mut dht = Dht::new(
+        config,
+        inner.keypair.clone(),
+        listen,
+        store,
+        now,
+        unix_ms(),
+        rng.next_u64(),
+    );
+    let book = PeerBook::new(
+        inner.config.discovery.clone(),
+        node.peer_id(),
+        rng.next_u64(),
+    );
     let requests = node.serve(PROTOCOL)?;
     let (tx, rx) = mpsc::channel(1024);
     let mut waiting = HashMap::new();
@@ -215,7 +247,10 @@ pub(crate) fn start(node: &Node, seeds: &[PeerAddr]) -> Result<DhtHandle, NetErr
     };
     let task = tokio::spawn(driver.run(rx, requests));
     node.add_task(task);
-    Ok(DhtHandle { tx: Some(tx), timeout })
+    Ok(DhtHandle {
+        tx: Some(tx),
+        timeout,
+    })
 }
 
 struct Driver {
@@ -232,12 +267,18 @@ struct Driver {
 type Reply = (RequestId, Result<Response, NetError>);
 
 impl Driver {
-    async fn run(mut self, mut commands: mpsc::Receiver<Command>, mut requests: crate::node::Requests) {
+    async fn run(
+        mut self,
+        mut commands: mpsc::Receiver<Command>,
+        mut requests: crate::node::Requests,
+    ) {
         let (reply_tx, mut replies) = mpsc::unbounded_channel::<Reply>();
         let mut maintain = tokio::time::interval(Duration::from_secs(5));
         maintain.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            let Some(node) = self.node.upgrade().map(Node::from_inner) else { return };
+            let Some(node) = self.node.upgrade().map(Node::from_inner) else {
+                return;
+            };
             self.carry_out(&node, &reply_tx);
             let deadline = tokio::time::Instant::from_std(self.dht.next_deadline());
             tokio::select! {
@@ -299,7 +340,8 @@ impl Driver {
     fn punish(&mut self, node: &Node, peer: PeerId, reason: &'static str) {
         Metrics::inc(&node.inner().metrics.peer_errors, "reason", reason);
         self.dht.remove_peer(&peer);
-        self.book.ban(Instant::now(), peer, Duration::from_secs(600));
+        self.book
+            .ban(Instant::now(), peer, Duration::from_secs(600));
         node.disconnect(&peer);
     }
 
@@ -318,7 +360,14 @@ impl Driver {
         }
     }
 
-    fn send(&mut self, node: &Node, id: RequestId, to: Contact, request: Request, replies: &mpsc::UnboundedSender<Reply>) {
+    fn send(
+        &mut self,
+        node: &Node,
+        id: RequestId,
+        to: Contact,
+        request: Request,
+        replies: &mpsc::UnboundedSender<Reply>,
+    ) {
         let now = Instant::now();
         if self.book.is_banned(now, &to.id) {
             let _ = replies.send((id, Err(NetError::LimitReached("banned"))));
@@ -335,8 +384,11 @@ impl Driver {
         tokio::spawn(async move {
             let result = async {
                 node.connect(PeerAddr::new(to.id, to.addr)).await?;
-                let body = node.request_with(&to.id, PROTOCOL, request.encode(), timeout, max).await?;
-                Response::decode(&body).map_err(|e| NetError::Store(format!("malformed dht response: {e}")))
+                let body = node
+                    .request_with(&to.id, PROTOCOL, request.encode(), timeout, max)
+                    .await?;
+                Response::decode(&body)
+                    .map_err(|e| NetError::Store(format!("malformed dht response: {e}")))
             }
             .await;
             let _ = replies.send((id, result));
@@ -351,7 +403,9 @@ impl Driver {
         let cap = node.config().max_dht_connections;
         let busy = self.dht.config().request_timeout;
         while self.dialled.len() > cap {
-            let Some((&oldest, &used)) = self.dialled.iter().min_by_key(|(_, t)| **t) else { return };
+            let Some((&oldest, &used)) = self.dialled.iter().min_by_key(|(_, t)| **t) else {
+                return;
+            };
             if used.elapsed() < busy {
                 return;
             }
@@ -369,7 +423,10 @@ impl Driver {
         }
         let peers = node.peers();
         self.dialled.retain(|p, _| peers.iter().any(|x| x.id == *p));
-        for c in self.book.to_dial(now, peers.len(), |p| node.is_connected(p)) {
+        for c in self
+            .book
+            .to_dial(now, peers.len(), |p| node.is_connected(p))
+        {
             let node = node.clone();
             tokio::spawn(async move {
                 let _ = node.connect(PeerAddr::new(c.id, c.addr)).await;

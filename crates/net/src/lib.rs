@@ -49,8 +49,8 @@
 
 mod config;
 mod conn;
-mod error;
 pub mod dht;
+mod error;
 pub mod keyfile;
 mod metrics;
 mod metrics_http;
@@ -62,7 +62,6 @@ pub mod testnet;
 pub use config::{ChannelConfig, Limits, NodeConfig, Policy};
 pub use dht::{DhtHandle, DhtInfo, Outcome};
 pub use error::NetError;
-pub use store::RedbStore;
 pub use metrics::Metrics;
 pub use metrics_http::serve_metrics;
 pub use node::{Node, NodeBuilder, PeerEvent, PeerInfo, PeerSender, Receiver, Request, Requests};
@@ -71,6 +70,7 @@ pub use peerlink_proto::keepalive::KeepaliveConfig;
 pub use peerlink_proto::peers::PeerBookConfig;
 pub use peerlink_proto::{CipherSuite, Keypair, PeerAddr, PeerId};
 pub use queue::Message;
+pub use store::RedbStore;
 
 /// Resolves `<peer-id>@host:port` where host may be a name (`localhost`).
 pub async fn resolve_peer_addr(text: &str) -> Result<PeerAddr, NetError> {

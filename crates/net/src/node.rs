@@ -557,7 +557,11 @@ impl Node {
     /// closest peers. Calls fail with [`NetError::DhtDisabled`] when the
     /// node was built without one.
     pub fn dht(&self) -> crate::dht::DhtHandle {
-        self.inner.dht.get().cloned().unwrap_or_else(crate::dht::DhtHandle::disabled)
+        self.inner
+            .dht
+            .get()
+            .cloned()
+            .unwrap_or_else(crate::dht::DhtHandle::disabled)
     }
 
     /// The remote address of the connection to `peer`, if connected.

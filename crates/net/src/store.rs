@@ -6,7 +6,9 @@
 
 use std::path::Path;
 
-use peerlink_proto::dht::{Contact, Key, MemoryStore, ProviderRecord, Record, RecordStore, StoreError};
+use peerlink_proto::dht::{
+    Contact, Key, MemoryStore, ProviderRecord, Record, RecordStore, StoreError,
+};
 use peerlink_proto::PeerId;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
@@ -53,7 +55,13 @@ impl RedbStore {
         Ok(RedbStore { db, mem })
     }
 
-    fn write(&self, f: impl FnOnce(&mut redb::Table<&[u8], &[u8]>, &mut redb::Table<&[u8], &[u8]>) -> Result<(), redb::StorageError>) -> Result<(), StoreError> {
+    fn write(
+        &self,
+        f: impl FnOnce(
+            &mut redb::Table<&[u8], &[u8]>,
+            &mut redb::Table<&[u8], &[u8]>,
+        ) -> Result<(), redb::StorageError>,
+    ) -> Result<(), StoreError> {
         let tx = self.db.begin_write().map_err(io)?;
         {
             let mut records = tx.open_table(RECORDS).map_err(io)?;
@@ -143,15 +151,30 @@ mod tests {
         {
             let mut s = RedbStore::open(dir.path()).unwrap();
             s.put(rec.clone()).unwrap();
-            s.add_provider(key, ProviderRecord { provider: c, expires_ms: 77 }).unwrap();
-            s.put(Record::sign(&kp, Key::hash(b"gone"), Bytes::new(), 1, 5)).unwrap();
+            s.add_provider(
+                key,
+                ProviderRecord {
+                    provider: c,
+                    expires_ms: 77,
+                },
+            )
+            .unwrap();
+            s.put(Record::sign(&kp, Key::hash(b"gone"), Bytes::new(), 1, 5))
+                .unwrap();
             s.remove(&Key::hash(b"gone"));
             // A corrupt row must not stop the node from starting.
-            s.write(|r, _| r.insert(&[1u8; 32][..], &b"garbage"[..]).map(|_| ())).unwrap();
+            s.write(|r, _| r.insert(&[1u8; 32][..], &b"garbage"[..]).map(|_| ()))
+                .unwrap();
         }
         let s = RedbStore::open(dir.path()).unwrap();
         assert_eq!(s.get(&key), Some(rec));
         assert_eq!(s.len(), 1);
-        assert_eq!(s.providers(&key), vec![ProviderRecord { provider: c, expires_ms: 77 }]);
+        assert_eq!(
+            s.providers(&key),
+            vec![ProviderRecord {
+                provider: c,
+                expires_ms: 77
+            }]
+        );
     }
 }

@@ -23,20 +23,22 @@ pub struct TestnetConfig {
 
 impl Default for TestnetConfig {
     fn default() -> Self {
-        let mut node = NodeConfig::default();
-        node.limits = Limits {
-            max_per_ip: usize::MAX,
-            max_inbound: 4096,
-            max_peers: 4096,
-            max_pending_handshakes: 256,
-            ..Limits::default()
+        let node = NodeConfig {
+            limits: Limits {
+                max_per_ip: usize::MAX,
+                max_inbound: 4096,
+                max_peers: 4096,
+                max_pending_handshakes: 256,
+                ..Limits::default()
+            },
+            // Connect on demand: idle connections close.
+            keepalive: KeepaliveConfig {
+                idle_timeout: Some(Duration::from_secs(30)),
+                ..KeepaliveConfig::default()
+            },
+            max_dht_connections: 32,
+            ..NodeConfig::default()
         };
-        // Connect on demand: idle connections close.
-        node.keepalive = KeepaliveConfig {
-            idle_timeout: Some(Duration::from_secs(30)),
-            ..KeepaliveConfig::default()
-        };
-        node.max_dht_connections = 32;
         TestnetConfig {
             nodes: 10,
             link_delay: Duration::ZERO,
@@ -62,7 +64,13 @@ impl Testnet {
         let listen: SocketAddr = "127.0.0.1:0".parse().map_err(|_| NetError::Shutdown)?;
         let mut nodes = Vec::with_capacity(config.nodes);
         for _ in 0..config.nodes.max(1) {
-            nodes.push(Node::builder().listen(listen).config(node_config.clone()).build().await?);
+            nodes.push(
+                Node::builder()
+                    .listen(listen)
+                    .config(node_config.clone())
+                    .build()
+                    .await?,
+            );
         }
         let seed = nodes[0].addr().ok_or(NetError::Shutdown)?;
         let started = Instant::now();

@@ -19,7 +19,11 @@ async fn two_hundred_nodes_every_node_gets_every_record() {
     // Every node puts one record.
     let puts = net.nodes.iter().enumerate().map(|(i, node)| {
         let node = node.clone();
-        tokio::spawn(async move { node.dht().put(format!("key-{i}"), format!("value-{i}")).await })
+        tokio::spawn(async move {
+            node.dht()
+                .put(format!("key-{i}"), format!("value-{i}"))
+                .await
+        })
     });
     for p in puts.collect::<Vec<_>>() {
         let out = p.await.unwrap().unwrap();
@@ -35,7 +39,10 @@ async fn two_hundred_nodes_every_node_gets_every_record() {
                     continue;
                 }
                 match node.dht().get(format!("key-{j}")).await {
-                    Ok(o) if o.value.as_ref().is_some_and(|r| r.value == format!("value-{j}").as_bytes()) => {}
+                    Ok(o)
+                        if o.value
+                            .as_ref()
+                            .is_some_and(|r| r.value == format!("value-{j}").as_bytes()) => {}
                     other => missing.push((j, format!("{other:?}"))),
                 }
             }
@@ -48,7 +55,13 @@ async fn two_hundred_nodes_every_node_gets_every_record() {
             failures.push((i, m));
         }
     }
-    assert!(failures.is_empty(), "{} of {} gets failed, first: {:?}", failures.len(), n * (n - 1), failures.first());
+    assert!(
+        failures.is_empty(),
+        "{} of {} gets failed, first: {:?}",
+        failures.len(),
+        n * (n - 1),
+        failures.first()
+    );
     net.shutdown().await;
 }
 
@@ -70,24 +83,47 @@ async fn records_persist_across_restart() {
     drop(node);
     let node = build().await.unwrap();
     let got = node.dht().get("persist").await.unwrap();
-    assert_eq!(got.value.map(|r| r.value), Some(bytes::Bytes::from_static(b"me")));
+    assert_eq!(
+        got.value.map(|r| r.value),
+        Some(bytes::Bytes::from_static(b"me"))
+    );
     node.shutdown().await;
 }
 
 #[tokio::test]
 async fn malformed_dht_requests_disconnect_and_count_while_others_are_served() {
-    let a = Node::builder().listen("127.0.0.1:0".parse().unwrap()).build().await.unwrap();
-    let evil = Node::builder().listen("127.0.0.1:0".parse().unwrap()).without_dht().build().await.unwrap();
-    let honest = Node::builder().listen("127.0.0.1:0".parse().unwrap()).build().await.unwrap();
+    let a = Node::builder()
+        .listen("127.0.0.1:0".parse().unwrap())
+        .build()
+        .await
+        .unwrap();
+    let evil = Node::builder()
+        .listen("127.0.0.1:0".parse().unwrap())
+        .without_dht()
+        .build()
+        .await
+        .unwrap();
+    let honest = Node::builder()
+        .listen("127.0.0.1:0".parse().unwrap())
+        .build()
+        .await
+        .unwrap();
     evil.connect(a.addr().unwrap()).await.unwrap();
     let r = evil.request(&a.peer_id(), "dht/1", vec![0xFFu8; 40]).await;
     assert!(r.is_err(), "{r:?}");
     tokio::time::sleep(Duration::from_millis(200)).await;
-    assert!(!a.is_connected(&evil.peer_id()), "the hostile peer was disconnected");
+    assert!(
+        !a.is_connected(&evil.peer_id()),
+        "the hostile peer was disconnected"
+    );
     let text = a.metrics().encode();
     assert!(text.contains("reason=\"dht_malformed\""), "{text}");
     // The node still serves an honest peer.
-    let out = honest.dht().bootstrap(vec![a.addr().unwrap()]).await.unwrap();
+    let out = honest
+        .dht()
+        .bootstrap(vec![a.addr().unwrap()])
+        .await
+        .unwrap();
     assert_eq!(out.answered, 1);
     honest.dht().put("k", "v").await.unwrap();
     let got = a.dht().get("k").await.unwrap();

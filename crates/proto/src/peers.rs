@@ -93,7 +93,12 @@ impl PeerBook {
 
     /// Remembers `contact`, reported by a peer at `reporter` (`None` for
     /// configuration, such as seeds).
-    pub fn learn(&mut self, now: Instant, contact: Contact, reporter: Option<SocketAddr>) -> Result<(), Refused> {
+    pub fn learn(
+        &mut self,
+        now: Instant,
+        contact: Contact,
+        reporter: Option<SocketAddr>,
+    ) -> Result<(), Refused> {
         if contact.id == self.local {
             return Err(Refused::SelfAddress);
         }
@@ -148,7 +153,9 @@ impl PeerBook {
 
     /// A dial to `peer` failed: back off, or forget after too many.
     pub fn on_dial_failed(&mut self, now: Instant, peer: &PeerId) {
-        let Some(e) = self.entries.get_mut(peer) else { return };
+        let Some(e) = self.entries.get_mut(peer) else {
+            return;
+        };
         e.failures += 1;
         if e.failures >= self.config.max_failures {
             self.entries.remove(peer);
@@ -170,14 +177,20 @@ impl PeerBook {
 
     fn forget_stale(&mut self, now: Instant) {
         let after = self.config.forget_after;
-        self.entries.retain(|_, e| now.saturating_duration_since(e.seen) < after);
+        self.entries
+            .retain(|_, e| now.saturating_duration_since(e.seen) < after);
         self.banned.retain(|_, until| *until > now);
     }
 
     /// Whom to dial now to move towards the target connection count, given
     /// how many connections (and dials in progress) there are. Freshest
     /// addresses first.
-    pub fn to_dial(&mut self, now: Instant, open: usize, is_connected: impl Fn(&PeerId) -> bool) -> Vec<Contact> {
+    pub fn to_dial(
+        &mut self,
+        now: Instant,
+        open: usize,
+        is_connected: impl Fn(&PeerId) -> bool,
+    ) -> Vec<Contact> {
         self.forget_stale(now);
         let want = self.config.target_connections.saturating_sub(open);
         if want == 0 {
@@ -189,7 +202,11 @@ impl PeerBook {
             .filter(|(id, e)| e.next_attempt <= now && !is_connected(id))
             .collect();
         ready.sort_by(|a, b| b.1.seen.cmp(&a.1.seen).then(a.0.cmp(b.0)));
-        let picked: Vec<Contact> = ready.into_iter().take(want).map(|(id, e)| Contact::new(*id, e.addr)).collect();
+        let picked: Vec<Contact> = ready
+            .into_iter()
+            .take(want)
+            .map(|(id, e)| Contact::new(*id, e.addr))
+            .collect();
         // Not again until this dial has had time to finish or fail.
         for c in &picked {
             if let Some(e) = self.entries.get_mut(&c.id) {
@@ -218,13 +235,42 @@ mod tests {
         let now = Instant::now();
         let mut b = PeerBook::new(PeerBookConfig::default(), id(0), 1);
         let remote = Some("8.8.8.8:1".parse().unwrap());
-        assert_eq!(b.learn(now, Contact::new(id(0), "1.2.3.4:5".parse().unwrap()), None), Err(Refused::SelfAddress));
-        assert_eq!(b.learn(now, Contact::new(id(1), "0.0.0.0:5".parse().unwrap()), None), Err(Refused::Unusable));
-        assert_eq!(b.learn(now, Contact::new(id(1), "127.0.0.1:5".parse().unwrap()), remote), Err(Refused::LoopbackFromRemote));
-        assert_eq!(b.learn(now, Contact::new(id(1), "127.0.0.1:5".parse().unwrap()), None), Ok(()));
+        assert_eq!(
+            b.learn(now, Contact::new(id(0), "1.2.3.4:5".parse().unwrap()), None),
+            Err(Refused::SelfAddress)
+        );
+        assert_eq!(
+            b.learn(now, Contact::new(id(1), "0.0.0.0:5".parse().unwrap()), None),
+            Err(Refused::Unusable)
+        );
+        assert_eq!(
+            b.learn(
+                now,
+                Contact::new(id(1), "127.0.0.1:5".parse().unwrap()),
+                remote
+            ),
+            Err(Refused::LoopbackFromRemote)
+        );
+        assert_eq!(
+            b.learn(
+                now,
+                Contact::new(id(1), "127.0.0.1:5".parse().unwrap()),
+                None
+            ),
+            Ok(())
+        );
         b.ban(now, id(2), Duration::from_secs(60));
-        assert_eq!(b.learn(now, Contact::new(id(2), "1.2.3.4:5".parse().unwrap()), None), Err(Refused::Banned));
-        assert!(b.learn(now + Duration::from_secs(61), Contact::new(id(2), "1.2.3.4:5".parse().unwrap()), None).is_ok());
+        assert_eq!(
+            b.learn(now, Contact::new(id(2), "1.2.3.4:5".parse().unwrap()), None),
+            Err(Refused::Banned)
+        );
+        assert!(b
+            .learn(
+                now + Duration::from_secs(61),
+                Contact::new(id(2), "1.2.3.4:5".parse().unwrap()),
+                None
+            )
+            .is_ok());
     }
 
     #[test]
@@ -237,7 +283,12 @@ mod tests {
         };
         let mut b = PeerBook::new(cfg, id(0), 1);
         for i in 1..=4 {
-            b.learn(now, Contact::new(id(i), SocketAddr::from(([10, 0, 0, i], 1))), None).unwrap();
+            b.learn(
+                now,
+                Contact::new(id(i), SocketAddr::from(([10, 0, 0, i], 1))),
+                None,
+            )
+            .unwrap();
         }
         let first = b.to_dial(now, 0, |_| false);
         assert_eq!(first.len(), 2);

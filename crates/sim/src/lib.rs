@@ -32,7 +32,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use peerlink_proto::dht::{
-    Action, Contact, Dht, DhtConfig, Key, MemoryStore, QueryId, QueryResult, Request, RequestId, Response,
+    Action, Contact, Dht, DhtConfig, Key, MemoryStore, QueryId, QueryResult, Request, RequestId,
+    Response,
 };
 use peerlink_proto::rng::Rng;
 use peerlink_proto::{Keypair, PeerId};
@@ -99,9 +100,20 @@ struct SimNode {
 }
 
 enum Event {
-    Request { from: u32, to: u32, id: RequestId, request: Request },
-    Response { to: u32, id: RequestId, response: Response },
-    Tick { node: u32 },
+    Request {
+        from: u32,
+        to: u32,
+        id: RequestId,
+        request: Request,
+    },
+    Response {
+        to: u32,
+        id: RequestId,
+        response: Response,
+    },
+    Tick {
+        node: u32,
+    },
 }
 
 /// Counters of one run.
@@ -133,7 +145,15 @@ pub struct Sim {
 /// The synthetic address of node `i` (10.0.0.0/8, one /24 per 256 nodes
 /// spread so consecutive nodes fall in different /24s).
 pub fn node_addr(i: u32) -> SocketAddr {
-    SocketAddr::from(([10, (i & 0xFF) as u8, ((i >> 8) & 0xFF) as u8, ((i >> 16) & 0xFF) as u8], 4000))
+    SocketAddr::from((
+        [
+            10,
+            (i & 0xFF) as u8,
+            ((i >> 8) & 0xFF) as u8,
+            ((i >> 16) & 0xFF) as u8,
+        ],
+        4000,
+    ))
 }
 
 fn addr_index(addr: &SocketAddr) -> Option<u32> {
@@ -161,7 +181,15 @@ impl Sim {
             let kp = Keypair::from_secret(secret);
             let id = kp.peer_id();
             let store = Box::new(MemoryStore::default());
-            let dht = Dht::new(config.dht.clone(), kp, Some(node_addr(i)), store, base, UNIX_EPOCH_MS, rng.next_u64());
+            let dht = Dht::new(
+                config.dht.clone(),
+                kp,
+                Some(node_addr(i)),
+                store,
+                base,
+                UNIX_EPOCH_MS,
+                rng.next_u64(),
+            );
             let mut u = rng.unit();
             let mut region = 0u8;
             for (r, w) in REGION_WEIGHTS.iter().enumerate() {
@@ -263,12 +291,22 @@ impl Sim {
         while let Some(action) = self.nodes[n as usize].dht.poll_action() {
             match action {
                 Action::Send { id, to, request } => {
-                    let Some(t) = addr_index(&to.addr).filter(|t| (*t as usize) < self.nodes.len()) else {
+                    let Some(t) = addr_index(&to.addr).filter(|t| (*t as usize) < self.nodes.len())
+                    else {
                         let now = self.instant();
                         self.nodes[n as usize].dht.on_failure(now, id);
                         continue;
                     };
-                    self.send(n, t, Event::Request { from: n, to: t, id, request });
+                    self.send(
+                        n,
+                        t,
+                        Event::Request {
+                            from: n,
+                            to: t,
+                            id,
+                            request,
+                        },
+                    );
                 }
                 Action::Done(r) => {
                     self.results.insert((n, r.id), r);
@@ -295,7 +333,14 @@ impl Sim {
         if !node.alive {
             return;
         }
-        let at = node.dht.next_deadline().saturating_duration_since(self.base).as_micros() as u64;
+        // Rounded up: a tick before the deadline would do nothing and
+        // reschedule itself at the same microsecond forever.
+        let at = node
+            .dht
+            .next_deadline()
+            .saturating_duration_since(self.base)
+            .as_nanos()
+            .div_ceil(1000) as u64;
         let at = at.max(self.now_us);
         if at < node.tick_at {
             self.nodes[n as usize].tick_at = at;
@@ -308,19 +353,39 @@ impl Sim {
         let Some(Reverse((at, _, slot))) = self.queue.pop() else {
             return false;
         };
-        let Some(ev) = self.slots[slot].take() else { return true };
+        let Some(ev) = self.slots[slot].take() else {
+            return true;
+        };
         self.free.push(slot);
         self.now_us = at;
         self.stats.events += 1;
         let now = self.instant();
         match ev {
-            Event::Request { from, to, id, request } => {
+            Event::Request {
+                from,
+                to,
+                id,
+                request,
+            } => {
                 if !self.nodes[to as usize].alive {
                     return true;
                 }
                 let from_id = self.nodes[from as usize].id;
-                let response = self.nodes[to as usize].dht.handle_request(now, from_id, request.listen, request.body);
-                self.send(to, from, Event::Response { to: from, id, response });
+                let response = self.nodes[to as usize].dht.handle_request(
+                    now,
+                    from_id,
+                    request.listen,
+                    request.body,
+                );
+                self.send(
+                    to,
+                    from,
+                    Event::Response {
+                        to: from,
+                        id,
+                        response,
+                    },
+                );
                 self.drain(to);
             }
             Event::Response { to, id, response } => {
@@ -391,6 +456,19 @@ impl Sim {
         self.run_for(Duration::from_secs(5));
     }
 
+    /// Every live node refreshes every bucket (as its periodic refresh
+    /// would), then the run settles.
+    pub fn refresh_all(&mut self) {
+        for i in 0..self.nodes.len() {
+            if self.nodes[i].alive {
+                let now = self.instant();
+                self.nodes[i].dht.refresh(now);
+                self.drain(i as u32);
+            }
+        }
+        self.run_for(Duration::from_secs(10));
+    }
+
     fn start<F: FnOnce(&mut Dht, Instant) -> QueryId>(&mut self, n: usize, f: F) -> QueryId {
         let now = self.instant();
         let q = f(&mut self.nodes[n].dht, now);
@@ -440,7 +518,7 @@ impl Sim {
             all.select_nth_unstable_by(k - 1, |a, b| a.0.cmp(&b.0));
             all.truncate(k);
         }
-        all.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        all.sort_unstable_by_key(|a| a.0);
         all.into_iter().map(|x| x.1).collect()
     }
 

@@ -83,7 +83,8 @@ impl std::hash::Hasher for IdHasher {
         for c in bytes.chunks(8) {
             let mut a = [0u8; 8];
             a[..c.len()].copy_from_slice(c);
-            self.0 = (self.0.rotate_left(5) ^ u64::from_le_bytes(a)).wrapping_mul(0x517c_c1b7_2722_0a95);
+            self.0 =
+                (self.0.rotate_left(5) ^ u64::from_le_bytes(a)).wrapping_mul(0x517c_c1b7_2722_0a95);
         }
     }
 }

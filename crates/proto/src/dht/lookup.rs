@@ -28,7 +28,10 @@ struct Candidate {
 
 pub struct Lookup {
     target: Key,
-    k: usize,
+    /// How many of the closest live candidates must answer (>= k): asking
+    /// a few beyond k finds the true k closest far more often, because no
+    /// single table holds every near peer.
+    width: usize,
     alpha: usize,
     candidates: Vec<Candidate>,
     seen: IdSet<PeerId>,
@@ -38,9 +41,19 @@ pub struct Lookup {
 
 impl Lookup {
     pub fn new(target: Key, k: usize, alpha: usize, start: Vec<Contact>) -> Self {
+        Self::with_width(target, k, k, alpha, start)
+    }
+
+    pub fn with_width(
+        target: Key,
+        k: usize,
+        width: usize,
+        alpha: usize,
+        start: Vec<Contact>,
+    ) -> Self {
         let mut l = Lookup {
             target,
-            k: k.max(1),
+            width: width.max(k).max(1),
             alpha: alpha.max(1),
             candidates: Vec::new(),
             seen: IdSet::default(),
@@ -60,9 +73,7 @@ impl Lookup {
                 continue;
             }
             let distance = Key::of_peer(&c.id).distance(&self.target);
-            let pos = self
-                .candidates
-                .partition_point(|x| x.distance < distance);
+            let pos = self.candidates.partition_point(|x| x.distance < distance);
             self.candidates.insert(
                 pos,
                 Candidate {
@@ -74,7 +85,7 @@ impl Lookup {
             );
         }
         // Far candidates that were never asked will never be: bound memory.
-        let cap = self.k * 4;
+        let cap = self.width * 4;
         if self.candidates.len() > cap {
             let mut i = self.candidates.len();
             while self.candidates.len() > cap && i > 0 {
@@ -143,7 +154,7 @@ impl Lookup {
                 continue;
             }
             live += 1;
-            if live > self.k {
+            if live > self.width {
                 break;
             }
             if c.state == State::New {
@@ -169,7 +180,7 @@ impl Lookup {
                 State::New | State::Waiting { .. } => return false,
             }
             live += 1;
-            if live >= self.k {
+            if live >= self.width {
                 return true;
             }
         }
@@ -194,8 +205,16 @@ impl Lookup {
     }
 
     pub fn counts(&self) -> (usize, usize) {
-        let answered = self.candidates.iter().filter(|c| c.state == State::Answered).count();
-        let failed = self.candidates.iter().filter(|c| c.state == State::Failed).count();
+        let answered = self
+            .candidates
+            .iter()
+            .filter(|c| c.state == State::Answered)
+            .count();
+        let failed = self
+            .candidates
+            .iter()
+            .filter(|c| c.state == State::Failed)
+            .count();
         (answered, failed)
     }
 }
@@ -211,7 +230,10 @@ mod tests {
             .map(|i| {
                 let mut s = [0u8; 32];
                 s[..4].copy_from_slice(&i.to_le_bytes());
-                Contact::new(Keypair::from_secret(s).peer_id(), SocketAddr::from(([10, 0, 0, 1], 1)))
+                Contact::new(
+                    Keypair::from_secret(s).peer_id(),
+                    SocketAddr::from(([10, 0, 0, 1], 1)),
+                )
             })
             .collect()
     }

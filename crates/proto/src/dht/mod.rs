@@ -47,6 +47,8 @@ pub struct DhtConfig {
     pub k: usize,
     /// Requests in flight per lookup.
     pub alpha: usize,
+    /// Extra peers beyond `k` that must answer before a lookup ends.
+    pub lookup_extra: usize,
     /// A request unanswered this long stops holding a lookup slot.
     pub slow_after: Duration,
     /// A request unanswered this long has failed.
@@ -77,6 +79,7 @@ impl Default for DhtConfig {
         DhtConfig {
             k: 20,
             alpha: 3,
+            lookup_extra: 0,
             slow_after: Duration::from_millis(500),
             request_timeout: Duration::from_secs(5),
             query_timeout: Duration::from_secs(30),
@@ -110,11 +113,17 @@ pub enum QueryOutput {
     /// The newest valid record found, if any.
     Get(Option<Record>),
     /// How many of the closest peers acknowledged the write.
-    Put { stored: usize },
-    Provide { stored: usize },
+    Put {
+        stored: usize,
+    },
+    Provide {
+        stored: usize,
+    },
     Providers(Vec<Contact>),
     /// The routing table size after the self-lookup.
-    Bootstrap { table: usize },
+    Bootstrap {
+        table: usize,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -140,7 +149,10 @@ pub enum Action {
     },
     Done(QueryResult),
     /// The peer broke the protocol; the driver counts and may disconnect.
-    Misbehaved { peer: PeerId, reason: &'static str },
+    Misbehaved {
+        peer: PeerId,
+        reason: &'static str,
+    },
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -173,9 +185,16 @@ enum Kind {
         holders: usize,
     },
     /// Lookup first, then write `what` to the k closest.
-    Put { record: Record },
-    Provide { key: Key },
-    GetProviders { found: Vec<Contact>, seen: HashSet<PeerId> },
+    Put {
+        record: Record,
+    },
+    Provide {
+        key: Key,
+    },
+    GetProviders {
+        found: Vec<Contact>,
+        seen: HashSet<PeerId>,
+    },
 }
 
 struct Query {
@@ -249,7 +268,11 @@ impl Dht {
         seed: u64,
     ) -> Self {
         let local = keypair.peer_id();
-        let table = RoutingTable::new(Key::of_peer(&local), config.k, config.max_per_subnet_per_bucket);
+        let table = RoutingTable::new(
+            Key::of_peer(&local),
+            config.k,
+            config.max_per_subnet_per_bucket,
+        );
         let mut rng = Rng::new(seed);
         // Spread periodic work so a whole network does not tick at once.
         let jitter = |rng: &mut Rng, d: Duration| d.mul_f64(0.5 + rng.unit() * 0.5);
@@ -311,7 +334,14 @@ impl Dht {
 
     // ----- starting queries -------------------------------------------
 
-    fn start(&mut self, now: Instant, kind: Kind, target: Key, extra: Vec<Contact>, silent: bool) -> QueryId {
+    fn start(
+        &mut self,
+        now: Instant,
+        kind: Kind,
+        target: Key,
+        extra: Vec<Contact>,
+        silent: bool,
+    ) -> QueryId {
         let id = QueryId(self.next_query);
         self.next_query += 1;
         let mut start = self.table.closest(&target, self.config.k);
@@ -320,7 +350,8 @@ impl Dht {
                 start.push(c);
             }
         }
-        let lookup = Lookup::new(target, self.config.k, self.config.alpha, start);
+        let (k, alpha) = (self.config.k, self.config.alpha);
+        let lookup = Lookup::with_width(target, k, k + self.config.lookup_extra, alpha, start);
         self.queries.insert(
             id,
             Query {
@@ -369,7 +400,12 @@ impl Dht {
             .get(&key)
             .map(|r| r.seq)
             .into_iter()
-            .chain(self.store.get(&key).filter(|r| r.publisher == self.local).map(|r| r.seq))
+            .chain(
+                self.store
+                    .get(&key)
+                    .filter(|r| r.publisher == self.local)
+                    .map(|r| r.seq),
+            )
             .max()
             .map_or(1, |s| s + 1);
         let expires = self.unix_ms(now) + self.config.record_ttl.as_millis() as u64;
@@ -407,7 +443,14 @@ impl Dht {
         let id = RequestId(self.next_request);
         self.next_request += 1;
         self.stats.requests_out += 1;
-        self.outstanding.insert(id, Outstanding { to, purpose, sent: now });
+        self.outstanding.insert(
+            id,
+            Outstanding {
+                to,
+                purpose,
+                sent: now,
+            },
+        );
         self.actions.push_back(Action::Send {
             id,
             to,
@@ -467,7 +510,13 @@ impl Dht {
 
     /// Answers a request from `from`, whose listen address (as seen by
     /// the driver: the connection's IP and the advertised port) is `addr`.
-    pub fn handle_request(&mut self, now: Instant, from: PeerId, addr: Option<SocketAddr>, body: RequestBody) -> Response {
+    pub fn handle_request(
+        &mut self,
+        now: Instant,
+        from: PeerId,
+        addr: Option<SocketAddr>,
+        body: RequestBody,
+    ) -> Response {
         self.stats.requests_in += 1;
         let is_ping = body == RequestBody::Ping;
         let k = self.config.k;
@@ -533,7 +582,12 @@ impl Dht {
             }
             RequestBody::Peers { max } => {
                 let max = (max as usize).min(k);
-                let mut peers: Vec<Contact> = self.table.entries().map(|e| e.contact).filter(|c| c.id != from).collect();
+                let mut peers: Vec<Contact> = self
+                    .table
+                    .entries()
+                    .map(|e| e.contact)
+                    .filter(|c| c.id != from)
+                    .collect();
                 // A random sample, so peers learn different parts of the table.
                 for i in 0..peers.len().min(max) {
                     let j = i + self.rng.below((peers.len() - i) as u64) as usize;
@@ -553,7 +607,10 @@ impl Dht {
 
     /// Pings `c` to add it to the table if its bucket could take it.
     fn verify(&mut self, now: Instant, c: Contact) {
-        if self.verifying.len() < 64 && self.table.would_accept(&c.id) && self.verifying.insert(c.id) {
+        if self.verifying.len() < 256
+            && self.table.would_accept(&c.id)
+            && self.verifying.insert(c.id)
+        {
             self.send(now, c, RequestBody::Ping, Purpose::Verify);
         }
     }
@@ -666,7 +723,13 @@ impl Dht {
                 let now_ms = self.unix_ms(now);
                 let max_ttl = self.config.max_record_ttl.as_millis() as u64;
                 match self.queries.get(&q).map(|qq| *qq.lookup.target()) {
-                    Some(target) if r.key == target && r.validate(now_ms, self.config.max_record_size, max_ttl).is_ok() => Some(r),
+                    Some(target)
+                        if r.key == target
+                            && r.validate(now_ms, self.config.max_record_size, max_ttl)
+                                .is_ok() =>
+                    {
+                        Some(r)
+                    }
                     Some(_) => {
                         self.stats.records_rejected += 1;
                         self.misbehaved(from.id, "bad_record");
@@ -677,7 +740,9 @@ impl Dht {
             }
             None => None,
         };
-        let Some(query) = self.queries.get_mut(&q) else { return };
+        let Some(query) = self.queries.get_mut(&q) else {
+            return;
+        };
         let hop = query.lookup.hop_of(&from.id);
         query.lookup.on_answer(&from.id, closer);
         match &mut query.kind {
@@ -714,8 +779,12 @@ impl Dht {
 
     fn on_write_done(&mut self, now: Instant, q: Option<QueryId>, ok: bool) {
         let Some(q) = q else { return };
-        let Some(query) = self.queries.get_mut(&q) else { return };
-        let Some(w) = query.writing.as_mut() else { return };
+        let Some(query) = self.queries.get_mut(&q) else {
+            return;
+        };
+        let Some(w) = query.writing.as_mut() else {
+            return;
+        };
         w.pending = w.pending.saturating_sub(1);
         if ok {
             w.stored += 1;
@@ -730,12 +799,19 @@ impl Dht {
     /// Sends what the query may send, or finishes it.
     fn advance(&mut self, now: Instant, q: QueryId) {
         loop {
-            let Some(query) = self.queries.get_mut(&q) else { return };
+            let Some(query) = self.queries.get_mut(&q) else {
+                return;
+            };
             if query.writing.is_some() {
                 return;
             }
             // A GET that has its record from enough peers need not wait.
-            if let Kind::Get { best: Some(_), holders, .. } = &query.kind {
+            if let Kind::Get {
+                best: Some(_),
+                holders,
+                ..
+            } = &query.kind
+            {
                 if *holders >= self.config.get_quorum {
                     self.finish(now, q, false);
                     return;
@@ -756,10 +832,14 @@ impl Dht {
             self.send(now, to, body, Purpose::Lookup(q));
         }
         // The lookup is over: writes go to the k closest, others finish.
-        let Some(query) = self.queries.get_mut(&q) else { return };
+        let Some(query) = self.queries.get_mut(&q) else {
+            return;
+        };
         let closest = query.lookup.closest_answered(self.config.k);
         let body = match &query.kind {
-            Kind::Put { record } => Some(RequestBody::PutRecord { record: record.clone() }),
+            Kind::Put { record } => Some(RequestBody::PutRecord {
+                record: record.clone(),
+            }),
             Kind::Provide { key } => Some(RequestBody::AddProvider { key: *key }),
             _ => None,
         };
@@ -782,19 +862,22 @@ impl Dht {
     }
 
     fn finish(&mut self, now: Instant, q: QueryId, timed_out: bool) {
-        let Some(query) = self.queries.remove(&q) else { return };
+        let Some(query) = self.queries.remove(&q) else {
+            return;
+        };
         let (mut answered, mut failed) = query.lookup.counts();
         let closest = query.lookup.closest_answered(self.config.k);
         let mut hops = closest.first().map_or(0, |c| c.1 as u32);
         let output = match query.kind {
-            Kind::FindNode | Kind::Refresh => QueryOutput::ClosestPeers(closest.into_iter().map(|c| c.0).collect()),
+            Kind::FindNode | Kind::Refresh => {
+                QueryOutput::ClosestPeers(closest.into_iter().map(|c| c.0).collect())
+            }
             Kind::Bootstrap => {
                 // Fill the table: refresh every bucket beyond our neighbours.
-                let all = self.table.stale_buckets(now + Duration::from_secs(1));
-                for lz in all {
-                    self.refresh_bucket(now, lz);
+                self.refresh(now);
+                QueryOutput::Bootstrap {
+                    table: self.table.len(),
                 }
-                QueryOutput::Bootstrap { table: self.table.len() }
             }
             Kind::Get {
                 best,
@@ -806,8 +889,16 @@ impl Dht {
                     hops = best_hop as u32;
                     // Repair the closest peers that answered with an older
                     // copy or none.
-                    for c in stale.into_iter().filter(|c| closest.iter().any(|x| x.0.id == c.id)) {
-                        self.send(now, c, RequestBody::PutRecord { record: r.clone() }, Purpose::Write(None));
+                    for c in stale
+                        .into_iter()
+                        .filter(|c| closest.iter().any(|x| x.0.id == c.id))
+                    {
+                        self.send(
+                            now,
+                            c,
+                            RequestBody::PutRecord { record: r.clone() },
+                            Purpose::Write(None),
+                        );
                     }
                     let _ = self.accept_record(now, r.clone());
                 }
@@ -841,6 +932,13 @@ impl Dht {
         }
     }
 
+    /// Refreshes every bucket now (a lookup of a random key in each).
+    pub fn refresh(&mut self, now: Instant) {
+        for lz in self.table.stale_buckets(now + Duration::from_secs(1)) {
+            self.refresh_bucket(now, lz);
+        }
+    }
+
     fn refresh_bucket(&mut self, now: Instant, leading_zeros: usize) {
         let mut r = [0u8; 32];
         self.rng.fill(&mut r);
@@ -863,7 +961,9 @@ impl Dht {
         }
         let ids: Vec<QueryId> = self.queries.keys().copied().collect();
         for q in ids {
-            let Some(query) = self.queries.get_mut(&q) else { continue };
+            let Some(query) = self.queries.get_mut(&q) else {
+                continue;
+            };
             if now.saturating_duration_since(query.started) >= self.config.query_timeout {
                 self.finish(now, q, true);
                 continue;
@@ -890,7 +990,9 @@ impl Dht {
         let ttl = self.config.record_ttl.as_millis() as u64;
         let own: Vec<Record> = self.published.values().cloned().collect();
         for r in own {
-            if r.expires_ms.saturating_sub(now_ms) < ttl / 2 + self.config.republish_interval.as_millis() as u64 {
+            if r.expires_ms.saturating_sub(now_ms)
+                < ttl / 2 + self.config.republish_interval.as_millis() as u64
+            {
                 let _ = self.put(now, r.key, r.value.clone());
             }
         }

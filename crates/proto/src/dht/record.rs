@@ -56,7 +56,13 @@ pub enum RecordError {
 }
 
 impl Record {
-    fn signed_bytes(key: &Key, publisher: &PeerId, seq: u64, expires_ms: u64, value: &[u8]) -> Vec<u8> {
+    fn signed_bytes(
+        key: &Key,
+        publisher: &PeerId,
+        seq: u64,
+        expires_ms: u64,
+        value: &[u8],
+    ) -> Vec<u8> {
         let mut m = BytesMut::with_capacity(DOMAIN.len() + 90 + value.len());
         m.extend_from_slice(DOMAIN);
         m.extend_from_slice(&key.0);
@@ -69,7 +75,9 @@ impl Record {
 
     pub fn sign(keypair: &Keypair, key: Key, value: Bytes, seq: u64, expires_ms: u64) -> Record {
         let publisher = keypair.peer_id();
-        let signature = keypair.sign(&Self::signed_bytes(&key, &publisher, seq, expires_ms, &value));
+        let signature = keypair.sign(&Self::signed_bytes(
+            &key, &publisher, seq, expires_ms, &value,
+        ));
         Record {
             key,
             value,
@@ -81,7 +89,12 @@ impl Record {
     }
 
     /// Checks size, expiry window and signature (cheapest first).
-    pub fn validate(&self, now_ms: u64, max_value: usize, max_ttl_ms: u64) -> Result<(), RecordError> {
+    pub fn validate(
+        &self,
+        now_ms: u64,
+        max_value: usize,
+        max_ttl_ms: u64,
+    ) -> Result<(), RecordError> {
         if self.value.len() > max_value {
             return Err(RecordError::TooLarge {
                 len: self.value.len(),
@@ -98,7 +111,13 @@ impl Record {
                 max_ms: max_ttl_ms,
             });
         }
-        let msg = Self::signed_bytes(&self.key, &self.publisher, self.seq, self.expires_ms, &self.value);
+        let msg = Self::signed_bytes(
+            &self.key,
+            &self.publisher,
+            self.seq,
+            self.expires_ms,
+            &self.value,
+        );
         self.publisher
             .verify(&msg, &self.signature)
             .map_err(|_| RecordError::BadSignature)
@@ -227,7 +246,10 @@ impl RecordStore for MemoryStore {
             return Err(StoreError::Full);
         }
         let list = self.providers.entry(key).or_default();
-        if let Some(p) = list.iter_mut().find(|p| p.provider.id == record.provider.id) {
+        if let Some(p) = list
+            .iter_mut()
+            .find(|p| p.provider.id == record.provider.id)
+        {
             *p = record;
             return Ok(());
         }
@@ -262,26 +284,59 @@ mod tests {
     #[test]
     fn sign_validate_and_hostile_records() {
         let kp = Keypair::from_secret([1; 32]);
-        let r = Record::sign(&kp, Key::hash(b"k"), Bytes::from_static(b"v"), 5, NOW + 1000);
+        let r = Record::sign(
+            &kp,
+            Key::hash(b"k"),
+            Bytes::from_static(b"v"),
+            5,
+            NOW + 1000,
+        );
         assert_eq!(r.validate(NOW, 10, 10_000), Ok(()));
         assert_eq!(Record::decode(&r.encode()).unwrap(), r);
 
         let mut bad = r.clone();
         bad.value = Bytes::from_static(b"w");
-        assert_eq!(bad.validate(NOW, 10, 10_000), Err(RecordError::BadSignature));
+        assert_eq!(
+            bad.validate(NOW, 10, 10_000),
+            Err(RecordError::BadSignature)
+        );
         let mut bad = r.clone();
         bad.seq = 6;
-        assert_eq!(bad.validate(NOW, 10, 10_000), Err(RecordError::BadSignature));
-        assert_eq!(r.validate(NOW + 1000, 10, 10_000), Err(RecordError::Expired));
-        assert!(matches!(r.validate(NOW, 10, 999), Err(RecordError::ExpiryTooFar { .. })));
+        assert_eq!(
+            bad.validate(NOW, 10, 10_000),
+            Err(RecordError::BadSignature)
+        );
+        assert_eq!(
+            r.validate(NOW + 1000, 10, 10_000),
+            Err(RecordError::Expired)
+        );
+        assert!(matches!(
+            r.validate(NOW, 10, 999),
+            Err(RecordError::ExpiryTooFar { .. })
+        ));
         let big = Record::sign(&kp, r.key, Bytes::from(vec![0u8; 11]), 1, NOW + 1);
-        assert!(matches!(big.validate(NOW, 10, 10_000), Err(RecordError::TooLarge { .. })));
+        assert!(matches!(
+            big.validate(NOW, 10, 10_000),
+            Err(RecordError::TooLarge { .. })
+        ));
 
         let newer = Record::sign(&kp, r.key, Bytes::from_static(b"x"), 6, NOW + 1000);
         assert_eq!(newer.supersedes(&r), Ok(()));
-        assert_eq!(r.supersedes(&newer), Err(RecordError::Stale { got: 5, have: 6 }));
-        assert_eq!(r.supersedes(&r), Err(RecordError::Stale { got: 5, have: 5 }));
-        let other = Record::sign(&Keypair::from_secret([2; 32]), r.key, Bytes::new(), 99, NOW + 1);
+        assert_eq!(
+            r.supersedes(&newer),
+            Err(RecordError::Stale { got: 5, have: 6 })
+        );
+        assert_eq!(
+            r.supersedes(&r),
+            Err(RecordError::Stale { got: 5, have: 5 })
+        );
+        let other = Record::sign(
+            &Keypair::from_secret([2; 32]),
+            r.key,
+            Bytes::new(),
+            99,
+            NOW + 1,
+        );
         assert_eq!(other.supersedes(&r), Err(RecordError::NotOwner));
     }
 
@@ -290,16 +345,45 @@ mod tests {
         let kp = Keypair::from_secret([1; 32]);
         let mut s = MemoryStore::new(2, 1);
         for i in 0..2u8 {
-            s.put(Record::sign(&kp, Key::hash(&[i]), Bytes::new(), 1, NOW)).unwrap();
+            s.put(Record::sign(&kp, Key::hash(&[i]), Bytes::new(), 1, NOW))
+                .unwrap();
         }
         let third = Record::sign(&kp, Key::hash(&[3]), Bytes::new(), 1, NOW);
         assert_eq!(s.put(third), Err(StoreError::Full));
         assert_eq!(s.len(), 2);
-        let c = |i: u8| super::super::wire::Contact::new(Keypair::from_secret([i; 32]).peer_id(), ([1, 1, 1, i], 1).into());
+        let c = |i: u8| {
+            super::super::wire::Contact::new(
+                Keypair::from_secret([i; 32]).peer_id(),
+                ([1, 1, 1, i], 1).into(),
+            )
+        };
         let k = Key::hash(b"p");
-        s.add_provider(k, ProviderRecord { provider: c(1), expires_ms: 5 }).unwrap();
-        s.add_provider(k, ProviderRecord { provider: c(1), expires_ms: 9 }).unwrap();
-        assert_eq!(s.add_provider(k, ProviderRecord { provider: c(2), expires_ms: 9 }), Err(StoreError::Full));
+        s.add_provider(
+            k,
+            ProviderRecord {
+                provider: c(1),
+                expires_ms: 5,
+            },
+        )
+        .unwrap();
+        s.add_provider(
+            k,
+            ProviderRecord {
+                provider: c(1),
+                expires_ms: 9,
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            s.add_provider(
+                k,
+                ProviderRecord {
+                    provider: c(2),
+                    expires_ms: 9
+                }
+            ),
+            Err(StoreError::Full)
+        );
         assert_eq!(s.providers(&k)[0].expires_ms, 9);
         s.remove_provider(&k, &c(1).id);
         assert!(s.providers(&k).is_empty());

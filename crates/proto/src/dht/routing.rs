@@ -124,10 +124,15 @@ impl RoutingTable {
     /// no liveness check under way)? False for known peers and oneself.
     pub fn would_accept(&self, peer: &PeerId) -> bool {
         let key = Key::of_peer(peer);
-        let Some(i) = self.index(&key) else { return false };
+        let Some(i) = self.index(&key) else {
+            return false;
+        };
         match self.buckets.get(i) {
             None => true,
-            Some(b) => !b.entries.iter().any(|e| e.key == key) && (b.entries.len() < self.k || b.pending.is_none()),
+            Some(b) => {
+                !b.entries.iter().any(|e| e.key == key)
+                    && (b.entries.len() < self.k || b.pending.is_none())
+            }
         }
     }
 
@@ -181,7 +186,9 @@ impl RoutingTable {
     pub fn on_failed(&mut self, peer: &PeerId) {
         let key = Key::of_peer(peer);
         let Some(i) = self.index(&key) else { return };
-        let Some(b) = self.buckets.get_mut(i) else { return };
+        let Some(b) = self.buckets.get_mut(i) else {
+            return;
+        };
         let Some(pos) = b.entries.iter().position(|e| e.key == key) else {
             return;
         };
@@ -228,9 +235,13 @@ impl RoutingTable {
         if n == 0 {
             return out;
         }
-        let i = self.local.distance(target).leading_zeros().min(self.buckets.len());
+        let i = self
+            .local
+            .distance(target)
+            .leading_zeros()
+            .min(self.buckets.len());
         let take = |group: &mut Vec<(super::key::Distance, Contact)>, out: &mut Vec<Contact>| {
-            group.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+            group.sort_unstable_by_key(|a| a.0);
             for (_, c) in group.drain(..) {
                 if out.len() == n {
                     break;
@@ -245,7 +256,13 @@ impl RoutingTable {
         }
         take(&mut group, &mut out);
         if out.len() < n {
-            group.extend(self.buckets.iter().skip(i + 1).flat_map(|b| b.entries.iter()).map(dist));
+            group.extend(
+                self.buckets
+                    .iter()
+                    .skip(i + 1)
+                    .flat_map(|b| b.entries.iter())
+                    .map(dist),
+            );
             take(&mut group, &mut out);
         }
         for j in (0..i).rev() {
@@ -293,7 +310,10 @@ mod tests {
     fn contact(seed: u32, ip: [u8; 4]) -> Contact {
         let mut s = [0u8; 32];
         s[..4].copy_from_slice(&seed.to_le_bytes());
-        Contact::new(Keypair::from_secret(s).peer_id(), SocketAddr::from((ip, 4000)))
+        Contact::new(
+            Keypair::from_secret(s).peer_id(),
+            SocketAddr::from((ip, 4000)),
+        )
     }
 
     #[test]
@@ -354,17 +374,31 @@ mod tests {
         }
         // Against brute force, for targets near and far from us.
         for i in 0..200u32 {
-            let target = if i < 100 { Key::hash(&i.to_le_bytes()) } else { local.random_at(i as usize - 100, [i as u8; 32]) };
+            let target = if i < 100 {
+                Key::hash(&i.to_le_bytes())
+            } else {
+                local.random_at(i as usize - 100, [i as u8; 32])
+            };
             for n in [1, 5, 20, 50] {
                 let c = t.closest(&target, n);
-                let mut all: Vec<_> = t.entries().map(|e| (e.key.distance(&target), e.contact)).collect();
-                all.sort_by(|a, b| a.0.cmp(&b.0));
+                let mut all: Vec<_> = t
+                    .entries()
+                    .map(|e| (e.key.distance(&target), e.contact))
+                    .collect();
+                all.sort_by_key(|a| a.0);
                 let want: Vec<_> = all.into_iter().take(n).map(|x| x.1).collect();
                 assert_eq!(c, want, "target {i} n {n}");
             }
         }
         assert!(addr_usable(&"1.2.3.4:5".parse().unwrap()));
-        for bad in ["0.0.0.0:5", "1.2.3.4:0", "224.0.0.1:5", "255.255.255.255:5", "[::]:5", "0.1.2.3:4"] {
+        for bad in [
+            "0.0.0.0:5",
+            "1.2.3.4:0",
+            "224.0.0.1:5",
+            "255.255.255.255:5",
+            "[::]:5",
+            "0.1.2.3:4",
+        ] {
             assert!(!addr_usable(&bad.parse().unwrap()), "{bad}");
         }
     }

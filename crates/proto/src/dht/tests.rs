@@ -19,7 +19,15 @@ fn addr(i: u32) -> SocketAddr {
 }
 
 fn node(i: u32, now: Instant, config: DhtConfig) -> Dht {
-    Dht::new(config, kp(i), Some(addr(i)), Box::new(MemoryStore::default()), now, UNIX, i as u64)
+    Dht::new(
+        config,
+        kp(i),
+        Some(addr(i)),
+        Box::new(MemoryStore::default()),
+        now,
+        UNIX,
+        i as u64,
+    )
 }
 
 fn drain(d: &mut Dht) -> Vec<Action> {
@@ -28,7 +36,11 @@ fn drain(d: &mut Dht) -> Vec<Action> {
 
 /// Delivers every request instantly until quiet; dead nodes never answer.
 fn run(nodes: &mut [Dht], dead: &HashSet<usize>, now: Instant) -> Vec<(usize, QueryResult)> {
-    let index: HashMap<PeerId, usize> = nodes.iter().enumerate().map(|(i, n)| (n.local_id(), i)).collect();
+    let index: HashMap<PeerId, usize> = nodes
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (n.local_id(), i))
+        .collect();
     let mut done = Vec::new();
     loop {
         let mut progressed = false;
@@ -118,20 +130,36 @@ fn small_network_put_get_and_providers() {
 #[test]
 fn hostile_records_are_refused_with_named_errors() {
     let now = Instant::now();
-    let mut d = node(1, now, DhtConfig { max_record_size: 100, ..Default::default() });
+    let mut d = node(
+        1,
+        now,
+        DhtConfig {
+            max_record_size: 100,
+            ..Default::default()
+        },
+    );
     let owner = kp(2);
     let from = owner.peer_id();
     let key = Key::hash(b"k");
     let exp = UNIX + 60_000;
-    let put = |d: &mut Dht, r: Record| d.handle_request(now, from, None, RequestBody::PutRecord { record: r });
+    let put = |d: &mut Dht, r: Record| {
+        d.handle_request(now, from, None, RequestBody::PutRecord { record: r })
+    };
 
     let good = Record::sign(&owner, key, Bytes::from_static(b"v"), 5, exp);
     assert_eq!(put(&mut d, good.clone()), Response::Stored);
-    assert_eq!(put(&mut d, good.clone()), Response::Stored, "same record again is fine");
+    assert_eq!(
+        put(&mut d, good.clone()),
+        Response::Stored,
+        "same record again is fine"
+    );
 
     let mut forged = Record::sign(&owner, key, Bytes::from_static(b"v"), 6, exp);
     forged.value = Bytes::from_static(b"evil");
-    assert_eq!(put(&mut d, forged), Response::Error(ErrorCode::InvalidRecord));
+    assert_eq!(
+        put(&mut d, forged),
+        Response::Error(ErrorCode::InvalidRecord)
+    );
     let older = Record::sign(&owner, key, Bytes::from_static(b"old"), 5, exp);
     assert_eq!(put(&mut d, older), Response::Error(ErrorCode::Stale));
     let lower = Record::sign(&owner, key, Bytes::from_static(b"old"), 4, exp);
@@ -139,7 +167,10 @@ fn hostile_records_are_refused_with_named_errors() {
     let far = Record::sign(&owner, key, Bytes::new(), 9, UNIX + 49 * 3600 * 1000);
     assert_eq!(put(&mut d, far), Response::Error(ErrorCode::InvalidRecord));
     let expired = Record::sign(&owner, key, Bytes::new(), 9, UNIX - 1);
-    assert_eq!(put(&mut d, expired), Response::Error(ErrorCode::InvalidRecord));
+    assert_eq!(
+        put(&mut d, expired),
+        Response::Error(ErrorCode::InvalidRecord)
+    );
     let big = Record::sign(&owner, key, Bytes::from(vec![1u8; 101]), 9, exp);
     assert_eq!(put(&mut d, big), Response::Error(ErrorCode::TooLarge));
     let thief = Record::sign(&kp(3), key, Bytes::from_static(b"mine"), 99, exp);
@@ -152,24 +183,66 @@ fn hostile_records_are_refused_with_named_errors() {
 #[test]
 fn put_flood_is_rate_limited_per_peer() {
     let now = Instant::now();
-    let mut d = node(1, now, DhtConfig { writes_per_sec: 10.0, write_burst: 20.0, ..Default::default() });
+    let mut d = node(
+        1,
+        now,
+        DhtConfig {
+            writes_per_sec: 10.0,
+            write_burst: 20.0,
+            ..Default::default()
+        },
+    );
     let flooder = kp(2);
     let honest = kp(3);
     let mut refused = 0;
     for i in 0..200u64 {
-        let r = Record::sign(&flooder, Key::hash(&i.to_le_bytes()), Bytes::new(), 1, UNIX + 1000);
-        if d.handle_request(now, flooder.peer_id(), None, RequestBody::PutRecord { record: r }) == Response::Error(ErrorCode::RateLimited) {
+        let r = Record::sign(
+            &flooder,
+            Key::hash(&i.to_le_bytes()),
+            Bytes::new(),
+            1,
+            UNIX + 1000,
+        );
+        if d.handle_request(
+            now,
+            flooder.peer_id(),
+            None,
+            RequestBody::PutRecord { record: r },
+        ) == Response::Error(ErrorCode::RateLimited)
+        {
             refused += 1;
         }
     }
     assert_eq!(refused, 180);
-    assert!(drain(&mut d).iter().any(|a| matches!(a, Action::Misbehaved { reason: "write_flood", .. })));
+    assert!(drain(&mut d).iter().any(|a| matches!(
+        a,
+        Action::Misbehaved {
+            reason: "write_flood",
+            ..
+        }
+    )));
     // Another peer is unaffected, and the flooder recovers with time.
     let r = Record::sign(&honest, Key::hash(b"h"), Bytes::new(), 1, UNIX + 1000);
-    assert_eq!(d.handle_request(now, honest.peer_id(), None, RequestBody::PutRecord { record: r }), Response::Stored);
+    assert_eq!(
+        d.handle_request(
+            now,
+            honest.peer_id(),
+            None,
+            RequestBody::PutRecord { record: r }
+        ),
+        Response::Stored
+    );
     let later = now + Duration::from_secs(1);
     let r = Record::sign(&flooder, Key::hash(b"f"), Bytes::new(), 1, UNIX + 5000);
-    assert_eq!(d.handle_request(later, flooder.peer_id(), None, RequestBody::PutRecord { record: r }), Response::Stored);
+    assert_eq!(
+        d.handle_request(
+            later,
+            flooder.peer_id(),
+            None,
+            RequestBody::PutRecord { record: r }
+        ),
+        Response::Stored
+    );
 }
 
 /// Starts a lookup on `d` with the given contacts and returns the requests
@@ -187,34 +260,60 @@ fn sends(d: &mut Dht) -> Vec<(RequestId, Contact)> {
 #[test]
 fn stuffed_duplicate_self_and_unusable_contacts_are_filtered() {
     let now = Instant::now();
-    let config = DhtConfig { k: 5, ..Default::default() };
+    let config = DhtConfig {
+        k: 5,
+        ..Default::default()
+    };
     let mut d = node(0, now, config);
     let responder = Contact::new(kp(1).peer_id(), addr(1));
     d.bootstrap(now, vec![responder]);
     let (id, _) = sends(&mut d)[0];
-    let mut closer: Vec<Contact> = (10..40).map(|i| Contact::new(kp(i).peer_id(), addr(i))).collect();
+    let mut closer: Vec<Contact> = (10..40)
+        .map(|i| Contact::new(kp(i).peer_id(), addr(i)))
+        .collect();
     closer.push(closer[0]); // duplicate
     closer.push(responder); // the responder itself
     closer.push(Contact::new(d.local_id(), addr(0))); // us
     closer.push(Contact::new(kp(99).peer_id(), "0.0.0.0:1".parse().unwrap()));
-    closer.push(Contact::new(kp(98).peer_id(), "127.0.0.1:9".parse().unwrap()));
+    closer.push(Contact::new(
+        kp(98).peer_id(),
+        "127.0.0.1:9".parse().unwrap(),
+    ));
     d.on_response(now, id, Response::Nodes { closer });
     let actions = drain(&mut d);
-    assert!(actions.iter().any(|a| matches!(a, Action::Misbehaved { reason: "too_many_contacts", .. })));
+    assert!(actions.iter().any(|a| matches!(
+        a,
+        Action::Misbehaved {
+            reason: "too_many_contacts",
+            ..
+        }
+    )));
     let asked: Vec<Contact> = actions
         .iter()
         .filter_map(|a| match a {
-            Action::Send { to, request, .. } if matches!(request.body, RequestBody::FindNode { .. }) => Some(*to),
+            Action::Send { to, request, .. }
+                if matches!(request.body, RequestBody::FindNode { .. }) =>
+            {
+                Some(*to)
+            }
             _ => None,
         })
         .collect();
     assert_eq!(asked.len(), 3, "alpha requests in flight");
     for c in &asked {
-        assert!(c.id != responder.id && c.id != d.local_id() && addr_usable(&c.addr) && !c.addr.ip().is_loopback());
+        assert!(
+            c.id != responder.id
+                && c.id != d.local_id()
+                && addr_usable(&c.addr)
+                && !c.addr.ip().is_loopback()
+        );
     }
     // 30 + 5 sent, at most k = 5 kept; the rest were filtered.
     assert_eq!(d.stats.contacts_filtered, 30);
-    assert!(d.table().contains(&responder.id), "the responder answered, so it is in the table");
+    assert!(
+        d.table().contains(&responder.id),
+        "the responder answered, so it is in the table"
+    );
 }
 
 #[test]
@@ -228,7 +327,9 @@ fn silent_peers_time_out_and_slow_peers_are_replaced() {
         ..Default::default()
     };
     let mut d = node(0, now, config);
-    let seeds: Vec<Contact> = (1..=4).map(|i| Contact::new(kp(i).peer_id(), addr(i))).collect();
+    let seeds: Vec<Contact> = (1..=4)
+        .map(|i| Contact::new(kp(i).peer_id(), addr(i)))
+        .collect();
     let q = d.bootstrap(now, seeds);
     assert_eq!(sends(&mut d).len(), 1, "alpha = 1");
     assert_eq!(d.next_deadline(), now + Duration::from_millis(100));
@@ -265,7 +366,13 @@ fn wrong_response_kind_and_bad_records_are_reported() {
     let _ = q;
     let (id, _) = sends(&mut d)[0];
     d.on_response(now, id, Response::Stored);
-    assert!(drain(&mut d).iter().any(|a| matches!(a, Action::Misbehaved { reason: "wrong_response", .. })));
+    assert!(drain(&mut d).iter().any(|a| matches!(
+        a,
+        Action::Misbehaved {
+            reason: "wrong_response",
+            ..
+        }
+    )));
 
     // A GET answered with a record for another key.
     let mut d = node(0, now, DhtConfig::default());
@@ -274,7 +381,9 @@ fn wrong_response_kind_and_bad_records_are_reported() {
     d2.on_response(now, RequestId(999), Response::Pong); // unknown id: ignored
     let other = Record::sign(&kp(5), Key::hash(b"other"), Bytes::new(), 1, UNIX + 1000);
     let _ = other;
-    assert!(drain(&mut d2).iter().all(|a| !matches!(a, Action::Misbehaved { .. })));
+    assert!(drain(&mut d2)
+        .iter()
+        .all(|a| !matches!(a, Action::Misbehaved { .. })));
 }
 
 #[test]
@@ -282,14 +391,26 @@ fn inbound_requesters_are_pinged_before_joining_the_table() {
     let now = Instant::now();
     let mut d = node(0, now, DhtConfig::default());
     let asker = kp(7).peer_id();
-    d.handle_request(now, asker, Some(addr(7)), RequestBody::FindNode { target: Key::hash(b"t") });
+    d.handle_request(
+        now,
+        asker,
+        Some(addr(7)),
+        RequestBody::FindNode {
+            target: Key::hash(b"t"),
+        },
+    );
     assert!(!d.table().contains(&asker));
     let s = sends(&mut d);
     assert_eq!(s.len(), 1);
     d.on_response(now, s[0].0, Response::Pong);
     assert!(d.table().contains(&asker));
     // An unusable advertised address is not even pinged.
-    d.handle_request(now, kp(8).peer_id(), Some("0.0.0.0:1".parse().unwrap()), RequestBody::Ping);
+    d.handle_request(
+        now,
+        kp(8).peer_id(),
+        Some("0.0.0.0:1".parse().unwrap()),
+        RequestBody::Ping,
+    );
     assert!(sends(&mut d).is_empty());
 }
 
@@ -303,7 +424,11 @@ fn killed_nodes_do_not_lose_records_after_republish() {
     };
     let mut nodes = network(80, now, &config);
     for i in 0..10u32 {
-        nodes[i as usize].put(now, Key::hash(&i.to_le_bytes()), Bytes::from(vec![i as u8; 8]));
+        nodes[i as usize].put(
+            now,
+            Key::hash(&i.to_le_bytes()),
+            Bytes::from(vec![i as u8; 8]),
+        );
     }
     run(&mut nodes, &HashSet::new(), now);
     // Kill 30 %, including every publisher.
@@ -325,7 +450,10 @@ fn killed_nodes_do_not_lose_records_after_republish() {
     }
     let done = run(&mut nodes, &dead, t);
     let mut t2 = t;
-    let mut found = done.iter().filter(|(i, r)| readers.contains(i) && matches!(r.output, QueryOutput::Get(Some(_)))).count();
+    let mut found = done
+        .iter()
+        .filter(|(i, r)| readers.contains(i) && matches!(r.output, QueryOutput::Get(Some(_))))
+        .count();
     for _ in 0..30 {
         t2 += Duration::from_millis(100);
         for (i, n) in nodes.iter_mut().enumerate() {

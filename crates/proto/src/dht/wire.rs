@@ -35,15 +35,27 @@ impl Contact {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RequestBody {
     Ping,
-    FindNode { target: Key },
-    GetRecord { key: Key },
-    PutRecord { record: Record },
+    FindNode {
+        target: Key,
+    },
+    GetRecord {
+        key: Key,
+    },
+    PutRecord {
+        record: Record,
+    },
     /// The sender offers the content under `key` (the provider is always
     /// the authenticated sender).
-    AddProvider { key: Key },
-    GetProviders { key: Key },
+    AddProvider {
+        key: Key,
+    },
+    GetProviders {
+        key: Key,
+    },
     /// Peer exchange: up to `max` peers the responder has seen answer.
-    Peers { max: u8 },
+    Peers {
+        max: u8,
+    },
 }
 
 /// A DHT request, with the address the sender listens on (if any): the
@@ -293,7 +305,9 @@ impl Request {
             0 => RequestBody::Ping,
             1 => RequestBody::FindNode { target: r.key()? },
             2 => RequestBody::GetRecord { key: r.key()? },
-            3 => RequestBody::PutRecord { record: r.record()? },
+            3 => RequestBody::PutRecord {
+                record: r.record()?,
+            },
             4 => RequestBody::AddProvider { key: r.key()? },
             5 => RequestBody::GetProviders { key: r.key()? },
             6 => RequestBody::Peers { max: r.u8()? },
@@ -384,12 +398,21 @@ mod tests {
 
     fn contact(i: u8) -> Contact {
         let kp = Keypair::from_secret([i; 32]);
-        Contact::new(kp.peer_id(), SocketAddr::from(([10, 0, 0, i], 4000 + i as u16)))
+        Contact::new(
+            kp.peer_id(),
+            SocketAddr::from(([10, 0, 0, i], 4000 + i as u16)),
+        )
     }
 
     fn record() -> Record {
         let kp = Keypair::from_secret([9; 32]);
-        Record::sign(&kp, Key::hash(b"k"), Bytes::from_static(b"value"), 3, 1_000_000)
+        Record::sign(
+            &kp,
+            Key::hash(b"k"),
+            Bytes::from_static(b"value"),
+            3,
+            1_000_000,
+        )
     }
 
     fn all_messages() -> (Vec<Request>, Vec<Response>) {
@@ -397,11 +420,19 @@ mod tests {
         let v6 = Some("[::1]:7".parse().unwrap());
         let bodies = vec![
             RequestBody::Ping,
-            RequestBody::FindNode { target: Key::hash(b"t") },
-            RequestBody::GetRecord { key: Key::hash(b"g") },
+            RequestBody::FindNode {
+                target: Key::hash(b"t"),
+            },
+            RequestBody::GetRecord {
+                key: Key::hash(b"g"),
+            },
             RequestBody::PutRecord { record: record() },
-            RequestBody::AddProvider { key: Key::hash(b"a") },
-            RequestBody::GetProviders { key: Key::hash(b"p") },
+            RequestBody::AddProvider {
+                key: Key::hash(b"a"),
+            },
+            RequestBody::GetProviders {
+                key: Key::hash(b"p"),
+            },
             RequestBody::Peers { max: 9 },
         ];
         let reqs = bodies
@@ -416,10 +447,19 @@ mod tests {
         let resps = vec![
             Response::Pong,
             Response::Nodes { closer: cs.clone() },
-            Response::Record { record: Some(record()), closer: cs[..3].to_vec() },
-            Response::Record { record: None, closer: vec![] },
+            Response::Record {
+                record: Some(record()),
+                closer: cs[..3].to_vec(),
+            },
+            Response::Record {
+                record: None,
+                closer: vec![],
+            },
             Response::Stored,
-            Response::Providers { providers: cs[..2].to_vec(), closer: cs.clone() },
+            Response::Providers {
+                providers: cs[..2].to_vec(),
+                closer: cs.clone(),
+            },
             Response::Peers { peers: cs },
             Response::Error(ErrorCode::NotOwner),
         ];
@@ -451,7 +491,10 @@ mod tests {
     #[test]
     fn hostile_lengths_are_refused_before_allocating() {
         // 255 contacts claimed in a 3-byte message.
-        assert_eq!(Response::decode(&[1, 255]), Err(WireError::TooManyContacts(255)));
+        assert_eq!(
+            Response::decode(&[1, 255]),
+            Err(WireError::TooManyContacts(255))
+        );
         // A 4 GiB value length.
         let mut b = BytesMut::new();
         b.put_u8(0);
@@ -464,7 +507,10 @@ mod tests {
         assert_eq!(Request::decode(&b), Err(WireError::ValueTooLarge(1 << 32)));
         assert_eq!(Request::decode(&[9]), Err(WireError::UnknownAddrFamily(9)));
         assert_eq!(Request::decode(&[0, 42]), Err(WireError::UnknownKind(42)));
-        assert_eq!(Response::decode(&[6, 99]), Err(WireError::UnknownErrorCode(99)));
+        assert_eq!(
+            Response::decode(&[6, 99]),
+            Err(WireError::UnknownErrorCode(99))
+        );
         assert_eq!(Response::decode(&[2, 7]), Err(WireError::BadFlag(7)));
     }
 

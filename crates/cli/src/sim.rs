@@ -1,0 +1,107 @@
+//! `peerlink sim dht`: the DHT in the simulator, at up to 100,000 nodes.
+
+use std::time::{Duration, Instant};
+
+use peerlink_proto::dht::QueryOutput;
+use peerlink_sim::{Sim, SimConfig};
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(subcommand)]
+    what: What,
+}
+
+#[derive(clap::Subcommand)]
+enum What {
+    /// Join N nodes, then run random lookups and compare each result with
+    /// the true k closest (brute force).
+    Dht {
+        #[arg(long, default_value_t = 10_000)]
+        nodes: usize,
+        #[arg(long, default_value_t = 200)]
+        lookups: usize,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Probability that a message is lost.
+        #[arg(long, default_value_t = 0.0)]
+        loss: f64,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let What::Dht {
+        nodes,
+        lookups,
+        seed,
+        loss,
+        json,
+    } = args.what;
+    let rss0 = peerlink_bench::rss_bytes().unwrap_or(0);
+    let t = Instant::now();
+    let mut sim = Sim::new(SimConfig {
+        nodes,
+        seed,
+        loss,
+        ..SimConfig::default()
+    });
+    sim.join_all();
+    let join_wall = t.elapsed();
+    let join_events = sim.stats.events;
+    let rss = peerlink_bench::rss_bytes()
+        .unwrap_or(0)
+        .saturating_sub(rss0);
+    let k = sim.dht(0).config().k;
+    let (mut exact, mut found, mut hops, mut lat) = (0usize, 0usize, Vec::new(), Vec::new());
+    let t2 = Instant::now();
+    let ev2 = sim.stats.events;
+    for _ in 0..lookups {
+        let from = sim.random_alive();
+        let key = sim.random_key();
+        let r = sim.closest_peers(from, key);
+        let QueryOutput::ClosestPeers(got) = r.output else {
+            continue;
+        };
+        let got: Vec<_> = got.iter().map(|c| c.id).collect();
+        let truth = sim.true_closest(&key, k);
+        exact += usize::from(got == truth);
+        found += truth
+            .iter()
+            .filter(|t| got.contains(t) || **t == sim.peer_id(from))
+            .count();
+        hops.push(r.hops);
+        lat.push(r.elapsed);
+    }
+    let lookup_wall = t2.elapsed();
+    hops.sort_unstable();
+    lat.sort_unstable();
+    let pct = |v: &[Duration], p: f64| {
+        v.get(((v.len() as f64 - 1.0) * p) as usize)
+            .copied()
+            .unwrap_or_default()
+    };
+    let n = lookups.max(1) as f64;
+    let report = serde_json::json!({
+        "nodes": nodes,
+        "seed": seed,
+        "lookups": lookups,
+        "exact_k_closest": exact as f64 / n,
+        "recall": found as f64 / (n * k as f64),
+        "hops_p50": hops.get(hops.len() / 2),
+        "lookup_virtual_ms_p50": pct(&lat, 0.5).as_secs_f64() * 1e3,
+        "lookup_virtual_ms_p99": pct(&lat, 0.99).as_secs_f64() * 1e3,
+        "join_wall_s": join_wall.as_secs_f64(),
+        "events": sim.stats.events,
+        "events_per_sec_join": join_events as f64 / join_wall.as_secs_f64(),
+        "events_per_sec_lookups": (sim.stats.events - ev2) as f64 / lookup_wall.as_secs_f64(),
+        "rss_per_node_bytes": rss / nodes.max(1) as u64,
+        "table_entries_per_node": sim.table_entries() / nodes.max(1),
+    });
+    if json {
+        println!("{report}");
+    } else {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    }
+    Ok(())
+}
