@@ -89,14 +89,21 @@ impl DhtHandle {
         }
     }
 
-    fn outcome<T>(r: &QueryResult, value: T) -> Outcome<T> {
-        Outcome {
-            value,
+    /// Runs a query and takes its value out with `value` (which only
+    /// fails if the state machine answered a different kind of query).
+    async fn query<T>(
+        &self,
+        f: impl FnOnce(&mut Dht, Instant) -> QueryId + Send + 'static,
+        value: impl FnOnce(QueryOutput) -> Option<T>,
+    ) -> Result<Outcome<T>, NetError> {
+        let r = self.run(f).await?;
+        Ok(Outcome {
+            value: value(r.output).ok_or(NetError::Shutdown)?,
             answered: r.answered,
             failed: r.failed,
             hops: r.hops,
             elapsed: r.elapsed,
-        }
+        })
     }
 
     /// Signs `value` with the node's key and stores it on the k peers
@@ -107,41 +114,53 @@ impl DhtHandle {
         value: impl Into<Bytes>,
     ) -> Result<Outcome<usize>, NetError> {
         let (key, value) = (Key::hash(key.as_ref()), value.into());
-        let r = self.run(move |d, now| d.put(now, key, value)).await?;
-        match r.output.clone() {
-            QueryOutput::Put { stored } => Ok(Self::outcome(&r, stored)),
-            _ => Err(NetError::Shutdown),
-        }
+        self.query(
+            move |d, now| d.put(now, key, value),
+            |o| match o {
+                QueryOutput::Put { stored } => Some(stored),
+                _ => None,
+            },
+        )
+        .await
     }
 
     /// The newest valid record under `key`, if any peer has it.
     pub async fn get(&self, key: impl AsRef<[u8]>) -> Result<Outcome<Option<Record>>, NetError> {
         let key = Key::hash(key.as_ref());
-        let r = self.run(move |d, now| d.get(now, key)).await?;
-        match r.output.clone() {
-            QueryOutput::Get(rec) => Ok(Self::outcome(&r, rec)),
-            _ => Err(NetError::Shutdown),
-        }
+        self.query(
+            move |d, now| d.get(now, key),
+            |o| match o {
+                QueryOutput::Get(rec) => Some(rec),
+                _ => None,
+            },
+        )
+        .await
     }
 
     /// The k peers closest to a 256-bit key, nearest first.
     pub async fn closest_peers(&self, key: Key) -> Result<Outcome<Vec<Contact>>, NetError> {
-        let r = self.run(move |d, now| d.closest_peers(now, key)).await?;
-        match r.output.clone() {
-            QueryOutput::ClosestPeers(p) => Ok(Self::outcome(&r, p)),
-            _ => Err(NetError::Shutdown),
-        }
+        self.query(
+            move |d, now| d.closest_peers(now, key),
+            |o| match o {
+                QueryOutput::ClosestPeers(p) => Some(p),
+                _ => None,
+            },
+        )
+        .await
     }
 
     /// Announces this node as a provider of `key`; re-announced until the
     /// node stops.
     pub async fn provide(&self, key: impl AsRef<[u8]>) -> Result<Outcome<usize>, NetError> {
         let key = Key::hash(key.as_ref());
-        let r = self.run(move |d, now| d.provide(now, key)).await?;
-        match r.output.clone() {
-            QueryOutput::Provide { stored } => Ok(Self::outcome(&r, stored)),
-            _ => Err(NetError::Shutdown),
-        }
+        self.query(
+            move |d, now| d.provide(now, key),
+            |o| match o {
+                QueryOutput::Provide { stored } => Some(stored),
+                _ => None,
+            },
+        )
+        .await
     }
 
     /// Peers that announced they provide `key`.
@@ -150,11 +169,14 @@ impl DhtHandle {
         key: impl AsRef<[u8]>,
     ) -> Result<Outcome<Vec<Contact>>, NetError> {
         let key = Key::hash(key.as_ref());
-        let r = self.run(move |d, now| d.providers(now, key)).await?;
-        match r.output.clone() {
-            QueryOutput::Providers(p) => Ok(Self::outcome(&r, p)),
-            _ => Err(NetError::Shutdown),
-        }
+        self.query(
+            move |d, now| d.providers(now, key),
+            |o| match o {
+                QueryOutput::Providers(p) => Some(p),
+                _ => None,
+            },
+        )
+        .await
     }
 
     /// Joins the network through `seeds` (the node's bootstrap seeds are
@@ -165,11 +187,14 @@ impl DhtHandle {
             .into_iter()
             .map(|s| Contact::new(s.id, s.addr))
             .collect();
-        let r = self.run(move |d, now| d.bootstrap(now, seeds)).await?;
-        match r.output.clone() {
-            QueryOutput::Bootstrap { table } => Ok(Self::outcome(&r, table)),
-            _ => Err(NetError::Shutdown),
-        }
+        self.query(
+            move |d, now| d.bootstrap(now, seeds),
+            |o| match o {
+                QueryOutput::Bootstrap { table } => Some(table),
+                _ => None,
+            },
+        )
+        .await
     }
 
     fn sender(&self) -> Result<&mpsc::Sender<Command>, NetError> {
@@ -231,18 +256,17 @@ pub(crate) fn start(node: &Node, seeds: &[PeerAddr]) -> Result<DhtHandle, NetErr
     );
     let requests = node.serve(PROTOCOL)?;
     let (tx, rx) = mpsc::channel(1024);
-    let mut waiting = HashMap::new();
     if !seeds.is_empty() {
+        // Nobody waits for this one: its Done is dropped.
         let contacts = seeds.iter().map(|s| Contact::new(s.id, s.addr)).collect();
-        let q = dht.bootstrap(now, contacts);
-        waiting.insert(q, None);
+        dht.bootstrap(now, contacts);
     }
     let driver = Driver {
         node: Arc::downgrade(inner),
         dht,
         book,
         rng,
-        waiting,
+        waiting: HashMap::new(),
         dialled: HashMap::new(),
     };
     let task = tokio::spawn(driver.run(rx, requests));
@@ -258,8 +282,8 @@ struct Driver {
     dht: Dht,
     book: PeerBook,
     rng: Rng,
-    /// Callers waiting for a query (`None`: the start-up bootstrap).
-    waiting: HashMap<QueryId, Option<oneshot::Sender<QueryResult>>>,
+    /// Callers waiting for a query.
+    waiting: HashMap<QueryId, oneshot::Sender<QueryResult>>,
     /// Connections the DHT dialled, by last use, closed beyond the cap.
     dialled: HashMap<PeerId, Instant>,
 }
@@ -287,7 +311,7 @@ impl Driver {
                     match cmd {
                         Some(Command::Start(f, tx)) => {
                             let q = f(&mut self.dht, now);
-                            self.waiting.insert(q, Some(tx));
+                            self.waiting.insert(q, tx);
                         }
                         Some(Command::Stats(tx)) => {
                             let _ = tx.send(DhtInfo {
@@ -351,7 +375,7 @@ impl Driver {
             match action {
                 Action::Send { id, to, request } => self.send(node, id, to, request, replies),
                 Action::Done(r) => {
-                    if let Some(Some(tx)) = self.waiting.remove(&r.id) {
+                    if let Some(tx) = self.waiting.remove(&r.id) {
                         let _ = tx.send(r);
                     }
                 }

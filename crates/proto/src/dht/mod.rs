@@ -378,18 +378,14 @@ impl Dht {
     }
 
     pub fn get(&mut self, now: Instant, key: Key) -> QueryId {
+        // Our own copy counts: a later one from the network still wins.
         let kind = Kind::Get {
-            best: None,
+            best: self.live_record(now, &key),
             best_hop: 0,
             stale: Vec::new(),
             holders: 0,
         };
-        // Our own copy counts: a later one from the network still wins.
-        let mut q = kind;
-        if let Kind::Get { best, .. } = &mut q {
-            *best = self.live_record(now, &key);
-        }
-        self.start(now, q, key, vec![], false)
+        self.start(now, kind, key, vec![], false)
     }
 
     /// Signs `value` under `key` with the next sequence number and stores
@@ -518,7 +514,7 @@ impl Dht {
         body: RequestBody,
     ) -> Response {
         self.stats.requests_in += 1;
-        let is_ping = body == RequestBody::Ping;
+        let is_ping = matches!(body, RequestBody::Ping);
         let k = self.config.k;
         let closer = |t: &RoutingTable, key: &Key| -> Vec<Contact> {
             let mut c = t.closest(key, k + 1);
@@ -537,9 +533,7 @@ impl Dht {
             },
             RequestBody::PutRecord { record } => {
                 if !self.allow_write(now, &from) {
-                    self.stats.rate_limited += 1;
-                    self.misbehaved(from, "write_flood");
-                    Response::Error(ErrorCode::RateLimited)
+                    self.refuse_flood(from)
                 } else {
                     match self.accept_record(now, record) {
                         Ok(()) => Response::Stored,
@@ -549,11 +543,7 @@ impl Dht {
             }
             RequestBody::AddProvider { key } => match addr.filter(addr_usable) {
                 None => Response::Error(ErrorCode::Unsupported),
-                Some(_) if !self.allow_write(now, &from) => {
-                    self.stats.rate_limited += 1;
-                    self.misbehaved(from, "write_flood");
-                    Response::Error(ErrorCode::RateLimited)
-                }
+                Some(_) if !self.allow_write(now, &from) => self.refuse_flood(from),
                 Some(a) => {
                     let rec = ProviderRecord {
                         provider: Contact::new(from, a),
@@ -613,6 +603,12 @@ impl Dht {
         {
             self.send(now, c, RequestBody::Ping, Purpose::Verify);
         }
+    }
+
+    fn refuse_flood(&mut self, from: PeerId) -> Response {
+        self.stats.rate_limited += 1;
+        self.misbehaved(from, "write_flood");
+        Response::Error(ErrorCode::RateLimited)
     }
 
     fn misbehaved(&mut self, peer: PeerId, reason: &'static str) {

@@ -150,14 +150,7 @@ impl Record {
 
     /// Decodes a record written by [`Record::encode`] (no validation).
     pub fn decode(input: &[u8]) -> Result<Record, super::wire::WireError> {
-        let mut framed = BytesMut::with_capacity(input.len() + 2);
-        // Reuse the request decoder's bounded record reader.
-        framed.extend_from_slice(&[0, 3]);
-        framed.extend_from_slice(input);
-        match super::wire::Request::decode(&framed)?.body {
-            super::wire::RequestBody::PutRecord { record } => Ok(record),
-            _ => Err(super::wire::WireError::UnknownKind(3)),
-        }
+        super::wire::decode_record(input)
     }
 }
 

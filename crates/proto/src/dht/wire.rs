@@ -254,6 +254,14 @@ fn put_contacts(out: &mut BytesMut, contacts: &[Contact]) {
     }
 }
 
+/// One record on its own, with nothing after it.
+pub(crate) fn decode_record(input: &[u8]) -> Result<Record, WireError> {
+    let mut r = Reader(input);
+    let record = r.record()?;
+    r.finish()?;
+    Ok(record)
+}
+
 pub(crate) fn put_record(out: &mut BytesMut, r: &Record) {
     out.put_slice(&r.key.0);
     out.put_slice(r.publisher.as_bytes());
