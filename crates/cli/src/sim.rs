@@ -64,12 +64,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             continue;
         };
         let got: Vec<_> = got.iter().map(|c| c.id).collect();
-        let truth = sim.true_closest(&key, k);
+        let truth = sim.lookup_truth(from, &key, k);
         exact += usize::from(got == truth);
-        found += truth
-            .iter()
-            .filter(|t| got.contains(t) || **t == sim.peer_id(from))
-            .count();
+        found += truth.iter().filter(|t| got.contains(t)).count();
         hops.push(r.hops);
         lat.push(r.elapsed);
     }

@@ -436,21 +436,30 @@ impl Sim {
     }
 
     /// Every node joins, one every `join_interval`, through a random node
-    /// that joined before it; then runs until the joins have settled.
+    /// that has finished joining (as a real node joins through an
+    /// established bootstrap node); then runs until the joins have settled.
     pub fn join_all(&mut self) {
-        let mut pending = Vec::new();
-        for i in 1..self.nodes.len() {
-            let seed_idx = self.rng.below(i as u64) as u32;
+        let mut joined: Vec<u32> = vec![0];
+        let mut pending: Vec<(u32, QueryId)> = Vec::new();
+        for i in 1..self.nodes.len() as u32 {
+            pending.retain(|&(n, q)| match self.results.remove(&(n, q)) {
+                Some(_) => {
+                    joined.push(n);
+                    false
+                }
+                None => true,
+            });
+            let seed_idx = joined[self.rng.below(joined.len() as u64) as usize];
             let seed = Contact::new(self.nodes[seed_idx as usize].id, node_addr(seed_idx));
             let now = self.instant();
-            let q = self.nodes[i].dht.bootstrap(now, vec![seed]);
+            let q = self.nodes[i as usize].dht.bootstrap(now, vec![seed]);
             pending.push((i, q));
-            self.drain(i as u32);
+            self.drain(i);
             let next = self.now() + self.config.join_interval;
             self.run_until(next);
         }
         for (i, q) in pending {
-            self.wait(i, q);
+            self.wait(i as usize, q);
         }
         // Let the bucket refreshes that follow each bootstrap finish.
         self.run_for(Duration::from_secs(5));
@@ -508,13 +517,24 @@ impl Sim {
 
     /// The `k` live peers truly closest to `key`, by brute force.
     pub fn true_closest(&self, key: &Key, k: usize) -> Vec<PeerId> {
+        self.brute_force(key, k, None)
+    }
+
+    /// What a lookup of `key` started by node `from` should return: the `k`
+    /// live peers closest to `key` other than `from` itself.
+    pub fn lookup_truth(&self, from: usize, key: &Key, k: usize) -> Vec<PeerId> {
+        self.brute_force(key, k, Some(from))
+    }
+
+    fn brute_force(&self, key: &Key, k: usize, except: Option<usize>) -> Vec<PeerId> {
         let mut all: Vec<_> = self
             .nodes
             .iter()
-            .filter(|n| n.alive)
-            .map(|n| (Key::of_peer(&n.id).distance(key), n.id))
+            .enumerate()
+            .filter(|(i, n)| n.alive && Some(*i) != except)
+            .map(|(_, n)| (Key::of_peer(&n.id).distance(key), n.id))
             .collect();
-        if all.len() > k {
+        if all.len() > k && k > 0 {
             all.select_nth_unstable_by(k - 1, |a, b| a.0.cmp(&b.0));
             all.truncate(k);
         }

@@ -28,15 +28,12 @@ fn accuracy(sim: &mut Sim, lookups: usize) -> (f64, f64, f64) {
             panic!()
         };
         let found: Vec<_> = found.iter().map(|c| c.id).collect();
-        let truth = sim.true_closest(&key, k);
+        // The asking node is never in its own result.
+        let truth = sim.lookup_truth(from, &key, k);
         if found == truth {
             exact += 1;
         }
-        // The asking node is never in its own result.
-        found_total += truth
-            .iter()
-            .filter(|t| found.contains(t) || **t == sim.peer_id(from))
-            .count();
+        found_total += truth.iter().filter(|t| found.contains(t)).count();
         hops.push(r.hops);
     }
     hops.sort_unstable();
@@ -48,9 +45,6 @@ fn accuracy(sim: &mut Sim, lookups: usize) -> (f64, f64, f64) {
     )
 }
 
-// Issue 3 asks for the exact k closest in >= 99 % of lookups; this build
-// reaches ~98 % recall and ~70-80 % exact sets (see BENCHMARKS.md). The
-// test holds the line at what is achieved so regressions fail.
 #[test]
 fn ten_thousand_nodes_find_the_k_closest() {
     let mut sim = Sim::new(config(10_000, 42));
@@ -62,8 +56,9 @@ fn ten_thousand_nodes_find_the_k_closest() {
         recall * 100.0,
         sim.stats.events
     );
-    assert!(recall >= 0.97, "recall {recall}");
-    assert!(exact >= 0.6, "exact {exact}");
+    // The target (TARGETS.md): the true k closest in >= 99 % of lookups.
+    assert!(exact >= 0.99, "exact {exact}");
+    assert!(recall >= 0.999, "recall {recall}");
     assert!(median_hops <= 4.0);
 }
 
