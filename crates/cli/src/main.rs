@@ -10,6 +10,7 @@ use peerlink_net::{keyfile, resolve_peer_addr, Limits, Node, NodeConfig, PeerEve
 
 mod bench;
 mod devnet;
+mod dht;
 mod sim;
 
 #[derive(Parser)]
@@ -52,6 +53,19 @@ enum Command {
         /// Maximum connected peers.
         #[arg(long, default_value_t = Limits::default().max_peers)]
         max_peers: usize,
+        /// Where DHT records are kept across restarts.
+        #[arg(long, default_value_os_t = home_dir().join("data"))]
+        data_dir: PathBuf,
+        /// The local control socket (`peerlink dht ...` talk to it).
+        #[arg(long, default_value_os_t = default_control_path())]
+        control: PathBuf,
+    },
+    /// Store and fetch records through a running node.
+    Dht(dht::Args),
+    /// Print a running node's peer id, addresses, connections and DHT state.
+    Status {
+        #[arg(long, default_value_os_t = default_control_path())]
+        control: PathBuf,
     },
     /// Connect to a node and print round-trip times.
     Ping {
@@ -71,12 +85,21 @@ enum Command {
     Sim(sim::Args),
 }
 
-fn default_key_path() -> PathBuf {
-    let home = std::env::var_os("PEERLINK_HOME")
+/// `$PEERLINK_HOME`, else `~/.peerlink`: the node's key, data and
+/// control socket.
+fn home_dir() -> PathBuf {
+    std::env::var_os("PEERLINK_HOME")
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".peerlink")))
-        .unwrap_or_else(|| PathBuf::from(".peerlink"));
-    home.join("node.key")
+        .unwrap_or_else(|| PathBuf::from(".peerlink"))
+}
+
+fn default_key_path() -> PathBuf {
+    home_dir().join("node.key")
+}
+
+fn default_control_path() -> PathBuf {
+    home_dir().join(peerlink_net::control::SOCKET_NAME)
 }
 
 fn main() -> Result<()> {
@@ -121,9 +144,22 @@ async fn run(cli: Cli) -> Result<()> {
             key,
             metrics,
             max_peers,
+            data_dir,
+            control,
         } => {
-            run_node(listen, bootstrap, key, metrics, max_peers).await?;
+            let opts = NodeOpts {
+                listen,
+                bootstrap,
+                key,
+                metrics,
+                max_peers,
+                data_dir,
+                control,
+            };
+            run_node(opts).await?;
         }
+        Command::Dht(args) => dht::run(args).await?,
+        Command::Status { control } => dht::status(&control).await?,
         Command::Ping {
             peer,
             count,
@@ -136,13 +172,26 @@ async fn run(cli: Cli) -> Result<()> {
     Ok(())
 }
 
-async fn run_node(
+struct NodeOpts {
     listen: SocketAddr,
     bootstrap: Vec<String>,
     key: PathBuf,
     metrics: Option<SocketAddr>,
     max_peers: usize,
-) -> Result<()> {
+    data_dir: PathBuf,
+    control: PathBuf,
+}
+
+async fn run_node(opts: NodeOpts) -> Result<()> {
+    let NodeOpts {
+        listen,
+        bootstrap,
+        key,
+        metrics,
+        max_peers,
+        data_dir,
+        control,
+    } = opts;
     let keypair =
         keyfile::load_or_create(&key).with_context(|| format!("loading key {}", key.display()))?;
     let mut seeds = Vec::new();
@@ -165,11 +214,14 @@ async fn run_node(
         .listen(listen)
         .bootstrap(seeds)
         .config(config)
+        .data_dir(&data_dir)
         .build()
         .await?;
     for addr in node.listen_addrs() {
         println!("listening on {}@{}", node.peer_id(), addr);
     }
+    let _control = peerlink_net::control::serve(node.clone(), &control).await?;
+    println!("control socket {}", control.display());
     if let Some(addr) = metrics {
         let (bound, _task) = peerlink_net::serve_metrics(node.clone(), addr).await?;
         println!("metrics on http://{bound}/metrics");

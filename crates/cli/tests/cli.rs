@@ -151,3 +151,83 @@ fn ping_reports_a_bad_address_clearly() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("bad peer address"), "{err}");
 }
+
+fn dht(home: &std::path::Path, args: &[&str]) -> std::process::Output {
+    peerlink()
+        .arg("dht")
+        .args(args)
+        .env("PEERLINK_HOME", home)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn dht_put_on_one_node_and_get_on_another_through_the_control_socket() {
+    let (home_a, home_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (_a, lines) = start_node(
+        &["--listen", "127.0.0.1:0"],
+        home_a.path(),
+        "control socket",
+    );
+    let a_addr = lines
+        .iter()
+        .find_map(|l| l.strip_prefix("listening on "))
+        .unwrap()
+        .to_string();
+    let (_b, _) = start_node(
+        &["--listen", "127.0.0.1:0", "--bootstrap", &a_addr],
+        home_b.path(),
+        "control socket",
+    );
+    // The socket is private to its owner.
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(home_a.path().join("control.sock"))
+            .unwrap()
+            .permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o600);
+
+    // Wait until A has B in its routing table, then put on A.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let out = peerlink()
+            .arg("status")
+            .env("PEERLINK_HOME", home_a.path())
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{text}");
+        if !text.contains("\"routing_table\": 0") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "A never learned B: {text}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = dht(home_a.path(), &["put", "greeting", "hello, world"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("stored on 1 peers"), "{err}");
+
+    let out = dht(home_b.path(), &["get", "greeting"]);
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "hello, world\n");
+    let out = dht(home_b.path(), &["get", "greeting", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["found"], true);
+    assert_eq!(v["seq"], 1);
+
+    // A key nobody stored: exit status 1 and a clear message.
+    let out = dht(home_b.path(), &["get", "no such key"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no record under"));
+
+    // No node running on that home: a clear error, not a hang.
+    let empty = tempfile::tempdir().unwrap();
+    let out = dht(empty.path(), &["get", "greeting"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no node is listening"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -49,6 +49,7 @@
 
 mod config;
 mod conn;
+pub mod control;
 pub mod dht;
 mod error;
 pub mod keyfile;

@@ -1,0 +1,424 @@
+//! The local control interface: how `peerlink dht put` (and later the
+//! gossip and registry commands) drive a running node.
+//!
+//! A Unix socket in the node's home directory (`control.sock`, mode 0600,
+//! in a directory the node creates 0700). Only the user who owns the
+//! socket may use it: besides the file mode, every connection's peer
+//! credentials (`SO_PEERCRED`) are checked against the socket's owner, so
+//! nobody else on the machine can drive the node.
+//!
+//! The protocol is JSON lines: one [`ControlRequest`] per line (an object
+//! tagged by `"op"`), one response object per line, `{"ok": true, ...}` or
+//! `{"ok": false, "error": "..."}`. A request line is at most
+//! [`MAX_LINE`] bytes; a longer one closes the connection, a malformed one
+//! is answered with an error and the connection stays usable.
+
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::task::JoinHandle;
+
+use crate::{DhtKey, Node};
+
+/// The longest request or response line accepted, in bytes (a DHT value
+/// is at most 64 KiB, hex-escaped JSON stays well under this).
+pub const MAX_LINE: usize = 1 << 20;
+
+/// The socket's file name inside the node's home directory.
+pub const SOCKET_NAME: &str = "control.sock";
+
+/// One command for the node.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ControlRequest {
+    /// Peer id, addresses, connections, DHT state.
+    Info,
+    /// Sign `value` and store it under `key` (hashed with BLAKE3).
+    DhtPut { key: String, value: String },
+    /// The newest record under `key`.
+    DhtGet { key: String },
+    /// The peers closest to `key`.
+    DhtClosest { key: String },
+}
+
+/// Errors of the control interface, on either side.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error("no node is listening on {0} (start one with `peerlink node`)")]
+    NotRunning(PathBuf),
+    #[error("a node is already serving {0}")]
+    InUse(PathBuf),
+    #[error("line longer than {MAX_LINE} bytes")]
+    LineTooLong,
+    #[error("malformed message: {0}")]
+    Malformed(String),
+    #[error("the node closed the connection")]
+    Closed,
+    #[error("the node refused: {0}")]
+    Remote(String),
+    #[error("i/o on {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> ControlError + '_ {
+    move |source| ControlError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Reads one line of at most [`MAX_LINE`] bytes (without the newline);
+/// `None` at a clean end of stream.
+async fn read_line<R: AsyncBufRead + Unpin>(
+    r: &mut R,
+    buf: &mut Vec<u8>,
+) -> Result<Option<()>, ControlError> {
+    buf.clear();
+    let n = (&mut *r)
+        .take(MAX_LINE as u64 + 1)
+        .read_until(b'\n', buf)
+        .await
+        .map_err(|_| ControlError::Closed)?;
+    if n == 0 {
+        return Ok(None);
+    }
+    if buf.last() == Some(&b'\n') {
+        buf.pop();
+    } else if buf.len() > MAX_LINE {
+        return Err(ControlError::LineTooLong);
+    }
+    Ok(Some(()))
+}
+
+/// A running control server; the socket file is removed on drop.
+pub struct ControlServer {
+    path: PathBuf,
+    task: JoinHandle<()>,
+}
+
+impl ControlServer {
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for ControlServer {
+    fn drop(&mut self) {
+        self.task.abort();
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Serves `node` on the Unix socket `path`, creating its directory (0700)
+/// if needed. A stale socket left by a dead node is replaced; a live one
+/// is an error.
+pub async fn serve(node: Node, path: &Path) -> Result<ControlServer, ControlError> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(io_err(dir))?;
+    }
+    if path.exists() {
+        if UnixStream::connect(path).await.is_ok() {
+            return Err(ControlError::InUse(path.to_path_buf()));
+        }
+        std::fs::remove_file(path).map_err(io_err(path))?;
+    }
+    let listener = UnixListener::bind(path).map_err(io_err(path))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(io_err(path))?;
+    let owner = std::fs::metadata(path).map_err(io_err(path))?.uid();
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            };
+            match stream.peer_cred() {
+                Ok(cred) if cred.uid() == owner => {
+                    tokio::spawn(connection(node.clone(), stream));
+                }
+                other => tracing::warn!(
+                    "control: refused a connection from uid {:?}",
+                    other.ok().map(|c| c.uid())
+                ),
+            }
+        }
+    });
+    Ok(ControlServer {
+        path: path.to_path_buf(),
+        task,
+    })
+}
+
+async fn connection(node: Node, stream: UnixStream) {
+    let (r, mut w) = stream.into_split();
+    let mut r = BufReader::new(r);
+    let mut line = Vec::new();
+    loop {
+        let reply = match read_line(&mut r, &mut line).await {
+            Ok(None) | Err(ControlError::Closed) => return,
+            Ok(Some(())) => match serde_json::from_slice::<ControlRequest>(&line) {
+                Ok(req) => handle(&node, req).await,
+                Err(e) => Err(ControlError::Malformed(e.to_string())),
+            },
+            Err(e) => {
+                // Too long: the stream cannot be resynchronised.
+                let _ = write_reply(&mut w, Err(e)).await;
+                return;
+            }
+        };
+        if write_reply(&mut w, reply).await.is_err() {
+            return;
+        }
+    }
+}
+
+async fn write_reply(
+    w: &mut tokio::net::unix::OwnedWriteHalf,
+    reply: Result<Value, ControlError>,
+) -> std::io::Result<()> {
+    let v = match reply {
+        Ok(Value::Object(mut m)) => {
+            m.insert("ok".into(), Value::Bool(true));
+            Value::Object(m)
+        }
+        Ok(other) => json!({ "ok": true, "result": other }),
+        Err(e) => json!({ "ok": false, "error": e.to_string() }),
+    };
+    let mut bytes = serde_json::to_vec(&v).unwrap_or_default();
+    bytes.push(b'\n');
+    w.write_all(&bytes).await
+}
+
+fn remote(e: impl std::fmt::Display) -> ControlError {
+    ControlError::Remote(e.to_string())
+}
+
+async fn handle(node: &Node, req: ControlRequest) -> Result<Value, ControlError> {
+    let dht = node.dht();
+    Ok(match req {
+        ControlRequest::Info => {
+            let d = dht.info().await.ok();
+            json!({
+                "peer_id": node.peer_id().to_string(),
+                "listen": node.listen_addrs().iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+                "connections": node.peers().len(),
+                "dht": d.map(|d| json!({
+                    "routing_table": d.routing_table,
+                    "records": d.records,
+                    "queries": d.queries,
+                    "known_addresses": d.known_addresses,
+                })),
+            })
+        }
+        ControlRequest::DhtPut { key, value } => {
+            let o = dht
+                .put(key.as_bytes(), value.into_bytes())
+                .await
+                .map_err(remote)?;
+            json!({
+                "stored": o.value,
+                "answered": o.answered,
+                "failed": o.failed,
+                "hops": o.hops,
+                "elapsed_ms": o.elapsed.as_secs_f64() * 1e3,
+            })
+        }
+        ControlRequest::DhtGet { key } => {
+            let o = dht.get(key.as_bytes()).await.map_err(remote)?;
+            let rec = o.value.as_ref();
+            json!({
+                "found": rec.is_some(),
+                "value": rec.and_then(|r| std::str::from_utf8(&r.value).ok()),
+                "value_hex": rec.map(|r| hex(&r.value)),
+                "publisher": rec.map(|r| r.publisher.to_string()),
+                "seq": rec.map(|r| r.seq),
+                "answered": o.answered,
+                "failed": o.failed,
+                "hops": o.hops,
+                "elapsed_ms": o.elapsed.as_secs_f64() * 1e3,
+            })
+        }
+        ControlRequest::DhtClosest { key } => {
+            let o = dht
+                .closest_peers(DhtKey::hash(key.as_bytes()))
+                .await
+                .map_err(remote)?;
+            json!({
+                "peers": o.value.iter().map(|c| format!("{}@{}", c.id, c.addr)).collect::<Vec<_>>(),
+                "answered": o.answered,
+                "failed": o.failed,
+                "hops": o.hops,
+                "elapsed_ms": o.elapsed.as_secs_f64() * 1e3,
+            })
+        }
+    })
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A connection to a running node's control socket.
+pub struct ControlClient {
+    path: PathBuf,
+    reader: BufReader<tokio::net::unix::OwnedReadHalf>,
+    writer: tokio::net::unix::OwnedWriteHalf,
+    line: Vec<u8>,
+}
+
+impl ControlClient {
+    pub async fn connect(path: &Path) -> Result<Self, ControlError> {
+        let stream = UnixStream::connect(path)
+            .await
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => {
+                    ControlError::NotRunning(path.to_path_buf())
+                }
+                _ => ControlError::Io {
+                    path: path.to_path_buf(),
+                    source: e,
+                },
+            })?;
+        let (r, w) = stream.into_split();
+        Ok(ControlClient {
+            path: path.to_path_buf(),
+            reader: BufReader::new(r),
+            writer: w,
+            line: Vec::new(),
+        })
+    }
+
+    /// Sends `req` and returns the node's answer (an object with
+    /// `"ok": true`); a refusal becomes [`ControlError::Remote`].
+    pub async fn call(&mut self, req: &ControlRequest) -> Result<Value, ControlError> {
+        let mut bytes =
+            serde_json::to_vec(req).map_err(|e| ControlError::Malformed(e.to_string()))?;
+        bytes.push(b'\n');
+        self.writer
+            .write_all(&bytes)
+            .await
+            .map_err(io_err(&self.path))?;
+        if read_line(&mut self.reader, &mut self.line).await?.is_none() {
+            return Err(ControlError::Closed);
+        }
+        let v: Value = serde_json::from_slice(&self.line)
+            .map_err(|e| ControlError::Malformed(e.to_string()))?;
+        match v.get("ok") {
+            Some(Value::Bool(true)) => Ok(v),
+            _ => Err(ControlError::Remote(
+                v.get("error")
+                    .and_then(Value::as_str)
+                    .unwrap_or("unknown error")
+                    .to_string(),
+            )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn node() -> Node {
+        Node::builder()
+            .listen("127.0.0.1:0".parse().unwrap())
+            .build()
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn owner_only_socket_answers_and_survives_bad_input() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("home").join(SOCKET_NAME);
+        let n = node().await;
+        let server = serve(n.clone(), &path).await.unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let dir_mode = std::fs::metadata(path.parent().unwrap())
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(dir_mode & 0o777, 0o700);
+        // A second server on the same live socket is refused.
+        assert!(matches!(
+            serve(n.clone(), &path).await,
+            Err(ControlError::InUse(_))
+        ));
+
+        // Malformed, unknown and truncated requests get named errors and
+        // the connection keeps working.
+        let mut raw = UnixStream::connect(&path).await.unwrap();
+        let (r, mut w) = raw.split();
+        let mut r = BufReader::new(r);
+        for bad in [
+            &b"not json\n"[..],
+            b"{\"op\":\"launch_missiles\"}\n",
+            b"{\"op\":\"dht_put\",\"key\":\"k\"}\n",
+            b"{\"op\":\"dht_get\",\"key\":\"k\",\"extra\":1}\n",
+            b"[1,2,3]\n",
+            b"\xff\xfe\n",
+        ] {
+            w.write_all(bad).await.unwrap();
+            let mut line = String::new();
+            r.read_line(&mut line).await.unwrap();
+            let v: Value = serde_json::from_str(&line).unwrap();
+            assert_eq!(v["ok"], false, "{line}");
+            assert!(v["error"].as_str().unwrap().contains("malformed"), "{line}");
+        }
+        w.write_all(b"{\"op\":\"info\"}\n").await.unwrap();
+        let mut line = String::new();
+        r.read_line(&mut line).await.unwrap();
+        let v: Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(v["peer_id"], n.peer_id().to_string());
+
+        // An oversized line is refused and that connection closed; the
+        // server keeps serving others.
+        let mut big = vec![b'x'; MAX_LINE + 10];
+        big.push(b'\n');
+        let mut raw2 = UnixStream::connect(&path).await.unwrap();
+        let _ = raw2.write_all(&big).await;
+        let mut reply = String::new();
+        let _ = BufReader::new(&mut raw2).read_line(&mut reply).await;
+        assert!(reply.contains("longer than"), "{reply}");
+
+        let mut c = ControlClient::connect(&path).await.unwrap();
+        let v = c.call(&ControlRequest::Info).await.unwrap();
+        assert_eq!(v["peer_id"], n.peer_id().to_string());
+        // A lone node stores the record locally and finds it again.
+        let put = ControlRequest::DhtPut {
+            key: "greeting".into(),
+            value: "hello".into(),
+        };
+        c.call(&put).await.unwrap();
+        let v = c
+            .call(&ControlRequest::DhtGet {
+                key: "greeting".into(),
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            (v["found"].clone(), v["value"].clone()),
+            (json!(true), json!("hello"))
+        );
+
+        drop(server);
+        assert!(!path.exists());
+        assert!(matches!(
+            ControlClient::connect(&path).await,
+            Err(ControlError::NotRunning(_))
+        ));
+        n.shutdown().await;
+    }
+}
