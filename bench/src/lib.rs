@@ -14,6 +14,8 @@
 
 use std::time::{Duration, Instant};
 
+pub mod dht;
+
 use anyhow::{bail, Context, Result};
 use bytes::{BufMut, Bytes, BytesMut};
 use peerlink_net::{Limits, Node, NodeConfig};

@@ -1,6 +1,7 @@
 //! `peerlink bench`: the level-2 scenarios, printed and optionally saved as JSON.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::Result;
 use clap::{Subcommand, ValueEnum};
@@ -62,6 +63,62 @@ enum Workload {
         #[arg(long, default_value_t = 40)]
         nodes: usize,
     },
+    /// DHT put, get and lookup latency, hops and success on a real
+    /// in-process network, per network size.
+    Dht {
+        /// Network sizes, comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "10,50,100")]
+        nodes: Vec<usize>,
+        /// One-way delay injected on every link, e.g. 20ms.
+        #[arg(long, value_parser = parse_duration, default_value = "20ms")]
+        latency: Duration,
+        #[arg(long, default_value_t = 50)]
+        records: usize,
+        /// Gets (and as many lookups of random keys) measured.
+        #[arg(long, default_value_t = 300)]
+        queries: usize,
+        /// Queries in flight at once.
+        #[arg(long, default_value_t = 8)]
+        concurrency: usize,
+        /// Outbound DHT connections kept per node (lower it for 1,000
+        /// nodes in one process: two descriptors per connection).
+        #[arg(long)]
+        max_dht_connections: Option<usize>,
+    },
+    /// A fresh node joins an N-node network through one seed: time to the
+    /// end of its bootstrap lookup and to a full routing table.
+    Bootstrap {
+        #[arg(long, value_delimiter = ',', default_value = "5,10,20,50")]
+        nodes: Vec<usize>,
+        #[arg(long, value_parser = parse_duration, default_value = "0ms")]
+        latency: Duration,
+        /// Joins measured per network size.
+        #[arg(long, default_value_t = 10)]
+        joins: usize,
+    },
+}
+
+/// `20ms`, `1.5s`, `500us` or a bare number of milliseconds.
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, unit) = match s.find(|c: char| c.is_ascii_alphabetic()) {
+        Some(i) => s.split_at(i),
+        None => (s, "ms"),
+    };
+    let v: f64 = num
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration like 20ms"))?;
+    let secs = match unit {
+        "s" => v,
+        "ms" => v / 1e3,
+        "us" | "µs" => v / 1e6,
+        _ => return Err(format!("unknown unit {unit:?} (use s, ms or us)")),
+    };
+    if !(0.0..=3600.0).contains(&secs) {
+        return Err(format!("{s:?} is out of range"));
+    }
+    Ok(Duration::from_secs_f64(secs))
 }
 
 pub async fn run(args: Args) -> Result<()> {
@@ -141,6 +198,102 @@ pub async fn run(args: Args) -> Result<()> {
                 r.bytes_per_node / 1024.0
             );
             serde_json::to_value(r)?
+        }
+        Workload::Dht {
+            nodes,
+            latency,
+            records,
+            queries,
+            concurrency,
+            max_dht_connections,
+        } => {
+            println!(
+                "DHT on real nodes, {:.0} ms one-way links: {records} records, {queries} gets and {queries} lookups, {concurrency} in flight",
+                latency.as_secs_f64() * 1e3
+            );
+            println!(
+                "{:>6} | {:>8} | {:>15} | {:>15} {:>7} {:>4} | {:>15} {:>4} | {:>6} | {:>9}",
+                "nodes",
+                "join s",
+                "put p50/p99 ms",
+                "get p50/p99 ms",
+                "success",
+                "hops",
+                "lookup p50/p99",
+                "hops",
+                "conns",
+                "RSS/node"
+            );
+            let mut all = Vec::new();
+            for n in nodes {
+                let mut b = peerlink_bench::dht::DhtBench {
+                    nodes: n,
+                    link_delay: latency,
+                    records,
+                    queries,
+                    concurrency,
+                    ..Default::default()
+                };
+                if let Some(c) = max_dht_connections {
+                    b.max_dht_connections = c;
+                }
+                let r = peerlink_bench::dht::dht(&b).await?;
+                let ms = |l: &peerlink_bench::Latency| {
+                    format!("{:.0}/{:.0}", l.p50_us / 1e3, l.p99_us / 1e3)
+                };
+                println!(
+                    "{:>6} | {:>8.2} | {:>15} | {:>15} {:>6.1}% {:>4} | {:>15} {:>4} | {:>6.1} | {:>6.0} KiB",
+                    r.nodes,
+                    r.join_s,
+                    ms(&r.put),
+                    ms(&r.get),
+                    r.get_success * 100.0,
+                    r.get_hops_p50,
+                    ms(&r.lookup),
+                    r.lookup_hops_p50,
+                    r.connections_per_node,
+                    r.rss_per_node_bytes as f64 / 1024.0
+                );
+                all.push(r);
+            }
+            serde_json::to_value(all)?
+        }
+        Workload::Bootstrap {
+            nodes,
+            latency,
+            joins,
+        } => {
+            println!(
+                "a fresh node joins through one seed, {:.0} ms one-way links, {joins} joins per size",
+                latency.as_secs_f64() * 1e3
+            );
+            println!(
+                "{:>6} | {:>20} | {:>22} | {:>6} | {:>5}",
+                "nodes", "bootstrap p50/p99 ms", "full table p50/p99 ms", "RTTs", "full"
+            );
+            let mut all = Vec::new();
+            for n in nodes {
+                let r = peerlink_bench::dht::bootstrap(n, latency, joins).await?;
+                println!(
+                    "{:>6} | {:>20} | {:>22} | {:>6} | {:>4.0}%",
+                    r.nodes,
+                    format!(
+                        "{:.1}/{:.1}",
+                        r.bootstrap.p50_us / 1e3,
+                        r.bootstrap.p99_us / 1e3
+                    ),
+                    format!(
+                        "{:.1}/{:.1}",
+                        r.full_table.p50_us / 1e3,
+                        r.full_table.p99_us / 1e3
+                    ),
+                    r.full_table_rtts_p50
+                        .map_or("-".to_string(), |x| format!("{x:.1}")),
+                    r.full_fraction * 100.0
+                );
+                all.push(r);
+            }
+            serde_json::to_value(all)?
         }
     };
     if let Some(path) = args.json {

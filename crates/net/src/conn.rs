@@ -185,10 +185,11 @@ struct InboxCache {
 pub(crate) async fn reader(
     node: Arc<Inner>,
     conn: Arc<Conn>,
-    mut rd: OwnedReadHalf,
+    rd: OwnedReadHalf,
     mut buf: BytesMut,
     mut dec: FrameDecoder,
 ) -> Result<Option<GoAwayReason>, NetError> {
+    let mut rd = Source::new(rd, node.config.link_delay);
     let mut cache = InboxCache {
         generation: u64::MAX,
         map: HashMap::new(),
@@ -265,11 +266,67 @@ pub(crate) async fn reader(
         if last_read == 0 {
             return Ok(goaway);
         }
-        // Injected link latency (testnets): what just arrived is handled
-        // one one-way delay later.
-        let delay = node.config.link_delay;
-        if !delay.is_zero() {
-            tokio::time::sleep(delay).await;
+    }
+}
+
+/// Where the reader gets its bytes: the socket, or, on testnets with an
+/// injected link delay, a task that reads the socket continuously and
+/// stamps each chunk with its arrival time, so every chunk is handled
+/// exactly one delay after it arrived and reads never wait on each other
+/// (a sleep after each read would delay data by up to twice the delay).
+enum Source {
+    Socket(OwnedReadHalf),
+    Delayed {
+        rx: tokio::sync::mpsc::Receiver<(Instant, Bytes)>,
+        delay: Duration,
+        task: tokio::task::JoinHandle<()>,
+    },
+}
+
+impl Source {
+    fn new(mut rd: OwnedReadHalf, delay: Duration) -> Source {
+        if delay.is_zero() {
+            return Source::Socket(rd);
+        }
+        let (tx, rx) = tokio::sync::mpsc::channel(1024);
+        let task = tokio::spawn(async move {
+            let mut chunk = BytesMut::new();
+            loop {
+                chunk.reserve(IDLE_READ);
+                // A read error ends the stream like EOF (testnets only).
+                match rd.read_buf(&mut chunk).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {
+                        let data = chunk.split().freeze();
+                        if tx.send((Instant::now(), data)).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+        });
+        Source::Delayed { rx, delay, task }
+    }
+
+    async fn read_buf(&mut self, buf: &mut BytesMut) -> std::io::Result<usize> {
+        match self {
+            Source::Socket(rd) => rd.read_buf(buf).await,
+            Source::Delayed { rx, delay, .. } => match rx.recv().await {
+                None => Ok(0),
+                Some((arrived, chunk)) => {
+                    tokio::time::sleep_until((arrived + *delay).into()).await;
+                    buf.extend_from_slice(&chunk);
+                    Ok(chunk.len())
+                }
+            },
+        }
+    }
+}
+
+impl Drop for Source {
+    fn drop(&mut self) {
+        if let Source::Delayed { task, .. } = self {
+            task.abort();
         }
     }
 }
@@ -327,7 +384,11 @@ pub(crate) fn respond_error(
     .encode();
     conn.out
         .try_push(REQUEST_CHANNEL, msg, true)
-        .map_err(|_| NetError::Flood("requests"))
+        .map_err(|e| match e {
+            // A closing connection is not the peer's fault.
+            NetError::QueueFull { .. } => NetError::Flood("requests"),
+            other => other,
+        })
 }
 
 /// Seals and writes the queued frames until the connection closes.

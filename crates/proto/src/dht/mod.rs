@@ -47,6 +47,11 @@ pub struct DhtConfig {
     pub k: usize,
     /// Requests in flight per lookup.
     pub alpha: usize,
+    /// Requests in flight per lookup while joining (the self-lookup and
+    /// the bucket refreshes that follow): a joining node has nothing else
+    /// to do, and asking every contact at once fills its table in a few
+    /// round trips instead of k/alpha rounds.
+    pub bootstrap_alpha: usize,
     /// Extra peers beyond `k` that must answer before a lookup ends.
     pub lookup_extra: usize,
     /// A request unanswered this long stops holding a lookup slot.
@@ -79,6 +84,7 @@ impl Default for DhtConfig {
         DhtConfig {
             k: 20,
             alpha: 3,
+            bootstrap_alpha: 20,
             lookup_extra: 0,
             slow_after: Duration::from_millis(500),
             request_timeout: Duration::from_secs(5),
@@ -176,7 +182,10 @@ struct Outstanding {
 enum Kind {
     FindNode,
     Bootstrap,
-    Refresh,
+    /// A bucket refresh; `joining` for those that finish a bootstrap.
+    Refresh {
+        joining: bool,
+    },
     Get {
         best: Option<Record>,
         best_hop: u8,
@@ -350,7 +359,11 @@ impl Dht {
                 start.push(c);
             }
         }
-        let (k, alpha) = (self.config.k, self.config.alpha);
+        let k = self.config.k;
+        let alpha = match kind {
+            Kind::Bootstrap | Kind::Refresh { joining: true } => self.config.bootstrap_alpha,
+            _ => self.config.alpha,
+        };
         let lookup = Lookup::with_width(target, k, k + self.config.lookup_extra, alpha, start);
         self.queries.insert(
             id,
@@ -865,12 +878,14 @@ impl Dht {
         let closest = query.lookup.closest_answered(self.config.k);
         let mut hops = closest.first().map_or(0, |c| c.1 as u32);
         let output = match query.kind {
-            Kind::FindNode | Kind::Refresh => {
+            Kind::FindNode | Kind::Refresh { .. } => {
                 QueryOutput::ClosestPeers(closest.into_iter().map(|c| c.0).collect())
             }
             Kind::Bootstrap => {
                 // Fill the table: refresh every bucket beyond our neighbours.
-                self.refresh(now);
+                for lz in self.table.stale_buckets(now + Duration::from_secs(1)) {
+                    self.refresh_bucket(now, lz, true);
+                }
                 QueryOutput::Bootstrap {
                     table: self.table.len(),
                 }
@@ -931,16 +946,16 @@ impl Dht {
     /// Refreshes every bucket now (a lookup of a random key in each).
     pub fn refresh(&mut self, now: Instant) {
         for lz in self.table.stale_buckets(now + Duration::from_secs(1)) {
-            self.refresh_bucket(now, lz);
+            self.refresh_bucket(now, lz, false);
         }
     }
 
-    fn refresh_bucket(&mut self, now: Instant, leading_zeros: usize) {
+    fn refresh_bucket(&mut self, now: Instant, leading_zeros: usize, joining: bool) {
         let mut r = [0u8; 32];
         self.rng.fill(&mut r);
         let target = self.table.local().random_at(leading_zeros, r);
         self.table.mark_refreshed(leading_zeros, now);
-        self.start(now, Kind::Refresh, target, vec![], true);
+        self.start(now, Kind::Refresh { joining }, target, vec![], true);
     }
 
     // ----- time -------------------------------------------------------------
@@ -971,7 +986,7 @@ impl Dht {
             self.next_refresh = now + self.config.refresh_interval;
             let before = now.checked_sub(self.config.refresh_interval).unwrap_or(now);
             for lz in self.table.stale_buckets(before) {
-                self.refresh_bucket(now, lz);
+                self.refresh_bucket(now, lz, false);
             }
         }
         if now >= self.next_republish {

@@ -262,6 +262,7 @@ fn stuffed_duplicate_self_and_unusable_contacts_are_filtered() {
     let now = Instant::now();
     let config = DhtConfig {
         k: 5,
+        bootstrap_alpha: 3,
         ..Default::default()
     };
     let mut d = node(0, now, config);
@@ -322,6 +323,7 @@ fn silent_peers_time_out_and_slow_peers_are_replaced() {
     let config = DhtConfig {
         k: 3,
         alpha: 1,
+        bootstrap_alpha: 1,
         slow_after: Duration::from_millis(100),
         request_timeout: Duration::from_secs(1),
         ..Default::default()
@@ -467,4 +469,15 @@ fn killed_nodes_do_not_lose_records_after_republish() {
             .count();
     }
     assert_eq!(found, 10);
+}
+
+#[test]
+fn a_joining_node_asks_every_contact_at_once() {
+    let now = Instant::now();
+    let mut d = node(0, now, DhtConfig::default());
+    let seeds: Vec<Contact> = (1..=12)
+        .map(|i| Contact::new(kp(i).peer_id(), addr(i)))
+        .collect();
+    d.bootstrap(now, seeds);
+    assert_eq!(sends(&mut d).len(), 12, "bootstrap_alpha (20) >= 12 seeds");
 }
