@@ -1,7 +1,8 @@
-//! `peerlink devnet`: N real nodes on loopback in this process. They link
-//! up in a ring with chords, stream messages to their neighbours, make
-//! requests, and the run ends with a report. Exits non-zero if anything
-//! sent was not delivered.
+//! `peerlink devnet`: N real nodes on loopback in this process. They join
+//! through the DHT (bootstrapping from node 0), link up in a ring with
+//! chords, stream messages to their neighbours, make requests, put and get
+//! DHT records, and the run ends with a report. Exits non-zero if anything
+//! sent was not delivered or a record could not be read back.
 
 use std::time::{Duration, Instant};
 
@@ -9,7 +10,9 @@ use anyhow::{bail, Result};
 use bytes::Bytes;
 use indicatif::{ProgressBar, ProgressStyle};
 use peerlink_bench::{rss_bytes, Latency};
-use peerlink_net::{Limits, Node, NodeConfig};
+use peerlink_net::testnet::{Testnet, TestnetConfig};
+use peerlink_net::{DhtKey, Limits, NodeConfig};
+use peerlink_proto::rng::Rng;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -25,6 +28,10 @@ pub struct Args {
     /// Message size in bytes.
     #[arg(long, default_value_t = 256)]
     size: usize,
+    /// DHT gets (and as many lookups of random keys) after every node has
+    /// put one record.
+    #[arg(long, default_value_t = 200)]
+    dht_queries: usize,
 }
 
 const CHANNEL: u16 = 16;
@@ -61,22 +68,29 @@ pub async fn run(args: Args) -> Result<()> {
         args.messages, args.size
     );
 
-    // 1. Start the nodes.
+    // 1. Start the nodes; each joins through the DHT, bootstrapping from
+    // node 0, a few at a time.
     let started = Instant::now();
-    let pb = bar(n, "starting");
-    let mut nodes = Vec::with_capacity(n);
-    for _ in 0..n {
-        nodes.push(
-            Node::builder()
-                .listen("127.0.0.1:0".parse()?)
-                .config(config.clone())
-                .build()
-                .await?,
-        );
-        pb.inc(1);
-    }
+    let pb = bar(n, "joining");
+    pb.enable_steady_tick(Duration::from_millis(200));
+    let net = Testnet::start(TestnetConfig {
+        nodes: n,
+        node: config.clone(),
+        ..TestnetConfig::default()
+    })
+    .await?;
     pb.finish();
     let start_time = started.elapsed();
+    let bootstrap = Latency::from_samples(net.bootstrap_times.clone());
+    let tables: Vec<usize> = {
+        let mut t = Vec::with_capacity(n);
+        for node in &net.nodes {
+            t.push(node.dht().info().await?.routing_table);
+        }
+        t.sort_unstable();
+        t
+    };
+    let nodes = net.nodes.clone();
 
     // 2. Link them: node i dials i+1 ..= i+links.
     let pb = bar(n * links, "connecting");
@@ -191,7 +205,73 @@ pub async fn run(args: Args) -> Result<()> {
     }
     let requests = Latency::from_samples(rr_samples);
 
-    // 5. Ping every neighbour once.
+    // 5. DHT: every node puts one record; then gets of random records
+    // and lookups of random keys from random nodes, 16 at a time.
+    let pb = bar(n + 2 * args.dht_queries, "dht");
+    let mut puts = Vec::new();
+    for (i, node) in nodes.iter().enumerate() {
+        let (node, pb) = (node.clone(), pb.clone());
+        puts.push(tokio::spawn(async move {
+            let o = node
+                .dht()
+                .put(format!("devnet-{i}"), format!("record of node {i}"))
+                .await;
+            pb.inc(1);
+            o
+        }));
+    }
+    for p in puts {
+        p.await??;
+    }
+    let mut rng = Rng::from_os();
+    let (mut get_times, mut get_hops, mut lookup_times, mut lookup_hops) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut gets_failed = 0usize;
+    let mut left = args.dht_queries;
+    while left > 0 {
+        let batch = left.min(16);
+        left -= batch;
+        let mut tasks = Vec::new();
+        for _ in 0..batch {
+            let node = nodes[rng.below(n as u64) as usize].clone();
+            let j = rng.below(n as u64);
+            let mut random = [0u8; 32];
+            rng.fill(&mut random);
+            let pb = pb.clone();
+            tasks.push(tokio::spawn(async move {
+                let t = Instant::now();
+                let g = node.dht().get(format!("devnet-{j}")).await?;
+                let get = (t.elapsed(), g.hops);
+                let ok = g
+                    .value
+                    .is_some_and(|r| r.value == format!("record of node {j}").as_bytes());
+                let t = Instant::now();
+                let l = node.dht().closest_peers(DhtKey(random)).await?;
+                pb.inc(2);
+                Ok::<_, anyhow::Error>((get, ok, (t.elapsed(), l.hops)))
+            }));
+        }
+        for t in tasks {
+            let ((gt, gh), ok, (lt, lh)) = t.await??;
+            get_times.push(gt);
+            get_hops.push(gh);
+            lookup_times.push(lt);
+            lookup_hops.push(lh);
+            gets_failed += usize::from(!ok);
+        }
+    }
+    pb.finish();
+    let median = |mut v: Vec<u32>| {
+        v.sort_unstable();
+        v.get(v.len() / 2).copied().unwrap_or(0)
+    };
+    let (get_hops, lookup_hops) = (median(get_hops), median(lookup_hops));
+    let (gets, lookups) = (
+        Latency::from_samples(get_times),
+        Latency::from_samples(lookup_times),
+    );
+
+    // 6. Ping every neighbour once.
     let mut pings = Vec::new();
     for node in &nodes {
         for p in node.peers() {
@@ -216,7 +296,14 @@ pub async fn run(args: Args) -> Result<()> {
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
     println!();
     println!("── devnet report ─────────────────────────────────────────────");
-    println!("nodes started         {n} in {:.0} ms", ms(start_time));
+    println!(
+        "nodes joined          {n} in {:.0} ms through the DHT (bootstrap p50 {:.1} ms, p99 {:.1} ms; routing table min/median {}/{})",
+        ms(start_time),
+        bootstrap.p50_us / 1e3,
+        bootstrap.p99_us / 1e3,
+        tables.first().copied().unwrap_or(0),
+        tables.get(tables.len() / 2).copied().unwrap_or(0)
+    );
     println!(
         "connections           {connections} (dial → established p50 {:.2} ms, p99 {:.2} ms)",
         dial.p50_us / 1e3,
@@ -242,10 +329,26 @@ pub async fn run(args: Args) -> Result<()> {
             after.saturating_sub(before) as f64 / n as f64 / (1024.0 * 1024.0)
         );
     }
+    println!(
+        "dht get               {} gets: p50 {:.2} ms, p99 {:.2} ms, median hops {get_hops}, {} failed",
+        gets.samples,
+        gets.p50_us / 1e3,
+        gets.p99_us / 1e3,
+        gets_failed
+    );
+    println!(
+        "dht lookup            {} lookups: p50 {:.2} ms, p99 {:.2} ms, median hops {lookup_hops}",
+        lookups.samples,
+        lookups.p50_us / 1e3,
+        lookups.p99_us / 1e3
+    );
     println!("handshake failures    {handshake_failures}, peer errors {peer_errors}");
     if delivered != expected {
         bail!("{} messages were not delivered", expected - delivered);
     }
-    println!("all messages delivered");
+    if gets_failed > 0 {
+        bail!("{gets_failed} DHT gets did not return the record");
+    }
+    println!("all messages delivered, every DHT record read back");
     Ok(())
 }
