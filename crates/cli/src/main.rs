@@ -37,29 +37,7 @@ enum Command {
         key: PathBuf,
     },
     /// Run a node until Ctrl-C.
-    Node {
-        /// Address to listen on, e.g. 0.0.0.0:4001.
-        #[arg(long, default_value = "0.0.0.0:4001")]
-        listen: SocketAddr,
-        /// Seed peers, as <peer-id>@host:port (repeatable).
-        #[arg(long)]
-        bootstrap: Vec<String>,
-        /// Identity key file; created if missing.
-        #[arg(long, default_value_os_t = default_key_path())]
-        key: PathBuf,
-        /// Serve Prometheus metrics over HTTP on this address.
-        #[arg(long)]
-        metrics: Option<SocketAddr>,
-        /// Maximum connected peers.
-        #[arg(long, default_value_t = Limits::default().max_peers)]
-        max_peers: usize,
-        /// Where DHT records are kept across restarts.
-        #[arg(long, default_value_os_t = home_dir().join("data"))]
-        data_dir: PathBuf,
-        /// The local control socket (`peerlink dht ...` talk to it).
-        #[arg(long, default_value_os_t = default_control_path())]
-        control: PathBuf,
-    },
+    Node(NodeOpts),
     /// Store and fetch records through a running node.
     Dht(dht::Args),
     /// Print a running node's peer id, addresses, connections and DHT state.
@@ -138,26 +116,7 @@ async fn run(cli: Cli) -> Result<()> {
             })?;
             println!("{}", kp.peer_id());
         }
-        Command::Node {
-            listen,
-            bootstrap,
-            key,
-            metrics,
-            max_peers,
-            data_dir,
-            control,
-        } => {
-            let opts = NodeOpts {
-                listen,
-                bootstrap,
-                key,
-                metrics,
-                max_peers,
-                data_dir,
-                control,
-            };
-            run_node(opts).await?;
-        }
+        Command::Node(opts) => run_node(opts).await?,
         Command::Dht(args) => dht::run(args).await?,
         Command::Status { control } => dht::status(&control).await?,
         Command::Ping {
@@ -172,13 +131,28 @@ async fn run(cli: Cli) -> Result<()> {
     Ok(())
 }
 
+#[derive(clap::Args)]
 struct NodeOpts {
+    /// Address to listen on, e.g. 0.0.0.0:4001.
+    #[arg(long, default_value = "0.0.0.0:4001")]
     listen: SocketAddr,
+    /// Seed peers, as <peer-id>@host:port (repeatable).
+    #[arg(long)]
     bootstrap: Vec<String>,
+    /// Identity key file; created if missing.
+    #[arg(long, default_value_os_t = default_key_path())]
     key: PathBuf,
+    /// Serve Prometheus metrics over HTTP on this address.
+    #[arg(long)]
     metrics: Option<SocketAddr>,
+    /// Maximum connected peers.
+    #[arg(long, default_value_t = Limits::default().max_peers)]
     max_peers: usize,
+    /// Where DHT records are kept across restarts.
+    #[arg(long, default_value_os_t = home_dir().join("data"))]
     data_dir: PathBuf,
+    /// The local control socket (`peerlink dht ...` talk to it).
+    #[arg(long, default_value_os_t = default_control_path())]
     control: PathBuf,
 }
 

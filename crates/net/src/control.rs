@@ -226,43 +226,51 @@ async fn handle(node: &Node, req: ControlRequest) -> Result<Value, ControlError>
                 .put(key.as_bytes(), value.into_bytes())
                 .await
                 .map_err(remote)?;
-            json!({
-                "stored": o.value,
-                "answered": o.answered,
-                "failed": o.failed,
-                "hops": o.hops,
-                "elapsed_ms": o.elapsed.as_secs_f64() * 1e3,
-            })
+            with_outcome(
+                json!({
+                    "stored": o.value,
+                }),
+                &o,
+            )
         }
         ControlRequest::DhtGet { key } => {
             let o = dht.get(key.as_bytes()).await.map_err(remote)?;
             let rec = o.value.as_ref();
-            json!({
-                "found": rec.is_some(),
-                "value": rec.and_then(|r| std::str::from_utf8(&r.value).ok()),
-                "value_hex": rec.map(|r| hex(&r.value)),
-                "publisher": rec.map(|r| r.publisher.to_string()),
-                "seq": rec.map(|r| r.seq),
-                "answered": o.answered,
-                "failed": o.failed,
-                "hops": o.hops,
-                "elapsed_ms": o.elapsed.as_secs_f64() * 1e3,
-            })
+            with_outcome(
+                json!({
+                    "found": rec.is_some(),
+                    "value": rec.and_then(|r| std::str::from_utf8(&r.value).ok()),
+                    "value_hex": rec.map(|r| hex(&r.value)),
+                    "publisher": rec.map(|r| r.publisher.to_string()),
+                    "seq": rec.map(|r| r.seq),
+                }),
+                &o,
+            )
         }
         ControlRequest::DhtClosest { key } => {
             let o = dht
                 .closest_peers(DhtKey::hash(key.as_bytes()))
                 .await
                 .map_err(remote)?;
-            json!({
-                "peers": o.value.iter().map(|c| format!("{}@{}", c.id, c.addr)).collect::<Vec<_>>(),
-                "answered": o.answered,
-                "failed": o.failed,
-                "hops": o.hops,
-                "elapsed_ms": o.elapsed.as_secs_f64() * 1e3,
-            })
+            with_outcome(
+                json!({
+                    "peers": o.value.iter().map(|c| format!("{}@{}", c.id, c.addr)).collect::<Vec<_>>(),
+                }),
+                &o,
+            )
         }
     })
+}
+
+/// Adds how the network answered a query to its result object.
+fn with_outcome<T>(mut v: Value, o: &crate::Outcome<T>) -> Value {
+    if let Value::Object(m) = &mut v {
+        m.insert("answered".into(), o.answered.into());
+        m.insert("failed".into(), o.failed.into());
+        m.insert("hops".into(), o.hops.into());
+        m.insert("elapsed_ms".into(), (o.elapsed.as_secs_f64() * 1e3).into());
+    }
+    v
 }
 
 fn hex(bytes: &[u8]) -> String {
