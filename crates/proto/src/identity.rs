@@ -57,6 +57,15 @@ impl PeerId {
         Ok(PeerId(bytes))
     }
 
+    /// Builds a peer id without checking that the bytes are a valid key
+    /// (that check is a curve-point decompression, ~20 µs, and a DHT
+    /// response carries 20 contacts). For ids that are only routed and
+    /// dialled: a dial to a non-key fails at the handshake, which proves
+    /// the key, and [`PeerId::verify`] checks it before any signature.
+    pub fn unverified(bytes: [u8; PEER_ID_LEN]) -> Self {
+        PeerId(bytes)
+    }
+
     /// Builds a peer id from a slice, checking its length and that it is a key.
     pub fn from_slice(bytes: &[u8]) -> Result<Self, IdentityError> {
         let arr: [u8; PEER_ID_LEN] = bytes
@@ -231,6 +240,25 @@ mod tests {
         let kp = Keypair::generate().unwrap();
         let id = kp.peer_id();
         assert_eq!(id.to_string().parse::<PeerId>().unwrap(), id);
+    }
+
+    #[test]
+    fn an_unverified_id_that_is_not_a_key_fails_every_signature_check() {
+        let bytes = (0..=255u8)
+            .map(|b| {
+                let mut a = [0u8; PEER_ID_LEN];
+                a[0] = b;
+                a[31] = 0x7f;
+                a
+            })
+            .find(|a| PeerId::from_bytes(*a).is_err())
+            .expect("some 32-byte string is not a curve point");
+        let id = PeerId::unverified(bytes);
+        assert_eq!(id.as_bytes(), &bytes);
+        assert!(matches!(
+            id.verify(b"m", &[0u8; 64]),
+            Err(IdentityError::PeerIdNotAKey)
+        ));
     }
 
     #[test]

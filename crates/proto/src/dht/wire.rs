@@ -128,8 +128,6 @@ pub enum WireError {
     TooManyContacts(usize),
     #[error("record value of {0} bytes (max {MAX_WIRE_VALUE})")]
     ValueTooLarge(u64),
-    #[error("invalid peer id")]
-    BadPeerId,
     #[error("unknown error code {0}")]
     UnknownErrorCode(u8),
     #[error("bad flag byte {0}")]
@@ -168,8 +166,10 @@ impl<'a> Reader<'a> {
     fn key(&mut self) -> Result<Key, WireError> {
         Ok(Key(self.array()?))
     }
+    /// Contacts, providers and publishers are not checked to be keys
+    /// here: a dial proves the key, and a record's signature check does.
     fn peer(&mut self) -> Result<PeerId, WireError> {
-        PeerId::from_bytes(self.array()?).map_err(|_| WireError::BadPeerId)
+        Ok(PeerId::unverified(self.array()?))
     }
     fn addr(&mut self) -> Result<Option<SocketAddr>, WireError> {
         let ip = match self.u8()? {
