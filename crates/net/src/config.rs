@@ -107,8 +107,9 @@ pub struct NodeConfig {
     pub data_dir: Option<std::path::PathBuf>,
     /// Peer exchange and connection targets.
     pub discovery: peerlink_proto::peers::PeerBookConfig,
-    /// Most connections the DHT keeps open that it dialled itself; the
-    /// least recently used beyond this are closed (connect on demand).
+    /// Most connections the DHT keeps open, dialled or accepted; the least
+    /// recently used beyond this are closed once idle for a request
+    /// timeout (connect on demand).
     pub max_dht_connections: usize,
 }
 

@@ -267,7 +267,7 @@ pub(crate) fn start(node: &Node, seeds: &[PeerAddr]) -> Result<DhtHandle, NetErr
         book,
         rng,
         waiting: HashMap::new(),
-        dialled: HashMap::new(),
+        used: HashMap::new(),
     };
     let task = tokio::spawn(driver.run(rx, requests));
     node.add_task(task);
@@ -284,8 +284,9 @@ struct Driver {
     rng: Rng,
     /// Callers waiting for a query.
     waiting: HashMap<QueryId, oneshot::Sender<QueryResult>>,
-    /// Connections the DHT dialled, by last use, closed beyond the cap.
-    dialled: HashMap<PeerId, Instant>,
+    /// Connections the DHT used, dialled or accepted, by last use; the
+    /// least recently used beyond the cap are closed.
+    used: HashMap<PeerId, Instant>,
 }
 
 type Reply = (RequestId, Result<Response, NetError>);
@@ -351,8 +352,11 @@ impl Driver {
                     .listen
                     .zip(node.remote_addr(&from))
                     .map(|(l, c)| SocketAddr::new(c.ip(), l.port()));
-                let resp = self.dht.handle_request(Instant::now(), from, addr, r.body);
+                let now = Instant::now();
+                let resp = self.dht.handle_request(now, from, addr, r.body);
                 req.respond(resp.encode());
+                self.used.insert(from, now);
+                self.close_idle(node);
             }
             Err(e) => {
                 req.reject(&format!("malformed dht request: {e}"));
@@ -397,8 +401,8 @@ impl Driver {
             let _ = replies.send((id, Err(NetError::LimitReached("banned"))));
             return;
         }
-        if !node.is_connected(&to.id) || self.dialled.contains_key(&to.id) {
-            self.dialled.insert(to.id, now);
+        if !node.is_connected(&to.id) || self.used.contains_key(&to.id) {
+            self.used.insert(to.id, now);
             self.close_idle(node);
         }
         let node = node.clone();
@@ -426,14 +430,14 @@ impl Driver {
     fn close_idle(&mut self, node: &Node) {
         let cap = node.config().max_dht_connections;
         let busy = self.dht.config().request_timeout;
-        while self.dialled.len() > cap {
-            let Some((&oldest, &used)) = self.dialled.iter().min_by_key(|(_, t)| **t) else {
+        while self.used.len() > cap {
+            let Some((&oldest, &used)) = self.used.iter().min_by_key(|(_, t)| **t) else {
                 return;
             };
             if used.elapsed() < busy {
                 return;
             }
-            self.dialled.remove(&oldest);
+            self.used.remove(&oldest);
             node.disconnect(&oldest);
         }
     }
@@ -446,7 +450,7 @@ impl Driver {
             let _ = self.book.learn(now, e.contact, None);
         }
         let peers = node.peers();
-        self.dialled.retain(|p, _| peers.iter().any(|x| x.id == *p));
+        self.used.retain(|p, _| peers.iter().any(|x| x.id == *p));
         for c in self
             .book
             .to_dial(now, peers.len(), |p| node.is_connected(p))

@@ -216,18 +216,30 @@ impl Drop for IpSlot {
 }
 
 async fn accept_loop(node: Weak<Inner>, listener: TcpListener) {
+    // Failures in a row: logged once when they start and once when they end.
+    let mut failures = 0u32;
     loop {
         let accepted = listener.accept().await;
         let Some(inner) = node.upgrade() else { return };
         let (stream, addr) = match accepted {
             Ok(x) => x,
             Err(e) => {
-                // Usually out of descriptors: back off instead of spinning.
-                tracing::warn!("accept failed: {e}");
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                // Usually out of descriptors: back off (up to 1 s) instead
+                // of spinning.
+                if failures == 0 {
+                    tracing::warn!("accept failed: {e}; retrying with backoff");
+                }
+                failures = failures.saturating_add(1);
+                drop(inner);
+                let backoff = 50u64.saturating_mul(1 << failures.min(5)).min(1000);
+                tokio::time::sleep(Duration::from_millis(backoff)).await;
                 continue;
             }
         };
+        if failures > 0 {
+            tracing::warn!("accepting again after {failures} failed accepts");
+            failures = 0;
+        }
         if inner.shutdown.load(Ordering::Acquire) {
             return;
         }

@@ -3,12 +3,16 @@
 //! an optional injected one-way delay on every link.
 //!
 //! Node 0 is the seed; the others join through it (DHT bootstrap), a few
-//! at a time so the seed is not flooded with handshakes.
+//! at a time so the seed is not flooded with handshakes. With
+//! [`TestnetConfig::seed`] set, every node joins through that address
+//! instead: this is how one network spreads over several processes (one
+//! process holds at most ~20,000 descriptors, and a loopback connection
+//! between two of its nodes costs two).
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use crate::{KeepaliveConfig, Limits, NetError, Node, NodeConfig};
+use crate::{KeepaliveConfig, Limits, NetError, Node, NodeConfig, PeerAddr};
 
 #[derive(Clone, Debug)]
 pub struct TestnetConfig {
@@ -19,6 +23,9 @@ pub struct TestnetConfig {
     pub node: NodeConfig,
     /// Nodes joining at once.
     pub join_concurrency: usize,
+    /// Join an existing network through this node instead of making node 0
+    /// the seed.
+    pub seed: Option<PeerAddr>,
 }
 
 impl Default for TestnetConfig {
@@ -36,6 +43,8 @@ impl Default for TestnetConfig {
                 idle_timeout: Some(Duration::from_secs(30)),
                 ..KeepaliveConfig::default()
             },
+            // Below the node default (64) so that 200 nodes fit one
+            // process's descriptors.
             max_dht_connections: 32,
             ..NodeConfig::default()
         };
@@ -44,6 +53,7 @@ impl Default for TestnetConfig {
             link_delay: Duration::ZERO,
             node,
             join_concurrency: 16,
+            seed: None,
         }
     }
 }
@@ -72,10 +82,13 @@ impl Testnet {
                     .await?,
             );
         }
-        let seed = nodes[0].addr().ok_or(NetError::Shutdown)?;
+        let (seed, joining) = match config.seed {
+            Some(seed) => (seed, &nodes[..]),
+            None => (nodes[0].addr().ok_or(NetError::Shutdown)?, &nodes[1..]),
+        };
         let started = Instant::now();
         let mut bootstrap_times = Vec::with_capacity(nodes.len());
-        for chunk in nodes[1..].chunks(config.join_concurrency.max(1)) {
+        for chunk in joining.chunks(config.join_concurrency.max(1)) {
             let joins = chunk.iter().map(|n| {
                 let n = n.clone();
                 tokio::spawn(async move {

@@ -65,6 +65,52 @@ async fn two_hundred_nodes_every_node_gets_every_record() {
     net.shutdown().await;
 }
 
+/// How the multi-process benchmark builds one network: a second testnet
+/// joins the first through its seed, and records cross between them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_testnet_joins_another_through_its_seed() {
+    let a = Testnet::start(TestnetConfig {
+        nodes: 8,
+        ..TestnetConfig::default()
+    })
+    .await
+    .unwrap();
+    let b = Testnet::start(TestnetConfig {
+        nodes: 8,
+        seed: a.nodes[0].addr(),
+        ..TestnetConfig::default()
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        b.bootstrap_times.len(),
+        8,
+        "every node of b joined through a's seed"
+    );
+    for (side, net) in [("a", &a), ("b", &b)] {
+        for (i, node) in net.nodes.iter().enumerate() {
+            node.dht()
+                .put(format!("{side}-{i}"), format!("value {side}-{i}"))
+                .await
+                .unwrap();
+        }
+    }
+    for (reader, other) in [(&a, "b"), (&b, "a")] {
+        for node in &reader.nodes {
+            for i in 0..8 {
+                let got = node.dht().get(format!("{other}-{i}")).await.unwrap();
+                let value = got.value.map(|r| r.value);
+                assert_eq!(
+                    value.as_deref(),
+                    Some(format!("value {other}-{i}").as_bytes())
+                );
+            }
+        }
+    }
+    b.shutdown().await;
+    a.shutdown().await;
+}
+
 #[tokio::test]
 async fn records_persist_across_restart() {
     let dir = tempfile::tempdir().unwrap();
