@@ -2,13 +2,18 @@
 //! driver, injected per-link delay): `peerlink bench dht` and
 //! `peerlink bench bootstrap`.
 
+use std::path::Path;
+use std::process::Stdio;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use peerlink_net::testnet::{Testnet, TestnetConfig};
 use peerlink_net::{DhtKey, Node, PeerId};
 use peerlink_proto::rng::Rng;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::sync::{mpsc, oneshot};
 
 use crate::{rss_bytes, Latency};
 
@@ -22,8 +27,13 @@ pub struct DhtBench {
     pub queries: usize,
     /// Queries in flight at once across the network.
     pub concurrency: usize,
-    /// Outbound DHT connections kept per node (the rest close, LRU).
+    /// DHT connections kept per node (the least recently used beyond this
+    /// close once idle).
     pub max_dht_connections: usize,
+    /// Nodes per process: beyond this the network spreads over child
+    /// processes (`peerlink bench dht-shard`), because one process may
+    /// hold only so many descriptors.
+    pub nodes_per_process: usize,
     pub seed: u64,
 }
 
@@ -35,7 +45,10 @@ impl Default for DhtBench {
             records: 50,
             queries: 300,
             concurrency: 8,
-            max_dht_connections: 32,
+            // What a node gets by default (the testnet's own default is
+            // lower, so that its 200-node test fits one process).
+            max_dht_connections: peerlink_net::NodeConfig::default().max_dht_connections,
+            nodes_per_process: 100,
             seed: 1,
         }
     }
@@ -44,6 +57,7 @@ impl Default for DhtBench {
 #[derive(Debug, Clone, Serialize)]
 pub struct DhtReport {
     pub nodes: usize,
+    pub processes: usize,
     pub link_delay_ms: f64,
     /// All nodes joined (bootstrap lookups done), first to last.
     pub join_s: f64,
@@ -66,101 +80,430 @@ fn median_u32(mut v: Vec<u32>) -> u32 {
     v.get(v.len() / 2).copied().unwrap_or(0)
 }
 
-/// Starts `b.nodes` nodes, puts `b.records` records, then measures gets of
+fn us(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}
+
+/// The key every benchmark record `i` is stored under, and its value.
+fn record(i: usize) -> (String, String) {
+    (format!("bench-{i}"), format!("value of bench-{i}"))
+}
+
+/// How one share of the network is started: `nodes` nodes numbered from
+/// `first`, joining through `seed`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ShardSpec {
+    pub first: usize,
+    pub nodes: usize,
+    /// The seed as `id@ip:port`.
+    pub seed: String,
+    pub link_delay_us: u64,
+    pub max_dht_connections: usize,
+}
+
+/// What the coordinator asks a shard to do; nodes are named by their
+/// network-wide index.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+enum Cmd {
+    /// Node `.0` puts record `.1`.
+    Put {
+        items: Vec<(usize, usize)>,
+    },
+    /// Node `.0` gets record `.1`, then looks up the random key `.2`.
+    Query {
+        items: Vec<(usize, usize, [u8; 32])>,
+    },
+    Stats,
+    Quit,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct QuerySample {
+    get_us: u64,
+    get_hops: u32,
+    found: bool,
+    lookup_us: u64,
+    lookup_hops: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "reply", rename_all = "snake_case")]
+enum Reply {
+    Ready { bootstrap_us: Vec<u64>, rss: u64 },
+    Put { samples: Vec<(u64, usize)> },
+    Query { samples: Vec<QuerySample> },
+    Stats { connections: usize },
+    Done,
+    Failed { error: String },
+}
+
+/// The nodes of one process.
+struct Shard {
+    first: usize,
+    nodes: Vec<Node>,
+}
+
+impl Shard {
+    fn node(&self, global: usize) -> Result<Node> {
+        global
+            .checked_sub(self.first)
+            .and_then(|i| self.nodes.get(i))
+            .cloned()
+            .ok_or_else(|| anyhow::anyhow!("node {global} is not in this shard"))
+    }
+
+    /// Runs every item of `cmd` at once and returns the samples in order.
+    async fn handle(&self, cmd: Cmd) -> Result<Reply> {
+        Ok(match cmd {
+            Cmd::Put { items } => {
+                let mut tasks = Vec::new();
+                for (n, r) in items {
+                    let node = self.node(n)?;
+                    tasks.push(tokio::spawn(async move {
+                        let (key, value) = record(r);
+                        let t = Instant::now();
+                        let o = node.dht().put(&key, value).await?;
+                        Ok::<_, anyhow::Error>((us(t.elapsed()), o.value))
+                    }));
+                }
+                let mut samples = Vec::new();
+                for t in tasks {
+                    samples.push(t.await??);
+                }
+                Reply::Put { samples }
+            }
+            Cmd::Query { items } => {
+                let mut tasks = Vec::new();
+                for (n, r, random) in items {
+                    let node = self.node(n)?;
+                    tasks.push(tokio::spawn(async move {
+                        let (key, value) = record(r);
+                        let t = Instant::now();
+                        let g = node.dht().get(&key).await?;
+                        let get_us = us(t.elapsed());
+                        let found = g.value.is_some_and(|r| r.value == value.as_bytes());
+                        let t = Instant::now();
+                        let l = node.dht().closest_peers(DhtKey(random)).await?;
+                        Ok::<_, anyhow::Error>(QuerySample {
+                            get_us,
+                            get_hops: g.hops,
+                            found,
+                            lookup_us: us(t.elapsed()),
+                            lookup_hops: l.hops,
+                        })
+                    }));
+                }
+                let mut samples = Vec::new();
+                for t in tasks {
+                    samples.push(t.await??);
+                }
+                Reply::Query { samples }
+            }
+            Cmd::Stats => Reply::Stats {
+                connections: self.nodes.iter().map(|n| n.peers().len()).sum(),
+            },
+            Cmd::Quit => {
+                for n in &self.nodes {
+                    n.shutdown().await;
+                }
+                Reply::Done
+            }
+        })
+    }
+}
+
+type Call = (Cmd, oneshot::Sender<Result<Reply>>);
+
+/// A shard in this process or in a child process (JSON lines over its
+/// stdin and stdout).
+#[derive(Clone)]
+enum ShardHandle {
+    Local(Arc<Shard>),
+    Remote(mpsc::Sender<Call>),
+}
+
+impl ShardHandle {
+    async fn call(self, cmd: Cmd) -> Result<Reply> {
+        let reply = match self {
+            ShardHandle::Local(shard) => shard.handle(cmd).await?,
+            ShardHandle::Remote(tx) => {
+                let (reply, rx) = oneshot::channel();
+                tx.send((cmd, reply))
+                    .await
+                    .map_err(|_| anyhow::anyhow!("a shard process exited"))?;
+                rx.await
+                    .map_err(|_| anyhow::anyhow!("a shard process exited"))??
+            }
+        };
+        if let Reply::Failed { error } = reply {
+            bail!("shard: {error}");
+        }
+        Ok(reply)
+    }
+
+    /// Starts `peerlink bench dht-shard SPEC` and waits until its nodes
+    /// have joined.
+    async fn spawn(exe: &Path, spec: &ShardSpec) -> Result<(ShardHandle, Vec<u64>, u64)> {
+        let mut child = tokio::process::Command::new(exe)
+            .args(SHARD_COMMAND)
+            .arg(serde_json::to_string(spec)?)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("starting {}", exe.display()))?;
+        let (Some(mut stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
+            bail!("shard process has no pipes");
+        };
+        let mut lines = BufReader::new(stdout).lines();
+        let read = |line: Option<String>| -> Result<Reply> {
+            let line = line.ok_or_else(|| anyhow::anyhow!("a shard process exited"))?;
+            Ok(serde_json::from_str(&line)?)
+        };
+        let (bootstrap_us, rss) = match read(lines.next_line().await?)? {
+            Reply::Ready { bootstrap_us, rss } => (bootstrap_us, rss),
+            Reply::Failed { error } => bail!("shard failed to start: {error}"),
+            other => bail!("shard sent {other:?} before it was ready"),
+        };
+        let (tx, mut rx) = mpsc::channel::<Call>(1);
+        tokio::spawn(async move {
+            let _child = child;
+            while let Some((cmd, reply)) = rx.recv().await {
+                let result = async {
+                    let mut line = serde_json::to_string(&cmd)?;
+                    line.push('\n');
+                    stdin.write_all(line.as_bytes()).await?;
+                    read(lines.next_line().await?)
+                }
+                .await;
+                let _ = reply.send(result);
+            }
+        });
+        Ok((ShardHandle::Remote(tx), bootstrap_us, rss))
+    }
+}
+
+/// The arguments that make the `peerlink` binary serve one shard
+/// ([`serve_shard`]).
+pub const SHARD_COMMAND: [&str; 2] = ["bench", "dht-shard"];
+
+/// A shard process: starts the nodes of `spec`, joins them through the
+/// seed, prints `ready`, then answers one command per stdin line on stdout
+/// until `quit` or end of input.
+pub async fn serve_shard(spec: &str) -> Result<()> {
+    let spec: ShardSpec = serde_json::from_str(spec).context("shard spec")?;
+    let mut out = tokio::io::stdout();
+    let rss0 = rss_bytes().unwrap_or(0);
+    let mut config = TestnetConfig {
+        nodes: spec.nodes,
+        link_delay: Duration::from_micros(spec.link_delay_us),
+        seed: Some(spec.seed.parse().context("shard seed")?),
+        ..TestnetConfig::default()
+    };
+    config.node.max_dht_connections = spec.max_dht_connections;
+    let net = match Testnet::start(config).await {
+        Ok(net) => net,
+        Err(e) => {
+            say(
+                &mut out,
+                &Reply::Failed {
+                    error: e.to_string(),
+                },
+            )
+            .await?;
+            return Err(e.into());
+        }
+    };
+    say(
+        &mut out,
+        &Reply::Ready {
+            bootstrap_us: net.bootstrap_times.iter().copied().map(us).collect(),
+            rss: rss_bytes().unwrap_or(0).saturating_sub(rss0),
+        },
+    )
+    .await?;
+    let shard = Shard {
+        first: spec.first,
+        nodes: net.nodes,
+    };
+    let mut lines = BufReader::new(tokio::io::stdin()).lines();
+    while let Some(line) = lines.next_line().await? {
+        let cmd: Cmd = serde_json::from_str(&line).context("shard command")?;
+        let quit = matches!(cmd, Cmd::Quit);
+        let reply = shard.handle(cmd).await.unwrap_or_else(|e| Reply::Failed {
+            error: format!("{e:#}"),
+        });
+        say(&mut out, &reply).await?;
+        if quit {
+            break;
+        }
+    }
+    Ok(())
+}
+
+async fn say(out: &mut tokio::io::Stdout, reply: &Reply) -> Result<()> {
+    let mut line = serde_json::to_string(reply)?;
+    line.push('\n');
+    out.write_all(line.as_bytes()).await?;
+    Ok(out.flush().await?)
+}
+
+/// Sends each shard its part of `items` (grouped by the node that runs
+/// them) at once and returns the replies.
+async fn scatter<T: Clone>(
+    shards: &[ShardHandle],
+    per: usize,
+    items: &[T],
+    node_of: impl Fn(&T) -> usize,
+    cmd: impl Fn(Vec<T>) -> Cmd,
+) -> Result<Vec<Reply>> {
+    let mut parts = vec![Vec::new(); shards.len()];
+    for item in items {
+        if let Some(part) = parts.get_mut(node_of(item) / per.max(1)) {
+            part.push(item.clone());
+        }
+    }
+    let tasks: Vec<_> = shards
+        .iter()
+        .zip(parts)
+        .filter(|(_, part)| !part.is_empty())
+        .map(|(s, part)| tokio::spawn(s.clone().call(cmd(part))))
+        .collect();
+    let mut replies = Vec::new();
+    for t in tasks {
+        replies.push(t.await??);
+    }
+    Ok(replies)
+}
+
+/// Starts `b.nodes` nodes (over several processes beyond
+/// `b.nodes_per_process`), puts `b.records` records, then measures gets of
 /// random records and lookups of random keys from random nodes.
 pub async fn dht(b: &DhtBench) -> Result<DhtReport> {
     if b.nodes < 2 {
         bail!("a DHT benchmark needs at least 2 nodes");
     }
+    let per = b.nodes_per_process.max(1);
     let rss0 = rss_bytes().unwrap_or(0);
     let mut config = TestnetConfig {
-        nodes: b.nodes,
+        nodes: b.nodes.min(per),
         link_delay: b.link_delay,
         ..TestnetConfig::default()
     };
     config.node.max_dht_connections = b.max_dht_connections;
     let net = Testnet::start(config).await?;
-    let rss = rss_bytes().unwrap_or(0).saturating_sub(rss0);
+    let mut rss = rss_bytes().unwrap_or(0).saturating_sub(rss0);
+    let seed = net
+        .nodes
+        .first()
+        .and_then(Node::addr)
+        .ok_or_else(|| anyhow::anyhow!("seed has no address"))?;
+    let mut bootstrap: Vec<Duration> = net.bootstrap_times.clone();
+    let mut join = net.join_time;
+    let mut shards = vec![ShardHandle::Local(Arc::new(Shard {
+        first: 0,
+        nodes: net.nodes,
+    }))];
+    // The other shards join one process after another, as a network grows.
+    if b.nodes > per {
+        let exe = std::env::current_exe()?;
+        for first in (per..b.nodes).step_by(per) {
+            let spec = ShardSpec {
+                first,
+                nodes: per.min(b.nodes - first),
+                seed: seed.to_string(),
+                link_delay_us: us(b.link_delay),
+                max_dht_connections: b.max_dht_connections,
+            };
+            let t = Instant::now();
+            let (shard, times, shard_rss) = ShardHandle::spawn(&exe, &spec).await?;
+            join += t.elapsed();
+            bootstrap.extend(times.into_iter().map(Duration::from_micros));
+            rss += shard_rss;
+            shards.push(shard);
+        }
+    }
     let mut rng = Rng::new(b.seed);
-    let pick = |rng: &mut Rng| rng.below(net.nodes.len() as u64) as usize;
+    let nodes = b.nodes as u64;
+    let batch = b.concurrency.max(1);
 
     // Puts, `concurrency` at a time.
-    let mut put_times = Vec::new();
-    let mut stored = Vec::new();
-    let keys: Vec<String> = (0..b.records).map(|i| format!("bench-{i}")).collect();
-    for chunk in keys.chunks(b.concurrency.max(1)) {
-        let tasks: Vec<_> = chunk
-            .iter()
-            .map(|k| {
-                let (node, k) = (net.nodes[pick(&mut rng)].clone(), k.clone());
-                tokio::spawn(async move {
-                    let t = Instant::now();
-                    let o = node.dht().put(&k, format!("value of {k}")).await?;
-                    Ok::<_, anyhow::Error>((t.elapsed(), o.value))
-                })
-            })
-            .collect();
-        for t in tasks {
-            let (d, s) = t.await??;
-            put_times.push(d);
-            stored.push(s as u32);
+    let (mut put_times, mut stored) = (Vec::new(), Vec::new());
+    let puts: Vec<(usize, usize)> = (0..b.records)
+        .map(|r| (rng.below(nodes) as usize, r))
+        .collect();
+    for chunk in puts.chunks(batch) {
+        for reply in scatter(&shards, per, chunk, |i| i.0, |items| Cmd::Put { items }).await? {
+            if let Reply::Put { samples } = reply {
+                for (t, s) in samples {
+                    put_times.push(Duration::from_micros(t));
+                    stored.push(s as u32);
+                }
+            }
         }
     }
 
     // Gets of random records and lookups of random keys.
-    let (mut get_times, mut get_hops, mut ok) = (Vec::new(), Vec::new(), 0usize);
-    let (mut lookup_times, mut lookup_hops) = (Vec::new(), Vec::new());
-    let mut left = b.queries;
-    while left > 0 {
-        let n = left.min(b.concurrency.max(1));
-        left -= n;
-        let mut tasks = Vec::new();
-        for _ in 0..n {
-            let node = net.nodes[pick(&mut rng)].clone();
-            let key = keys
-                .get(rng.below(keys.len().max(1) as u64) as usize)
-                .cloned()
-                .unwrap_or_default();
+    let queries: Vec<(usize, usize, [u8; 32])> = (0..b.queries)
+        .map(|_| {
             let mut random = [0u8; 32];
             rng.fill(&mut random);
-            tasks.push(tokio::spawn(async move {
-                let t = Instant::now();
-                let g = node.dht().get(&key).await?;
-                let get_time = t.elapsed();
-                let want = format!("value of {key}");
-                let found = g.value.is_some_and(|r| r.value == want.as_bytes());
-                let t = Instant::now();
-                let l = node.dht().closest_peers(DhtKey(random)).await?;
-                Ok::<_, anyhow::Error>((get_time, g.hops, found, t.elapsed(), l.hops))
-            }));
-        }
-        for t in tasks {
-            let (gt, gh, found, lt, lh) = t.await??;
-            get_times.push(gt);
-            get_hops.push(gh);
-            ok += usize::from(found);
-            lookup_times.push(lt);
-            lookup_hops.push(lh);
+            let n = rng.below(nodes) as usize;
+            (n, rng.below(b.records.max(1) as u64) as usize, random)
+        })
+        .collect();
+    let mut samples = Vec::new();
+    for chunk in queries.chunks(batch) {
+        for reply in scatter(&shards, per, chunk, |i| i.0, |items| Cmd::Query { items }).await? {
+            if let Reply::Query { samples: s } = reply {
+                samples.extend(s);
+            }
         }
     }
-    let connections: usize = net.nodes.iter().map(|n| n.peers().len()).sum();
-    let report = DhtReport {
+    let mut connections = 0;
+    for reply in join_all(&shards, Cmd::Stats).await? {
+        if let Reply::Stats { connections: c } = reply {
+            connections += c;
+        }
+    }
+    join_all(&shards, Cmd::Quit).await?;
+    let ms = |f: fn(&QuerySample) -> u64| {
+        Latency::from_samples(
+            samples
+                .iter()
+                .map(|s| Duration::from_micros(f(s)))
+                .collect(),
+        )
+    };
+    Ok(DhtReport {
         nodes: b.nodes,
+        processes: shards.len(),
         link_delay_ms: b.link_delay.as_secs_f64() * 1e3,
-        join_s: net.join_time.as_secs_f64(),
-        bootstrap: Latency::from_samples(net.bootstrap_times.clone()),
+        join_s: join.as_secs_f64(),
+        bootstrap: Latency::from_samples(bootstrap),
         put: Latency::from_samples(put_times),
         put_stored_p50: median_u32(stored) as usize,
-        get_success: ok as f64 / b.queries.max(1) as f64,
-        get: Latency::from_samples(get_times),
-        get_hops_p50: median_u32(get_hops),
-        lookup: Latency::from_samples(lookup_times),
-        lookup_hops_p50: median_u32(lookup_hops),
+        get_success: samples.iter().filter(|s| s.found).count() as f64 / b.queries.max(1) as f64,
+        get: ms(|s| s.get_us),
+        get_hops_p50: median_u32(samples.iter().map(|s| s.get_hops).collect()),
+        lookup: ms(|s| s.lookup_us),
+        lookup_hops_p50: median_u32(samples.iter().map(|s| s.lookup_hops).collect()),
         connections_per_node: connections as f64 / b.nodes as f64,
         rss_per_node_bytes: rss / b.nodes as u64,
-    };
-    net.shutdown().await;
-    Ok(report)
+    })
+}
+
+async fn join_all(shards: &[ShardHandle], cmd: Cmd) -> Result<Vec<Reply>> {
+    let tasks: Vec<_> = shards
+        .iter()
+        .map(|s| tokio::spawn(s.clone().call(cmd.clone())))
+        .collect();
+    let mut replies = Vec::new();
+    for t in tasks {
+        replies.push(t.await??);
+    }
+    Ok(replies)
 }
 
 #[derive(Debug, Clone, Serialize)]

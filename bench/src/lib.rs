@@ -261,7 +261,7 @@ pub async fn raw_stream(size: usize, secs: f64) -> Result<Throughput> {
 }
 
 /// Latency percentiles in microseconds.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct Latency {
     pub samples: usize,
     pub p50_us: f64,

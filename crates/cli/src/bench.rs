@@ -80,11 +80,19 @@ enum Workload {
         /// Queries in flight at once.
         #[arg(long, default_value_t = 8)]
         concurrency: usize,
-        /// Outbound DHT connections kept per node (lower it for 1,000
-        /// nodes in one process: two descriptors per connection).
+        /// DHT connections kept per node (the least recently used beyond this
+        /// close once idle).
         #[arg(long)]
         max_dht_connections: Option<usize>,
+        /// Nodes per process; larger networks spread over child processes
+        /// (a loopback connection costs two of a process's ~20,000
+        /// descriptors).
+        #[arg(long, default_value_t = 100)]
+        nodes_per_process: usize,
     },
+    /// One process's share of a `bench dht` network (started by it).
+    #[command(hide = true)]
+    DhtShard { spec: String },
     /// A fresh node joins an N-node network through one seed: time to the
     /// end of its bootstrap lookup and to a full routing table.
     Bootstrap {
@@ -206,6 +214,7 @@ pub async fn run(args: Args) -> Result<()> {
             queries,
             concurrency,
             max_dht_connections,
+            nodes_per_process,
         } => {
             println!(
                 "DHT on real nodes, {:.0} ms one-way links: {records} records, {queries} gets and {queries} lookups, {concurrency} in flight",
@@ -232,12 +241,16 @@ pub async fn run(args: Args) -> Result<()> {
                     records,
                     queries,
                     concurrency,
+                    nodes_per_process,
                     ..Default::default()
                 };
                 if let Some(c) = max_dht_connections {
                     b.max_dht_connections = c;
                 }
                 let r = peerlink_bench::dht::dht(&b).await?;
+                if r.processes > 1 {
+                    println!("       ({} nodes over {} processes)", r.nodes, r.processes);
+                }
                 let ms = |l: &peerlink_bench::Latency| {
                     format!("{:.0}/{:.0}", l.p50_us / 1e3, l.p99_us / 1e3)
                 };
@@ -258,6 +271,7 @@ pub async fn run(args: Args) -> Result<()> {
             }
             serde_json::to_value(all)?
         }
+        Workload::DhtShard { spec } => return peerlink_bench::dht::serve_shard(&spec).await,
         Workload::Bootstrap {
             nodes,
             latency,
