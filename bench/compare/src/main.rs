@@ -1,5 +1,7 @@
-//! peerlink vs rust-libp2p 0.57 (tcp + noise + yamux) on the same stream
-//! workload, in one invocation: one connection, many messages in flight.
+//! peerlink vs rust-libp2p 0.57 (tcp + noise + yamux) on the same
+//! workloads, in one invocation. Without a subcommand: the stream workload
+//! (one connection, many messages in flight) and request/response; `dht`:
+//! the DHT workload on N nodes against rust-libp2p kad.
 //!
 //! rust-libp2p is measured twice: one `write_all` per message (what a
 //! user writes first), and with the sender buffering into 64 KiB writes by
@@ -8,15 +10,19 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
 use libp2p::swarm::SwarmEvent;
 use libp2p::{noise, tcp, yamux, Multiaddr, StreamProtocol};
 
 const PROTOCOL: StreamProtocol = StreamProtocol::new("/bench/stream/1");
 
+mod kad;
+
 #[derive(Parser)]
 struct Args {
+    #[command(subcommand)]
+    workload: Option<Workload>,
     /// Message sizes for the stream workload.
     #[arg(long, value_delimiter = ',', default_value = "64,1024,16384")]
     sizes: Vec<usize>,
@@ -24,8 +30,31 @@ struct Args {
     #[arg(long, default_value_t = 5.0)]
     secs: f64,
     /// Write all results as JSON here.
-    #[arg(long)]
+    #[arg(long, global = true)]
     json: Option<std::path::PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum Workload {
+    /// Bootstrap, put, get and closest-peers on N nodes (0 ms links):
+    /// peerlink's DHT, then rust-libp2p kad.
+    Dht {
+        #[arg(long, default_value_t = 200)]
+        nodes: usize,
+        #[arg(long, default_value_t = 50)]
+        records: usize,
+        /// Gets (and as many closest-peer lookups) measured.
+        #[arg(long, default_value_t = 300)]
+        queries: usize,
+        /// Queries in flight at once.
+        #[arg(long, default_value_t = 8)]
+        concurrency: usize,
+        /// Run only the rust-libp2p side and print its report as JSON (the
+        /// parent runs this in a child process so that each side has its
+        /// own descriptors and its own RSS).
+        #[arg(long, hide = true)]
+        kad_only: bool,
+    },
 }
 
 fn swarm() -> Result<libp2p::Swarm<libp2p_stream::Behaviour>> {
@@ -196,6 +225,21 @@ async fn main() -> Result<()> {
 }
 
 async fn run(args: Args) -> Result<()> {
+    if let Some(Workload::Dht {
+        nodes,
+        records,
+        queries,
+        concurrency,
+        kad_only,
+    }) = args.workload
+    {
+        if kad_only {
+            let r = kad::run(nodes, records, queries, concurrency, 1).await?;
+            println!("{}", serde_json::to_string(&r)?);
+            return Ok(());
+        }
+        return dht(nodes, records, queries, concurrency, args.json).await;
+    }
     let mut results = Vec::new();
     println!(
         "{:>6} | {:>22} | {:>22} | {:>22} | {:>16} | {:>9} {:>9}",
@@ -250,6 +294,123 @@ async fn run(args: Args) -> Result<()> {
     results.push(serde_json::json!({ "rr_size": 64, "peerlink": ours, "libp2p": theirs }));
     if let Some(path) = args.json {
         std::fs::write(&path, serde_json::to_string_pretty(&results)?)?;
+    }
+    Ok(())
+}
+
+/// peerlink in this process, then rust-libp2p kad in a child process (one
+/// process holds at most ~20,000 descriptors, and at 200 nodes each side
+/// needs most of them), same plan and seed.
+async fn dht(
+    nodes: usize,
+    records: usize,
+    queries: usize,
+    concurrency: usize,
+    json: Option<std::path::PathBuf>,
+) -> Result<()> {
+    println!("DHT, {nodes} nodes, 0 ms links: {records} records, {queries} gets and {queries} closest-peer lookups, {concurrency} in flight");
+    let ours = peerlink_bench::dht::dht(&peerlink_bench::dht::DhtBench {
+        nodes,
+        link_delay: Duration::ZERO,
+        records,
+        queries,
+        concurrency,
+        nodes_per_process: nodes,
+        ..Default::default()
+    })
+    .await?;
+    let out = tokio::process::Command::new(std::env::current_exe()?)
+        .args([
+            "dht",
+            "--kad-only",
+            "--nodes",
+            &nodes.to_string(),
+            "--records",
+            &records.to_string(),
+        ])
+        .args([
+            "--queries",
+            &queries.to_string(),
+            "--concurrency",
+            &concurrency.to_string(),
+        ])
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .await?;
+    anyhow::ensure!(
+        out.status.success(),
+        "the rust-libp2p run failed ({})",
+        out.status
+    );
+    let theirs: kad::KadReport =
+        serde_json::from_slice(&out.stdout).context("rust-libp2p report")?;
+    let ms = |l: &peerlink_bench::Latency| format!("{:.1} / {:.1}", l.p50_us / 1e3, l.p99_us / 1e3);
+    let ratio = |a: &peerlink_bench::Latency, b: &peerlink_bench::Latency| {
+        format!(
+            "{:.1}× / {:.1}×",
+            b.p50_us / a.p50_us.max(1e-9),
+            b.p99_us / a.p99_us.max(1e-9)
+        )
+    };
+    println!(
+        "{:<22} | {:>22} | {:>22} | {:>16}",
+        "p50 / p99 ms", "peerlink", "rust-libp2p kad", "peerlink faster"
+    );
+    println!(
+        "{:<22} | {:>22} | {:>22} | {:>16}",
+        "bootstrap (per node)",
+        ms(&ours.bootstrap),
+        ms(&theirs.bootstrap),
+        ratio(&ours.bootstrap, &theirs.bootstrap)
+    );
+    println!(
+        "{:<22} | {:>22} | {:>22} | {:>16}",
+        "put",
+        ms(&ours.put),
+        ms(&theirs.put),
+        ratio(&ours.put, &theirs.put)
+    );
+    println!(
+        "{:<22} | {:>22} | {:>22} | {:>16}",
+        "get",
+        ms(&ours.get),
+        ms(&theirs.get),
+        ratio(&ours.get, &theirs.get)
+    );
+    println!(
+        "{:<22} | {:>22} | {:>22} | {:>16}",
+        "closest peers",
+        ms(&ours.lookup),
+        ms(&theirs.closest),
+        ratio(&ours.lookup, &theirs.closest)
+    );
+    println!(
+        "{:<22} | {:>21.1}% | {:>21.1}% |",
+        "get success",
+        ours.get_success * 100.0,
+        theirs.get_success * 100.0
+    );
+    println!(
+        "{:<22} | {:>22.2} | {:>22.2} |",
+        "all joined, s", ours.join_s, theirs.join_s
+    );
+    println!(
+        "{:<22} | {:>22.1} | {:>22.1} |",
+        "connections per node", ours.connections_per_node, theirs.connections_per_node
+    );
+    println!(
+        "{:<22} | {:>18.0} KiB | {:>18.0} KiB |",
+        "RSS per node",
+        ours.rss_per_node_bytes as f64 / 1024.0,
+        theirs.rss_per_node_bytes as f64 / 1024.0
+    );
+    println!(
+        "rust-libp2p bootstraps that succeeded: {:.1}%",
+        theirs.bootstrap_ok * 100.0
+    );
+    if let Some(path) = json {
+        let all = serde_json::json!({ "peerlink": ours, "libp2p_kad": theirs });
+        std::fs::write(&path, serde_json::to_string_pretty(&all)?)?;
     }
     Ok(())
 }
