@@ -261,7 +261,11 @@ impl ShardHandle {
             let line = line.ok_or_else(|| anyhow::anyhow!("a shard process exited"))?;
             Ok(serde_json::from_str(&line)?)
         };
-        let (bootstrap_us, rss) = match read(lines.next_line().await?)? {
+        // Joining 100 nodes at 20 ms links takes ~30 s on 2 cores.
+        let ready = tokio::time::timeout(Duration::from_secs(600), lines.next_line())
+            .await
+            .map_err(|_| anyhow::anyhow!("a shard did not join within 10 minutes"))?;
+        let (bootstrap_us, rss) = match read(ready?)? {
             Reply::Ready { bootstrap_us, rss } => (bootstrap_us, rss),
             Reply::Failed { error } => bail!("shard failed to start: {error}"),
             other => bail!("shard sent {other:?} before it was ready"),
@@ -364,12 +368,23 @@ async fn scatter<T: Clone>(
             part.push(item.clone());
         }
     }
-    let tasks: Vec<_> = shards
-        .iter()
-        .zip(parts)
-        .filter(|(_, part)| !part.is_empty())
-        .map(|(s, part)| tokio::spawn(s.clone().call(cmd(part))))
-        .collect();
+    gather(
+        shards
+            .iter()
+            .zip(parts)
+            .filter(|(_, part)| !part.is_empty())
+            .map(|(s, part)| (s.clone(), cmd(part))),
+    )
+    .await
+}
+
+/// Sends every shard `cmd` at once and returns the replies.
+async fn join_all(shards: &[ShardHandle], cmd: Cmd) -> Result<Vec<Reply>> {
+    gather(shards.iter().map(|s| (s.clone(), cmd.clone()))).await
+}
+
+async fn gather(calls: impl Iterator<Item = (ShardHandle, Cmd)>) -> Result<Vec<Reply>> {
+    let tasks: Vec<_> = calls.map(|(s, cmd)| tokio::spawn(s.call(cmd))).collect();
     let mut replies = Vec::new();
     for t in tasks {
         replies.push(t.await??);
@@ -492,18 +507,6 @@ pub async fn dht(b: &DhtBench) -> Result<DhtReport> {
         connections_per_node: connections as f64 / b.nodes as f64,
         rss_per_node_bytes: rss / b.nodes as u64,
     })
-}
-
-async fn join_all(shards: &[ShardHandle], cmd: Cmd) -> Result<Vec<Reply>> {
-    let tasks: Vec<_> = shards
-        .iter()
-        .map(|s| tokio::spawn(s.clone().call(cmd.clone())))
-        .collect();
-    let mut replies = Vec::new();
-    for t in tasks {
-        replies.push(t.await??);
-    }
-    Ok(replies)
 }
 
 #[derive(Debug, Clone, Serialize)]
