@@ -138,6 +138,7 @@ impl NodeBuilder {
             metrics,
             peers: Mutex::new(HashMap::new()),
             per_ip: Mutex::new(HashMap::new()),
+            dials: Mutex::new(HashMap::new()),
             inboxes: Mutex::new(HashMap::new()),
             inbox_generation: AtomicU64::new(0),
             handlers: Mutex::new(HashMap::new()),
@@ -183,6 +184,8 @@ pub(crate) struct Inner {
     pub metrics: Arc<Metrics>,
     peers: Mutex<HashMap<PeerId, Arc<Conn>>>,
     per_ip: Mutex<HashMap<IpAddr, usize>>,
+    /// One dial per peer at a time (see `Node::connect`).
+    dials: Mutex<HashMap<PeerId, Arc<tokio::sync::Mutex<()>>>>,
     handshakes: Arc<Semaphore>,
     pub inboxes: Mutex<HashMap<u16, Arc<Inbox>>>,
     pub inbox_generation: AtomicU64,
@@ -625,6 +628,29 @@ impl Node {
         if inner.connected(&addr.id) {
             return Ok(addr.id);
         }
+        // One dial per peer at a time: a second caller waits for the first
+        // and then finds the peer connected. Two dials of one peer race,
+        // and the two sides could each keep a different one of the two
+        // connections and close the other (both then end).
+        let gate = lock(&inner.dials).entry(addr.id).or_default().clone();
+        let result = {
+            let _dialling = gate.lock().await;
+            if inner.connected(&addr.id) {
+                Ok(addr.id)
+            } else {
+                self.dial(addr).await
+            }
+        };
+        let mut dials = lock(&inner.dials);
+        // The map's reference and ours: nobody else is waiting.
+        if Arc::strong_count(&gate) == 2 {
+            dials.remove(&addr.id);
+        }
+        result
+    }
+
+    async fn dial(&self, addr: PeerAddr) -> Result<PeerId, NetError> {
+        let inner = &self.inner;
         let timeout = inner.config.handshake_timeout;
         let result = tokio::time::timeout(timeout, async {
             let delay = inner.config.link_delay;

@@ -188,6 +188,41 @@ async fn simultaneous_dials_settle_on_one_connection() {
     }
 }
 
+/// Two dials of one peer from the same side (a seed redial racing a DHT
+/// request) used to leave each side keeping a different connection, so
+/// both ended; now the second waits for the first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_dials_from_one_side_leave_one_live_connection() {
+    for _ in 0..5 {
+        let (a, b) = (node().await, node().await);
+        let target = a.addr().unwrap();
+        let mut events = b.events();
+        let dials: Vec<_> = (0..8)
+            .map(|_| {
+                let b = b.clone();
+                tokio::spawn(async move { b.connect(target).await })
+            })
+            .collect();
+        for d in dials {
+            assert_eq!(d.await.unwrap().unwrap(), a.peer_id());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!((a.peers().len(), b.peers().len()), (1, 1));
+        let mut connected = 0;
+        while let Ok(e) = events.try_recv() {
+            connected += usize::from(matches!(e, PeerEvent::Connected { .. }));
+        }
+        assert_eq!(connected, 1, "one handshake for eight concurrent dials");
+        let mut rx = a.channel(16).unwrap();
+        b.send(&a.peer_id(), 16, &b"still connected"[..])
+            .await
+            .unwrap();
+        assert_eq!(&rx.recv().await.unwrap().payload[..], b"still connected");
+        a.shutdown().await;
+        b.shutdown().await;
+    }
+}
+
 #[tokio::test]
 async fn max_peers_and_max_inbound_are_enforced() {
     let config = NodeConfig {
