@@ -167,11 +167,9 @@ impl Shard {
                         Ok::<_, anyhow::Error>((us(t.elapsed()), o.value))
                     }));
                 }
-                let mut samples = Vec::new();
-                for t in tasks {
-                    samples.push(t.await??);
+                Reply::Put {
+                    samples: all(tasks).await?,
                 }
-                Reply::Put { samples }
             }
             Cmd::Query { items } => {
                 let mut tasks = Vec::new();
@@ -194,11 +192,9 @@ impl Shard {
                         })
                     }));
                 }
-                let mut samples = Vec::new();
-                for t in tasks {
-                    samples.push(t.await??);
+                Reply::Query {
+                    samples: all(tasks).await?,
                 }
-                Reply::Query { samples }
             }
             Cmd::Stats => Reply::Stats {
                 connections: self.nodes.iter().map(|n| n.peers().len()).sum(),
@@ -384,12 +380,16 @@ async fn join_all(shards: &[ShardHandle], cmd: Cmd) -> Result<Vec<Reply>> {
 }
 
 async fn gather(calls: impl Iterator<Item = (ShardHandle, Cmd)>) -> Result<Vec<Reply>> {
-    let tasks: Vec<_> = calls.map(|(s, cmd)| tokio::spawn(s.call(cmd))).collect();
-    let mut replies = Vec::new();
+    all(calls.map(|(s, cmd)| tokio::spawn(s.call(cmd))).collect()).await
+}
+
+/// Waits for every task, in order; the first failure fails the lot.
+async fn all<T>(tasks: Vec<tokio::task::JoinHandle<Result<T>>>) -> Result<Vec<T>> {
+    let mut out = Vec::with_capacity(tasks.len());
     for t in tasks {
-        replies.push(t.await??);
+        out.push(t.await??);
     }
-    Ok(replies)
+    Ok(out)
 }
 
 /// Starts `b.nodes` nodes (over several processes beyond

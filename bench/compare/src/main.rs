@@ -356,34 +356,20 @@ async fn dht(
         "{:<22} | {:>22} | {:>22} | {:>16}",
         "p50 / p99 ms", "peerlink", "rust-libp2p kad", "peerlink faster"
     );
-    println!(
-        "{:<22} | {:>22} | {:>22} | {:>16}",
-        "bootstrap (per node)",
-        ms(&ours.bootstrap),
-        ms(&theirs.bootstrap),
-        ratio(&ours.bootstrap, &theirs.bootstrap)
-    );
-    println!(
-        "{:<22} | {:>22} | {:>22} | {:>16}",
-        "put",
-        ms(&ours.put),
-        ms(&theirs.put),
-        ratio(&ours.put, &theirs.put)
-    );
-    println!(
-        "{:<22} | {:>22} | {:>22} | {:>16}",
-        "get",
-        ms(&ours.get),
-        ms(&theirs.get),
-        ratio(&ours.get, &theirs.get)
-    );
-    println!(
-        "{:<22} | {:>22} | {:>22} | {:>16}",
-        "closest peers",
-        ms(&ours.lookup),
-        ms(&theirs.closest),
-        ratio(&ours.lookup, &theirs.closest)
-    );
+    for (what, a, b) in [
+        ("bootstrap (per node)", &ours.bootstrap, &theirs.bootstrap),
+        ("put", &ours.put, &theirs.put),
+        ("get", &ours.get, &theirs.get),
+        ("closest peers", &ours.lookup, &theirs.closest),
+    ] {
+        println!(
+            "{:<22} | {:>22} | {:>22} | {:>16}",
+            what,
+            ms(a),
+            ms(b),
+            ratio(a, b)
+        );
+    }
     println!(
         "{:<22} | {:>21.1}% | {:>21.1}% |",
         "get success",
