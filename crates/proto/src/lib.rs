@@ -11,6 +11,7 @@
 //! | 3 connection | [`control`] (ping/pong/go-away), [`keepalive`] |
 //! | 4 discovery | [`peers`]: the address book for peer exchange and bootstrap |
 //! | 5 DHT | [`dht`]: Kademlia routing, lookups, signed records, providers |
+//! | 6 gossip | [`gossip`]: topic mesh, broadcast trees, IHAVE/IWANT repair, scoring |
 //! | 7 request/response | [`control::RrMessage`] |
 //!
 //! Every decoder bounds lengths before allocating and returns a named
@@ -21,6 +22,7 @@ pub mod cipher;
 pub mod control;
 pub mod dht;
 pub mod frame;
+pub mod gossip;
 pub mod handshake;
 pub mod identity;
 pub mod keepalive;
