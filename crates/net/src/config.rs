@@ -111,6 +111,8 @@ pub struct NodeConfig {
     /// recently used beyond this are closed once idle for a request
     /// timeout (connect on demand).
     pub max_dht_connections: usize,
+    /// Topic gossip; `None` turns it off.
+    pub gossip: Option<peerlink_proto::gossip::GossipConfig>,
 }
 
 impl Default for NodeConfig {
@@ -131,6 +133,7 @@ impl Default for NodeConfig {
             data_dir: None,
             discovery: peerlink_proto::peers::PeerBookConfig::default(),
             max_dht_connections: 64,
+            gossip: Some(peerlink_proto::gossip::GossipConfig::default()),
         }
     }
 }

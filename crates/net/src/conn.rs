@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use peerlink_proto::control::{
     Control, GoAwayReason, RemoteErrorCode, RrMessage, CONTROL_CHANNEL, FIRST_APP_CHANNEL,
-    REQUEST_CHANNEL,
+    GOSSIP_CHANNEL, REQUEST_CHANNEL,
 };
 use peerlink_proto::frame::{DEFAULT_FRAME_TARGET, MAX_RECORD_OVERHEAD};
 use peerlink_proto::keepalive::{Keepalive, KeepaliveAction};
@@ -225,7 +225,9 @@ pub(crate) async fn reader(
                         app = true;
                         on_rr(&node, &conn, RrMessage::decode(&record.payload)?)?;
                     }
-                    ch if ch < FIRST_APP_CHANNEL => return Err(NetError::ReservedChannel(ch)),
+                    ch if ch < FIRST_APP_CHANNEL && ch != GOSSIP_CHANNEL => {
+                        return Err(NetError::ReservedChannel(ch))
+                    }
                     ch => {
                         app = true;
                         if current.as_ref().is_none_or(|i| i.config.id != ch) {
@@ -456,8 +458,11 @@ pub(crate) async fn writer(
             ws.sealer.seal(&mut frame, 0)?;
             write(&mut ws.wr, &frame, stall).await?;
             let _ = ws.wr.shutdown().await;
-            // Give the peer a moment to close its side, then end regardless.
-            tokio::time::sleep(Duration::from_secs(5)).await;
+            // Give the peer a moment to close its side, then end regardless;
+            // a peer that broke the protocol gets no such grace.
+            if close.reason != GoAwayReason::ProtocolError {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+            }
             return Ok(());
         }
         if batch.app {

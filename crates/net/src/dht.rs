@@ -370,7 +370,7 @@ impl Driver {
         self.dht.remove_peer(&peer);
         self.book
             .ban(Instant::now(), peer, Duration::from_secs(600));
-        node.disconnect(&peer);
+        node.kick(&peer);
     }
 
     /// Carries out what the state machine asked for.

@@ -64,6 +64,12 @@ pub enum NetError {
     DhtDisabled,
     #[error("{0}")]
     Store(String),
+    #[error("gossip is turned off on this node")]
+    GossipDisabled,
+    #[error("publish refused: {0}")]
+    Publish(#[from] peerlink_proto::gossip::PublishError),
+    #[error("{0}")]
+    Topic(#[from] peerlink_proto::gossip::WireError),
 }
 
 impl NetError {

@@ -9,6 +9,9 @@
 //! * **request/response** — [`Node::request`] with a timeout and size
 //!   limit, served by [`Node::serve`];
 //! * **keepalive** — pings measure RTT; silent peers are timed out.
+//! * **gossip** — [`Node::gossip`]: topic subscriptions as streams,
+//!   publish, validators ([`gossip`]).
+//! * **DHT** — [`Node::dht`]: Kademlia records, providers, lookups.
 //!
 //! Many small messages are packed into one sealed frame and one write.
 //! The protocol logic lives in `peerlink-proto`; this crate moves bytes.
@@ -52,6 +55,7 @@ mod conn;
 pub mod control;
 pub mod dht;
 mod error;
+pub mod gossip;
 pub mod keyfile;
 mod metrics;
 mod metrics_http;
@@ -63,10 +67,12 @@ pub mod testnet;
 pub use config::{ChannelConfig, Limits, NodeConfig, Policy};
 pub use dht::{DhtHandle, DhtInfo, Outcome};
 pub use error::NetError;
+pub use gossip::{GossipHandle, GossipInfo, GossipMessage, Subscription};
 pub use metrics::Metrics;
 pub use metrics_http::serve_metrics;
 pub use node::{Node, NodeBuilder, PeerEvent, PeerInfo, PeerSender, Receiver, Request, Requests};
 pub use peerlink_proto::dht::{DhtConfig, Key as DhtKey, Record};
+pub use peerlink_proto::gossip::{GossipConfig, MessageId, Published, Validation};
 pub use peerlink_proto::keepalive::KeepaliveConfig;
 pub use peerlink_proto::peers::PeerBookConfig;
 pub use peerlink_proto::{CipherSuite, Keypair, PeerAddr, PeerId};

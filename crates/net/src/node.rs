@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use peerlink_proto::control::{
-    GoAwayReason, RemoteErrorCode, RrMessage, FIRST_APP_CHANNEL, MAX_PROTOCOL_NAME, REQUEST_CHANNEL,
+    GoAwayReason, RemoteErrorCode, RrMessage, FIRST_APP_CHANNEL, GOSSIP_CHANNEL, MAX_PROTOCOL_NAME,
+    REQUEST_CHANNEL,
 };
 use peerlink_proto::keepalive::Keepalive;
 use peerlink_proto::{Handshake, Keypair, NoiseIdentity, PeerAddr, PeerId};
@@ -101,6 +102,18 @@ impl NodeBuilder {
         self
     }
 
+    /// Gossip settings (gossip is on by default).
+    pub fn gossip(mut self, config: peerlink_proto::gossip::GossipConfig) -> Self {
+        self.config.gossip = Some(config);
+        self
+    }
+
+    /// Runs without topic gossip.
+    pub fn without_gossip(mut self) -> Self {
+        self.config.gossip = None;
+        self
+    }
+
     /// Keeps DHT records in a redb database in `dir`, across restarts.
     pub fn data_dir(mut self, dir: impl Into<std::path::PathBuf>) -> Self {
         self.config.data_dir = Some(dir.into());
@@ -148,9 +161,14 @@ impl NodeBuilder {
             tasks: Mutex::new(Vec::new()),
             shutdown: AtomicBool::new(false),
             dht: std::sync::OnceLock::new(),
+            gossip: std::sync::OnceLock::new(),
         });
         for c in inner.channels.iter().filter(|c| c.id >= FIRST_APP_CHANNEL) {
             inner.inbox(c.id);
+        }
+        if inner.config.gossip.is_some() {
+            // Before any connection, so no peer's subscriptions are lost.
+            inner.inbox(GOSSIP_CHANNEL);
         }
         let mut tasks = Vec::new();
         for listener in listeners {
@@ -163,6 +181,8 @@ impl NodeBuilder {
         let node = Node { inner };
         let dht = crate::dht::start(&node, &self.bootstrap)?;
         let _ = node.inner.dht.set(dht);
+        let gossip = crate::gossip::start(&node);
+        let _ = node.inner.gossip.set(gossip);
         Ok(node)
     }
 }
@@ -196,6 +216,7 @@ pub(crate) struct Inner {
     tasks: Mutex<Vec<JoinHandle<()>>>,
     shutdown: AtomicBool,
     dht: std::sync::OnceLock<crate::dht::DhtHandle>,
+    gossip: std::sync::OnceLock<crate::gossip::GossipHandle>,
 }
 
 /// Holds one slot of the per-IP connection limit until dropped.
@@ -579,6 +600,16 @@ impl Node {
             .unwrap_or_else(crate::dht::DhtHandle::disabled)
     }
 
+    /// The node's topic gossip: subscribe, publish, validate. Calls fail
+    /// with [`NetError::GossipDisabled`] when the node was built without it.
+    pub fn gossip(&self) -> crate::gossip::GossipHandle {
+        self.inner
+            .gossip
+            .get()
+            .cloned()
+            .unwrap_or_else(crate::gossip::GossipHandle::disabled)
+    }
+
     /// The remote address of the connection to `peer`, if connected.
     pub fn remote_addr(&self, peer: &PeerId) -> Option<SocketAddr> {
         lock(&self.inner.peers).get(peer).map(|c| c.addr)
@@ -695,6 +726,17 @@ impl Node {
         }
     }
 
+    /// Closes the connection to a peer that broke the protocol at once
+    /// (a go-away, no grace period).
+    pub(crate) fn kick(&self, peer: &PeerId) {
+        if let Some(c) = lock(&self.inner.peers).get(peer) {
+            c.out.close(Close {
+                reason: GoAwayReason::ProtocolError,
+                flush: false,
+            });
+        }
+    }
+
     pub fn is_connected(&self, peer: &PeerId) -> bool {
         self.inner.connected(peer)
     }
@@ -795,6 +837,30 @@ impl Node {
             node: Arc::downgrade(&self.inner),
             id,
         })
+    }
+
+    /// The receiver of a channel peerlink itself uses (below 16); its
+    /// inbox was created when the node was built.
+    pub(crate) fn internal_channel(&self, id: u16) -> Receiver {
+        let inbox = self.inner.inbox(id);
+        inbox.claim();
+        Receiver {
+            inbox,
+            node: Arc::downgrade(&self.inner),
+            id,
+        }
+    }
+
+    /// Queues on an internal channel without waiting; `force` ignores the
+    /// queue limit (within the forced overrun).
+    pub(crate) fn push_internal(
+        &self,
+        peer: &PeerId,
+        channel: u16,
+        payload: Bytes,
+        force: bool,
+    ) -> Result<(), NetError> {
+        self.conn(peer)?.out.try_push(channel, payload, force)
     }
 
     /// Serves a request/response protocol: requests arrive on the returned

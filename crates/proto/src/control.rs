@@ -19,6 +19,8 @@ use crate::varint;
 pub const CONTROL_CHANNEL: u16 = 0;
 /// Channel of request/response traffic.
 pub const REQUEST_CHANNEL: u16 = 1;
+/// Topic gossip ([`crate::gossip::Wire`] messages).
+pub const GOSSIP_CHANNEL: u16 = 2;
 /// Channels below this are reserved for peerlink itself.
 pub const FIRST_APP_CHANNEL: u16 = 16;
 /// Longest request/response protocol name.

@@ -385,8 +385,13 @@ impl Gossip {
         self.peers.get(peer).map(|p| p.score)
     }
 
-    pub fn peer_count(&self) -> usize {
-        self.peers.len()
+    /// Peers known to be connected (see [`Gossip::add_peer`]).
+    pub fn peers(&self) -> impl Iterator<Item = &PeerId> {
+        self.peers.keys()
+    }
+
+    pub fn has_peer(&self, peer: &PeerId) -> bool {
+        self.peers.contains_key(peer)
     }
 
     fn send(&mut self, to: PeerId, message: Wire, priority: Priority) {

@@ -1,0 +1,281 @@
+//! Topic gossip over real sockets: delivery exactly once, validation
+//! before forwarding, hostile peers, and clear results at the edges.
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use common::*;
+use peerlink_net::{GossipMessage, NetError, Node, NodeConfig, Subscription, Validation};
+use peerlink_proto::control::GOSSIP_CHANNEL;
+use peerlink_proto::gossip::{PublishError, Topic, Wire, WireError};
+
+fn config() -> NodeConfig {
+    NodeConfig {
+        dht: None,
+        ..NodeConfig::default()
+    }
+}
+
+async fn nodes(n: usize) -> Vec<Node> {
+    let mut v = Vec::new();
+    for _ in 0..n {
+        v.push(node_with(config()).await);
+    }
+    v
+}
+
+/// Waits until every node has a mesh peer in `topic`.
+async fn mesh_formed(nodes: &[Node], topic: &str) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    for n in nodes {
+        loop {
+            let info = n.gossip().info().await.unwrap();
+            if info
+                .topics
+                .iter()
+                .any(|(t, mesh, _)| &**t == topic && *mesh > 0)
+            {
+                break;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "mesh never formed");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+}
+
+/// Drains what arrives on `sub` within `quiet` of the last message.
+async fn collect(sub: &mut Subscription, quiet: Duration) -> Vec<GossipMessage> {
+    let mut out = Vec::new();
+    while let Ok(Some(m)) = tokio::time::timeout(quiet, sub.recv()).await {
+        out.push(m);
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_subscriber_receives_every_message_exactly_once() {
+    let nodes = nodes(12).await;
+    // A ring with chords: every node dials the next three.
+    for i in 0..nodes.len() {
+        for d in 1..=3 {
+            let j = (i + d) % nodes.len();
+            nodes[i].connect(nodes[j].addr().unwrap()).await.unwrap();
+        }
+    }
+    let mut subs: Vec<Subscription> = nodes
+        .iter()
+        .map(|n| n.gossip().subscribe("blocks").unwrap())
+        .collect();
+    mesh_formed(&nodes, "blocks").await;
+    // The first message floods the mesh; the duplicates it causes choke
+    // redundant links, leaving a broadcast tree.
+    nodes[0]
+        .gossip()
+        .publish("blocks", &b"warm-up"[..])
+        .await
+        .unwrap();
+    for sub in subs.iter_mut().skip(1) {
+        assert_eq!(&sub.recv().await.unwrap().data[..], b"warm-up");
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut warm = 0;
+    for n in &nodes {
+        warm += n.gossip().info().await.unwrap().stats.duplicates;
+    }
+    let mut published = HashMap::new();
+    for round in 0..5u32 {
+        for p in [0usize, 4, 7, 11] {
+            let data = format!("block {round} from {p}");
+            let r = nodes[p]
+                .gossip()
+                .publish("blocks", data.clone())
+                .await
+                .unwrap();
+            assert!(r.peers > 0);
+            published.insert(data, p);
+        }
+    }
+    for (i, sub) in subs.iter_mut().enumerate() {
+        let got = collect(sub, Duration::from_millis(150)).await;
+        let mut seen = HashMap::new();
+        for m in &got {
+            *seen
+                .entry(String::from_utf8(m.data.to_vec()).unwrap())
+                .or_insert(0) += 1;
+            assert_eq!(&*m.topic, "blocks");
+        }
+        for (data, publisher) in &published {
+            let want = usize::from(*publisher != i);
+            assert_eq!(
+                seen.get(data).copied().unwrap_or(0),
+                want,
+                "node {i}, {data:?}"
+            );
+        }
+        let want = published.values().filter(|p| **p != i).count();
+        assert_eq!(got.len(), want, "node {i} got extra messages");
+    }
+    let mut dups = 0;
+    for n in &nodes {
+        dups += n.gossip().info().await.unwrap().stats.duplicates;
+    }
+    // Counted, never delivered; after the warm-up the tree keeps them few.
+    let per_message = (dups - warm) as f64 / published.len() as f64;
+    eprintln!("warm-up duplicates {warm}, then {per_message:.1} per message");
+    assert!(per_message < 6.0, "{per_message} duplicates per message");
+    for n in &nodes {
+        n.shutdown().await;
+    }
+}
+
+#[tokio::test]
+async fn invalid_messages_never_reach_a_second_hop_and_the_sender_is_disconnected() {
+    // A line: a - b - c. b rejects anything that starts with "bad".
+    let v = nodes(3).await;
+    let (a, b, c) = (&v[0], &v[1], &v[2]);
+    a.connect(b.addr().unwrap()).await.unwrap();
+    c.connect(b.addr().unwrap()).await.unwrap();
+    b.gossip()
+        .set_validator("tx", |m: &GossipMessage| {
+            if m.data.starts_with(b"bad") {
+                Validation::Reject
+            } else {
+                Validation::Accept
+            }
+        })
+        .unwrap();
+    let _sa = a.gossip().subscribe("tx").unwrap();
+    let mut sb = b.gossip().subscribe("tx").unwrap();
+    let mut sc = c.gossip().subscribe("tx").unwrap();
+    mesh_formed(&v, "tx").await;
+    a.gossip().publish("tx", &b"good"[..]).await.unwrap();
+    assert_eq!(&sc.recv().await.unwrap().data[..], b"good");
+    assert_eq!(&sb.recv().await.unwrap().data[..], b"good");
+    for i in 0..20u8 {
+        if a.gossip()
+            .publish("tx", vec![b'b', b'a', b'd', i])
+            .await
+            .is_err()
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    eventually("a disconnected by b", || !b.is_connected(&a.peer_id())).await;
+    let errors = b.metrics().counter("peer_errors", "gossip_spam")
+        + b.metrics().counter("peer_errors", "gossip_invalid_message");
+    assert_eq!(errors, 1);
+    assert!(collect(&mut sc, Duration::from_millis(200))
+        .await
+        .is_empty());
+    assert!(collect(&mut sb, Duration::from_millis(10)).await.is_empty());
+    // b still serves c.
+    c.gossip().publish("tx", &b"still here"[..]).await.unwrap();
+    assert_eq!(&sb.recv().await.unwrap().data[..], b"still here");
+    for n in &v {
+        n.shutdown().await;
+    }
+}
+
+#[tokio::test]
+async fn malformed_and_oversized_gossip_disconnects_the_peer_and_is_counted() {
+    let node = node_with(NodeConfig {
+        gossip: Some(peerlink_net::GossipConfig {
+            max_message_size: 1000,
+            ..Default::default()
+        }),
+        ..config()
+    })
+    .await;
+    let _sub = node.gossip().subscribe("t").unwrap();
+    let cases: Vec<(Vec<u8>, &str)> = vec![
+        (vec![42, 1, 2, 3], "gossip_malformed"),
+        (vec![8, 0xff, 0xff], "gossip_malformed"),
+        (
+            Wire::Data {
+                topic: Topic::from("t"),
+                hops: 0,
+                data: vec![0u8; 1001].into(),
+            }
+            .encode()
+            .to_vec(),
+            "gossip_oversized",
+        ),
+    ];
+    for (bytes, reason) in cases {
+        let before = node.metrics().counter("peer_errors", reason);
+        let mut raw = RawPeer::connect(&node).await;
+        eventually("raw peer registered", || node.peers().len() == 1).await;
+        let wire = raw.frame(&[(GOSSIP_CHANNEL, &bytes)]);
+        raw.send_raw(&wire).await;
+        raw.expect_closed().await;
+        eventually(reason, || {
+            node.metrics().counter("peer_errors", reason) == before + 1
+        })
+        .await;
+        eventually("peer removed", || node.peers().is_empty()).await;
+    }
+    node.shutdown().await;
+}
+
+#[tokio::test]
+async fn edges_are_reported_clearly() {
+    let v = nodes(2).await;
+    // Nobody subscribes yet: not an error, zero peers.
+    let r = v[0].gossip().publish("news", &b"first"[..]).await.unwrap();
+    assert_eq!(r.peers, 0);
+    assert!(matches!(
+        v[0].gossip().publish("news", &b"first"[..]).await,
+        Err(NetError::Publish(PublishError::Duplicate))
+    ));
+    let long = "x".repeat(300);
+    assert!(matches!(
+        v[0].gossip().subscribe(&long),
+        Err(NetError::Topic(WireError::TopicTooLong(300)))
+    ));
+    let off = Node::builder()
+        .listen("127.0.0.1:0".parse().unwrap())
+        .without_gossip()
+        .without_dht()
+        .build()
+        .await
+        .unwrap();
+    assert!(matches!(
+        off.gossip().subscribe("t"),
+        Err(NetError::GossipDisabled)
+    ));
+    // Publishing to a topic one does not subscribe to reaches subscribers.
+    v[0].connect(v[1].addr().unwrap()).await.unwrap();
+    let mut sub = v[1].gossip().subscribe("news").unwrap();
+    publish_until(&v[0], "news", 1).await;
+    assert!(sub.recv().await.unwrap().data.starts_with(b"probe"));
+    // Dropping the subscription leaves the topic.
+    drop(sub);
+    publish_until(&v[0], "news", 0).await;
+    for n in v.iter().chain([&off]) {
+        n.shutdown().await;
+    }
+}
+
+/// Publishes fresh probes (ids are content hashes) until one reaches
+/// `peers` peers, or fails after 5 s.
+async fn publish_until(node: &Node, topic: &str, peers: usize) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    for i in 0u32.. {
+        let p = node
+            .gossip()
+            .publish(topic, format!("probe {peers} {i}"))
+            .await
+            .unwrap();
+        if p.peers == peers {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never reached {peers} peers"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
