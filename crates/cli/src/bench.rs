@@ -107,7 +107,7 @@ enum Workload {
 }
 
 /// `20ms`, `1.5s`, `500us` or a bare number of milliseconds.
-fn parse_duration(s: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let (num, unit) = match s.find(|c: char| c.is_ascii_alphabetic()) {
         Some(i) => s.split_at(i),

@@ -1,9 +1,10 @@
-//! `peerlink sim dht`: the DHT in the simulator, at up to 100,000 nodes.
+//! `peerlink sim dht` and `peerlink sim gossip`: the protocol code in the
+//! simulator, at up to 100,000 nodes.
 
 use std::time::{Duration, Instant};
 
 use peerlink_proto::dht::QueryOutput;
-use peerlink_sim::{Sim, SimConfig};
+use peerlink_sim::{GossipSim, GossipSimConfig, Latency, Sim, SimConfig};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -28,16 +29,69 @@ enum What {
         #[arg(long)]
         json: bool,
     },
+    /// Every node subscribes to one topic; random nodes publish; reports
+    /// delivery, time to all nodes and duplicates.
+    Gossip {
+        #[arg(long, default_value_t = 10_000)]
+        nodes: usize,
+        #[arg(long, default_value_t = 100)]
+        messages: usize,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Probability that a message is lost.
+        #[arg(long, default_value_t = 0.0)]
+        loss: f64,
+        /// Fraction of nodes killed at once half way through.
+        #[arg(long, default_value_t = 0.0)]
+        kill: f64,
+        /// Fixed one-way link delay (e.g. 20ms) instead of the geographic model.
+        #[arg(long, value_parser = crate::bench::parse_duration)]
+        latency: Option<Duration>,
+        /// Random connections each node opens.
+        #[arg(long, default_value_t = 8)]
+        peers: usize,
+        #[arg(long, default_value_t = 256)]
+        payload: usize,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let What::Dht {
-        nodes,
-        lookups,
-        seed,
-        loss,
-        json,
-    } = args.what;
+    let (nodes, lookups, seed, loss, json) = match args.what {
+        What::Dht {
+            nodes,
+            lookups,
+            seed,
+            loss,
+            json,
+        } => (nodes, lookups, seed, loss, json),
+        What::Gossip {
+            nodes,
+            messages,
+            seed,
+            loss,
+            kill,
+            latency,
+            peers,
+            payload,
+            json,
+        } => {
+            let mut sim = GossipSim::new(GossipSimConfig {
+                nodes,
+                seed,
+                loss,
+                kill,
+                latency: latency.map_or(Latency::Geo, Latency::Fixed),
+                peers_per_node: peers,
+                payload,
+                ..GossipSimConfig::default()
+            });
+            let report = sim.run(messages);
+            print(&serde_json::to_value(&report)?, json)?;
+            return Ok(());
+        }
+    };
     let rss0 = peerlink_bench::rss_bytes().unwrap_or(0);
     let t = Instant::now();
     let mut sim = Sim::new(SimConfig {
@@ -95,10 +149,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         "rss_per_node_bytes": rss / nodes.max(1) as u64,
         "table_entries_per_node": sim.table_entries() / nodes.max(1),
     });
+    print(&report, json)
+}
+
+fn print(report: &serde_json::Value, json: bool) -> anyhow::Result<()> {
     if json {
         println!("{report}");
     } else {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        println!("{}", serde_json::to_string_pretty(report)?);
     }
     Ok(())
 }

@@ -25,8 +25,7 @@
 //! assert!(matches!(r.output, peerlink_proto::dht::QueryOutput::Get(Some(_))));
 //! ```
 
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -38,13 +37,12 @@ use peerlink_proto::dht::{
 use peerlink_proto::rng::Rng;
 use peerlink_proto::{Keypair, PeerId};
 
-/// How one-way delays are drawn.
-#[derive(Clone, Debug)]
-pub enum Latency {
-    Fixed(Duration),
-    /// Regions, access links and jitter; median one-way delay ≈ 45 ms.
-    Geo,
-}
+mod gossip;
+mod links;
+
+pub use gossip::{GossipReport, GossipSim, GossipSimConfig};
+pub use links::Latency;
+use links::{EventQueue, Links};
 
 #[derive(Clone, Debug)]
 pub struct SimConfig {
@@ -74,27 +72,10 @@ impl Default for SimConfig {
     }
 }
 
-/// Fractions of nodes per region and one-way delays between regions (ms),
-/// in the spirit of public inter-region latency tables.
-const REGION_WEIGHTS: [f64; 6] = [0.30, 0.30, 0.25, 0.05, 0.05, 0.05];
-const REGION_MS: [[f64; 6]; 6] = [
-    // NA    EU    Asia  SA    Oce   Afr
-    [15.0, 45.0, 80.0, 60.0, 75.0, 110.0],
-    [45.0, 10.0, 90.0, 100.0, 135.0, 70.0],
-    [80.0, 90.0, 25.0, 150.0, 60.0, 120.0],
-    [60.0, 100.0, 150.0, 20.0, 140.0, 170.0],
-    [75.0, 135.0, 60.0, 140.0, 10.0, 190.0],
-    [110.0, 70.0, 120.0, 170.0, 190.0, 20.0],
-];
-
 struct SimNode {
     dht: Dht,
     id: PeerId,
     alive: bool,
-    region: u8,
-    /// One-way access delay in microseconds.
-    access_us: u32,
-    group: u32,
     /// When a tick is scheduled (u64::MAX: none).
     tick_at: u64,
 }
@@ -129,11 +110,8 @@ pub struct Sim {
     config: SimConfig,
     nodes: Vec<SimNode>,
     index: HashMap<PeerId, u32>,
-    queue: BinaryHeap<Reverse<(u64, u64, usize)>>,
-    /// Event bodies, indexed from the heap; slots are reused.
-    slots: Vec<Option<Event>>,
-    free: Vec<usize>,
-    seq: u64,
+    links: Links,
+    queue: EventQueue<Event>,
     /// Virtual time in microseconds.
     now_us: u64,
     base: Instant,
@@ -175,6 +153,7 @@ impl Sim {
         let mut rng = Rng::new(config.seed);
         let mut nodes = Vec::with_capacity(config.nodes);
         let mut index = HashMap::with_capacity(config.nodes);
+        let mut links = Links::new(config.latency.clone(), config.seed, config.nodes);
         for i in 0..config.nodes as u32 {
             let mut secret = [0u8; 32];
             rng.fill(&mut secret);
@@ -190,25 +169,12 @@ impl Sim {
                 UNIX_EPOCH_MS,
                 rng.next_u64(),
             );
-            let mut u = rng.unit();
-            let mut region = 0u8;
-            for (r, w) in REGION_WEIGHTS.iter().enumerate() {
-                if u < *w {
-                    region = r as u8;
-                    break;
-                }
-                u -= w;
-            }
-            // Log-normal access delay, median 3 ms.
-            let access_ms = 3.0 * (0.6 * normal(&mut rng)).exp();
+            links.add_node(&mut rng);
             index.insert(id, i);
             nodes.push(SimNode {
                 dht,
                 id,
                 alive: true,
-                region,
-                access_us: (access_ms * 1000.0).min(100_000.0) as u32,
-                group: 0,
                 tick_at: u64::MAX,
             });
         }
@@ -216,10 +182,8 @@ impl Sim {
             config,
             nodes,
             index,
-            queue: BinaryHeap::new(),
-            slots: Vec::new(),
-            free: Vec::new(),
-            seq: 0,
+            links,
+            queue: EventQueue::new(),
             now_us: 0,
             base,
             rng,
@@ -256,36 +220,6 @@ impl Sim {
         &self.nodes[node].dht
     }
 
-    /// One-way delay from `a` to `b` in microseconds (deterministic per
-    /// ordered pair, so both directions are similar but not identical).
-    fn delay_us(&self, a: u32, b: u32) -> u64 {
-        match &self.config.latency {
-            Latency::Fixed(d) => d.as_micros() as u64,
-            Latency::Geo => {
-                let (na, nb) = (&self.nodes[a as usize], &self.nodes[b as usize]);
-                let base = REGION_MS[na.region as usize][nb.region as usize] * 1000.0;
-                let mut h = Rng::new(self.config.seed ^ ((a as u64) << 32 | b as u64));
-                let jitter = 1.0 + 0.1 * h.unit();
-                (base * jitter) as u64 + na.access_us as u64 + nb.access_us as u64
-            }
-        }
-    }
-
-    fn push(&mut self, at_us: u64, ev: Event) {
-        let slot = match self.free.pop() {
-            Some(s) => {
-                self.slots[s] = Some(ev);
-                s
-            }
-            None => {
-                self.slots.push(Some(ev));
-                self.slots.len() - 1
-            }
-        };
-        self.seq += 1;
-        self.queue.push(Reverse((at_us, self.seq, slot)));
-    }
-
     /// Carries out what node `n`'s state machine asked for.
     fn drain(&mut self, n: u32) {
         while let Some(action) = self.nodes[n as usize].dht.poll_action() {
@@ -319,13 +253,14 @@ impl Sim {
 
     fn send(&mut self, from: u32, to: u32, ev: Event) {
         self.stats.messages += 1;
-        let (f, t) = (&self.nodes[from as usize], &self.nodes[to as usize]);
-        if f.group != t.group || (self.config.loss > 0.0 && self.rng.unit() < self.config.loss) {
+        if !self.links.same_group(from, to)
+            || (self.config.loss > 0.0 && self.rng.unit() < self.config.loss)
+        {
             self.stats.lost += 1;
             return;
         }
-        let at = self.now_us + self.delay_us(from, to);
-        self.push(at, ev);
+        let at = self.now_us + self.links.delay_us(from, to);
+        self.queue.push(at, ev);
     }
 
     fn schedule_tick(&mut self, n: u32) {
@@ -344,19 +279,15 @@ impl Sim {
         let at = at.max(self.now_us);
         if at < node.tick_at {
             self.nodes[n as usize].tick_at = at;
-            self.push(at, Event::Tick { node: n });
+            self.queue.push(at, Event::Tick { node: n });
         }
     }
 
     /// Processes one event; false when the queue is empty.
     fn step(&mut self) -> bool {
-        let Some(Reverse((at, _, slot))) = self.queue.pop() else {
+        let Some((at, ev)) = self.queue.pop() else {
             return false;
         };
-        let Some(ev) = self.slots[slot].take() else {
-            return true;
-        };
-        self.free.push(slot);
         self.now_us = at;
         self.stats.events += 1;
         let now = self.instant();
@@ -411,8 +342,8 @@ impl Sim {
     /// Runs until virtual time `t` (from the start of the run).
     pub fn run_until(&mut self, t: Duration) {
         let t_us = t.as_micros() as u64;
-        while let Some(Reverse((at, _, _))) = self.queue.peek() {
-            if *at > t_us {
+        while let Some(at) = self.queue.next_at() {
+            if at > t_us {
                 break;
             }
             self.step();
@@ -574,15 +505,13 @@ impl Sim {
     /// Splits the network: node `i` goes to group `group_of(i)`; messages
     /// between groups are lost until [`Sim::heal`].
     pub fn partition(&mut self, group_of: impl Fn(usize) -> u32) {
-        for (i, n) in self.nodes.iter_mut().enumerate() {
-            n.group = group_of(i);
+        for (i, g) in self.links.group.iter_mut().enumerate() {
+            *g = group_of(i);
         }
     }
 
     pub fn heal(&mut self) {
-        for n in &mut self.nodes {
-            n.group = 0;
-        }
+        self.links.group.fill(0);
     }
 
     /// Index of a peer id.
@@ -594,11 +523,4 @@ impl Sim {
     pub fn table_entries(&self) -> usize {
         self.nodes.iter().map(|n| n.dht.table().len()).sum()
     }
-}
-
-/// A standard normal sample (Box–Muller).
-fn normal(rng: &mut Rng) -> f64 {
-    let u1 = rng.unit().max(1e-12);
-    let u2 = rng.unit();
-    (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
 }

@@ -53,6 +53,11 @@ pub struct GossipConfig {
     pub mesh_n: usize,
     pub mesh_n_low: usize,
     pub mesh_n_high: usize,
+    /// Eager mesh links a node keeps however many duplicates they bring:
+    /// a pure tree (0) has no duplicates but long paths and breaks at
+    /// every lost message; a few extra links shorten paths and carry
+    /// messages around losses.
+    pub min_eager: usize,
     /// Non-mesh subscribers that get recent ids on each heartbeat.
     pub gossip_lazy: usize,
     pub heartbeat: Duration,
@@ -130,13 +135,14 @@ impl Default for GossipConfig {
             mesh_n: 6,
             mesh_n_low: 4,
             mesh_n_high: 12,
+            min_eager: 3,
             gossip_lazy: 3,
             heartbeat: Duration::from_secs(1),
             history_length: 5,
             history_gossip: 3,
             seen_ttl: Duration::from_secs(120),
             max_seen: 200_000,
-            repair_after: Duration::from_millis(100),
+            repair_after: Duration::from_millis(150),
             iwant_timeout: Duration::from_secs(1),
             fanout_ttl: Duration::from_secs(60),
             max_message_size: 1 << 20,
@@ -623,7 +629,9 @@ impl Gossip {
             out.push((p, eager));
         }
         for &(p, eager) in &out {
-            if eager {
+            // Own messages go in full to the whole mesh: one hop less to
+            // everyone, for a handful of duplicates per message network-wide.
+            if eager || priority == Priority::Publish {
                 self.stats.forwarded += u64::from(priority == Priority::Forward);
                 self.send(
                     p,
@@ -709,11 +717,7 @@ impl Gossip {
                     }
                 }
             }
-            Wire::Choke(t) => {
-                if let Some(e) = self.topics.get_mut(&t).and_then(|s| s.mesh.get_mut(&from)) {
-                    *e = false;
-                }
-            }
+            Wire::Choke(t) => self.on_choke(now, from, t),
             Wire::Data { topic, hops, data } => self.on_data(now, from, topic, hops, data),
             Wire::IHave { topic, ids } => self.on_ihave(now, from, topic, ids),
             Wire::IWant(ids) => self.on_iwant(from, ids),
@@ -733,6 +737,35 @@ impl Gossip {
                 }
             }
         }
+    }
+
+    /// The link to `from` goes lazy. A node left with fewer than
+    /// `min_eager` eager links makes a lazy one eager again, so nobody
+    /// ends up hearing of messages only through IHAVE.
+    fn on_choke(&mut self, now: Instant, from: PeerId, topic: Topic) {
+        let Some(s) = self.topics.get_mut(&topic) else {
+            return;
+        };
+        match s.mesh.get_mut(&from) {
+            Some(e) => *e = false,
+            None => return,
+        }
+        let eager = s.mesh.values().filter(|e| **e).count();
+        if eager >= self.config.min_eager {
+            return;
+        }
+        let mut lazy: Vec<PeerId> = s
+            .mesh
+            .iter()
+            .filter(|(p, e)| !**e && **p != from)
+            .map(|(p, _)| *p)
+            .collect();
+        if lazy.is_empty() {
+            return;
+        }
+        lazy.sort_unstable();
+        let pick = lazy[self.rng.below(lazy.len() as u64) as usize];
+        self.graft(now, &topic, pick);
     }
 
     fn on_subscribe(&mut self, now: Instant, from: PeerId, topic: Topic) {
@@ -840,6 +873,10 @@ impl Gossip {
         if self.seen.contains(&id) {
             self.stats.duplicates += 1;
             // Plumtree: a second full copy means this link is redundant.
+            let eager_links = state.mesh.values().filter(|e| **e).count();
+            if eager_links <= self.config.min_eager {
+                return;
+            }
             if let Some(eager) = state.mesh.get_mut(&from).filter(|e| **e) {
                 *eager = false;
                 self.stats.chokes_sent += 1;
@@ -858,7 +895,7 @@ impl Gossip {
             Vec::new()
         };
         self.mark_seen(now, id);
-        if self.missing.remove(&id).is_some() {
+        if self.missing.remove(&id).is_some_and(|m| m.asked.is_some()) {
             self.stats.repaired += 1;
         }
         for p in dont_want {
