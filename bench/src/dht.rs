@@ -1,6 +1,7 @@
-//! DHT workloads on a real in-process testnet (real sockets, the tokio
-//! driver, injected per-link delay): `peerlink bench dht` and
-//! `peerlink bench bootstrap`.
+//! DHT workloads on a real testnet (real sockets, the tokio driver,
+//! injected per-link delay): `peerlink bench dht` and `peerlink bench
+//! bootstrap`; and the testnet shards that spread a network over several
+//! processes, which `peerlink bench gossip` uses too.
 
 use std::path::Path;
 use std::process::Stdio;
@@ -105,7 +106,7 @@ pub struct ShardSpec {
 /// network-wide index.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
-enum Cmd {
+pub(crate) enum Cmd {
     /// Node `.0` puts record `.1`.
     Put {
         items: Vec<(usize, usize)>,
@@ -115,11 +116,34 @@ enum Cmd {
         items: Vec<(usize, usize, [u8; 32])>,
     },
     Stats,
+    /// Every node of the shard subscribes to `topic` and records what it
+    /// receives.
+    Subscribe {
+        topic: String,
+    },
+    /// Node `.0` publishes message number `.1`, `size` bytes, on `topic`.
+    Publish {
+        topic: String,
+        size: usize,
+        items: Vec<(usize, u64)>,
+    },
+    /// What the shard's nodes received since the last call.
+    Deliveries,
     Quit,
 }
 
+/// One message received by one node: node, message number, when (Unix
+/// time in ns: the shards share the machine's clock) and hops.
+pub(crate) type Delivery = (usize, u64, u64, u8);
+
+pub(crate) fn unix_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
-struct QuerySample {
+pub(crate) struct QuerySample {
     get_us: u64,
     get_hops: u32,
     found: bool,
@@ -129,22 +153,50 @@ struct QuerySample {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "reply", rename_all = "snake_case")]
-enum Reply {
-    Ready { bootstrap_us: Vec<u64>, rss: u64 },
-    Put { samples: Vec<(u64, usize)> },
-    Query { samples: Vec<QuerySample> },
-    Stats { connections: usize },
+pub(crate) enum Reply {
+    Ready {
+        bootstrap_us: Vec<u64>,
+        rss: u64,
+    },
+    Put {
+        samples: Vec<(u64, usize)>,
+    },
+    Query {
+        samples: Vec<QuerySample>,
+    },
+    Stats {
+        connections: usize,
+    },
+    /// Per publish: Unix time (ns) and peers it went to.
+    Published {
+        samples: Vec<(u64, usize)>,
+    },
+    Deliveries {
+        items: Vec<Delivery>,
+        duplicates: u64,
+    },
     Done,
-    Failed { error: String },
+    Failed {
+        error: String,
+    },
 }
 
 /// The nodes of one process.
-struct Shard {
+pub(crate) struct Shard {
     first: usize,
     nodes: Vec<Node>,
+    deliveries: Arc<std::sync::Mutex<Vec<Delivery>>>,
 }
 
 impl Shard {
+    fn new(first: usize, nodes: Vec<Node>) -> Shard {
+        Shard {
+            first,
+            nodes,
+            deliveries: Arc::default(),
+        }
+    }
+
     fn node(&self, global: usize) -> Result<Node> {
         global
             .checked_sub(self.first)
@@ -199,6 +251,54 @@ impl Shard {
             Cmd::Stats => Reply::Stats {
                 connections: self.nodes.iter().map(|n| n.peers().len()).sum(),
             },
+            Cmd::Subscribe { topic } => {
+                for (i, node) in self.nodes.iter().enumerate() {
+                    let mut sub = node.gossip().subscribe(&topic)?;
+                    let log = self.deliveries.clone();
+                    let global = self.first + i;
+                    tokio::spawn(async move {
+                        while let Some(m) = sub.recv().await {
+                            let at = unix_ns();
+                            let Some(seq) = m.data.get(..8) else { continue };
+                            let mut b = [0u8; 8];
+                            b.copy_from_slice(seq);
+                            if let Ok(mut log) = log.lock() {
+                                log.push((global, u64::from_le_bytes(b), at, m.hops));
+                            }
+                        }
+                    });
+                }
+                Reply::Done
+            }
+            Cmd::Publish { topic, size, items } => {
+                let mut tasks = Vec::new();
+                for (n, seq) in items {
+                    let node = self.node(n)?;
+                    let topic = topic.clone();
+                    tasks.push(tokio::spawn(async move {
+                        let mut data = vec![0u8; size.max(8)];
+                        data[..8].copy_from_slice(&seq.to_le_bytes());
+                        let at = unix_ns();
+                        let p = node.gossip().publish(&topic, data).await?;
+                        Ok::<_, anyhow::Error>((at, p.peers))
+                    }));
+                }
+                Reply::Published {
+                    samples: all(tasks).await?,
+                }
+            }
+            Cmd::Deliveries => {
+                let items = self
+                    .deliveries
+                    .lock()
+                    .map(|mut v| std::mem::take(&mut *v))
+                    .unwrap_or_default();
+                let mut duplicates = 0;
+                for n in &self.nodes {
+                    duplicates += n.gossip().info().await?.stats.duplicates;
+                }
+                Reply::Deliveries { items, duplicates }
+            }
             Cmd::Quit => {
                 for n in &self.nodes {
                     n.shutdown().await;
@@ -214,7 +314,7 @@ type Call = (Cmd, oneshot::Sender<Result<Reply>>);
 /// A shard in this process or in a child process (JSON lines over its
 /// stdin and stdout).
 #[derive(Clone)]
-enum ShardHandle {
+pub(crate) enum ShardHandle {
     Local(Arc<Shard>),
     Remote(mpsc::Sender<Call>),
 }
@@ -323,10 +423,7 @@ pub async fn serve_shard(spec: &str) -> Result<()> {
         },
     )
     .await?;
-    let shard = Shard {
-        first: spec.first,
-        nodes: net.nodes,
-    };
+    let shard = Shard::new(spec.first, net.nodes);
     let mut lines = BufReader::new(tokio::io::stdin()).lines();
     while let Some(line) = lines.next_line().await? {
         let cmd: Cmd = serde_json::from_str(&line).context("shard command")?;
@@ -351,7 +448,7 @@ async fn say(out: &mut tokio::io::Stdout, reply: &Reply) -> Result<()> {
 
 /// Sends each shard its part of `items` (grouped by the node that runs
 /// them) at once and returns the replies.
-async fn scatter<T: Clone>(
+pub(crate) async fn scatter<T: Clone>(
     shards: &[ShardHandle],
     per: usize,
     items: &[T],
@@ -375,7 +472,7 @@ async fn scatter<T: Clone>(
 }
 
 /// Sends every shard `cmd` at once and returns the replies.
-async fn join_all(shards: &[ShardHandle], cmd: Cmd) -> Result<Vec<Reply>> {
+pub(crate) async fn join_all(shards: &[ShardHandle], cmd: Cmd) -> Result<Vec<Reply>> {
     gather(shards.iter().map(|s| (s.clone(), cmd.clone()))).await
 }
 
@@ -392,6 +489,68 @@ async fn all<T>(tasks: Vec<tokio::task::JoinHandle<Result<T>>>) -> Result<Vec<T>
     Ok(out)
 }
 
+/// A testnet spread over this process and child processes.
+pub(crate) struct Network {
+    pub shards: Vec<ShardHandle>,
+    pub bootstrap: Vec<Duration>,
+    pub join: Duration,
+    pub rss: u64,
+}
+
+impl Network {
+    /// Starts `nodes` nodes, `per` in each process (the first share in
+    /// this one, with the seed); each process joins through the seed, one
+    /// after another, as a network grows.
+    pub async fn start(
+        nodes: usize,
+        per: usize,
+        link_delay: Duration,
+        max_dht_connections: usize,
+    ) -> Result<Network> {
+        let rss0 = rss_bytes().unwrap_or(0);
+        let mut config = TestnetConfig {
+            nodes: nodes.min(per),
+            link_delay,
+            ..TestnetConfig::default()
+        };
+        config.node.max_dht_connections = max_dht_connections;
+        let net = Testnet::start(config).await?;
+        let mut rss = rss_bytes().unwrap_or(0).saturating_sub(rss0);
+        let seed = net
+            .nodes
+            .first()
+            .and_then(Node::addr)
+            .ok_or_else(|| anyhow::anyhow!("seed has no address"))?;
+        let mut bootstrap: Vec<Duration> = net.bootstrap_times.clone();
+        let mut join = net.join_time;
+        let mut shards = vec![ShardHandle::Local(Arc::new(Shard::new(0, net.nodes)))];
+        if nodes > per {
+            let exe = std::env::current_exe()?;
+            for first in (per..nodes).step_by(per) {
+                let spec = ShardSpec {
+                    first,
+                    nodes: per.min(nodes - first),
+                    seed: seed.to_string(),
+                    link_delay_us: us(link_delay),
+                    max_dht_connections,
+                };
+                let t = Instant::now();
+                let (shard, times, shard_rss) = ShardHandle::spawn(&exe, &spec).await?;
+                join += t.elapsed();
+                bootstrap.extend(times.into_iter().map(Duration::from_micros));
+                rss += shard_rss;
+                shards.push(shard);
+            }
+        }
+        Ok(Network {
+            shards,
+            bootstrap,
+            join,
+            rss,
+        })
+    }
+}
+
 /// Starts `b.nodes` nodes (over several processes beyond
 /// `b.nodes_per_process`), puts `b.records` records, then measures gets of
 /// random records and lookups of random keys from random nodes.
@@ -400,45 +559,8 @@ pub async fn dht(b: &DhtBench) -> Result<DhtReport> {
         bail!("a DHT benchmark needs at least 2 nodes");
     }
     let per = b.nodes_per_process.max(1);
-    let rss0 = rss_bytes().unwrap_or(0);
-    let mut config = TestnetConfig {
-        nodes: b.nodes.min(per),
-        link_delay: b.link_delay,
-        ..TestnetConfig::default()
-    };
-    config.node.max_dht_connections = b.max_dht_connections;
-    let net = Testnet::start(config).await?;
-    let mut rss = rss_bytes().unwrap_or(0).saturating_sub(rss0);
-    let seed = net
-        .nodes
-        .first()
-        .and_then(Node::addr)
-        .ok_or_else(|| anyhow::anyhow!("seed has no address"))?;
-    let mut bootstrap: Vec<Duration> = net.bootstrap_times.clone();
-    let mut join = net.join_time;
-    let mut shards = vec![ShardHandle::Local(Arc::new(Shard {
-        first: 0,
-        nodes: net.nodes,
-    }))];
-    // The other shards join one process after another, as a network grows.
-    if b.nodes > per {
-        let exe = std::env::current_exe()?;
-        for first in (per..b.nodes).step_by(per) {
-            let spec = ShardSpec {
-                first,
-                nodes: per.min(b.nodes - first),
-                seed: seed.to_string(),
-                link_delay_us: us(b.link_delay),
-                max_dht_connections: b.max_dht_connections,
-            };
-            let t = Instant::now();
-            let (shard, times, shard_rss) = ShardHandle::spawn(&exe, &spec).await?;
-            join += t.elapsed();
-            bootstrap.extend(times.into_iter().map(Duration::from_micros));
-            rss += shard_rss;
-            shards.push(shard);
-        }
-    }
+    let net = Network::start(b.nodes, per, b.link_delay, b.max_dht_connections).await?;
+    let (shards, bootstrap, join, rss) = (net.shards, net.bootstrap, net.join, net.rss);
     let mut rng = Rng::new(b.seed);
     let nodes = b.nodes as u64;
     let batch = b.concurrency.max(1);

@@ -15,6 +15,7 @@
 use std::time::{Duration, Instant};
 
 pub mod dht;
+pub mod gossip;
 
 use anyhow::{bail, Context, Result};
 use bytes::{BufMut, Bytes, BytesMut};

@@ -90,6 +90,24 @@ enum Workload {
         #[arg(long, default_value_t = 100)]
         nodes_per_process: usize,
     },
+    /// Topic gossip on a real network, per size: delivery, time until
+    /// every node has a message, duplicates per node per message.
+    Gossip {
+        #[arg(long, value_delimiter = ',', default_value = "5,10,20,50")]
+        nodes: Vec<usize>,
+        #[arg(long, value_parser = parse_duration, default_value = "20ms")]
+        latency: Duration,
+        #[arg(long, default_value_t = 50)]
+        messages: usize,
+        /// Payload bytes.
+        #[arg(long, default_value_t = 1024)]
+        size: usize,
+        /// Time between two publishes.
+        #[arg(long, value_parser = parse_duration, default_value = "50ms")]
+        interval: Duration,
+        #[arg(long, default_value_t = 100)]
+        nodes_per_process: usize,
+    },
     /// One process's share of a `bench dht` network (started by it).
     #[command(hide = true)]
     DhtShard { spec: String },
@@ -266,6 +284,58 @@ pub async fn run(args: Args) -> Result<()> {
                     r.lookup_hops_p50,
                     r.connections_per_node,
                     r.rss_per_node_bytes as f64 / 1024.0
+                );
+                all.push(r);
+            }
+            serde_json::to_value(all)?
+        }
+        Workload::Gossip {
+            nodes,
+            latency,
+            messages,
+            size,
+            interval,
+            nodes_per_process,
+        } => {
+            println!(
+                "Gossip on real nodes, {:.0} ms one-way links: {messages} messages of {size} B, one every {:.0} ms from a random node",
+                latency.as_secs_f64() * 1e3,
+                interval.as_secs_f64() * 1e3
+            );
+            println!(
+                "{:>6} | {:>5} | {:>9} | {:>20} | {:>18} | {:>10} | {:>4}",
+                "nodes",
+                "procs",
+                "delivery",
+                "time-to-all p50/p99",
+                "latency p50/p99",
+                "dups/node",
+                "hops"
+            );
+            let mut all = Vec::new();
+            for n in nodes {
+                let b = peerlink_bench::gossip::GossipBench {
+                    nodes: n,
+                    link_delay: latency,
+                    messages,
+                    size,
+                    interval,
+                    nodes_per_process,
+                    ..Default::default()
+                };
+                let r = peerlink_bench::gossip::gossip(&b).await?;
+                let ms = |l: &peerlink_bench::Latency| {
+                    format!("{:.1}/{:.1} ms", l.p50_us / 1e3, l.p99_us / 1e3)
+                };
+                println!(
+                    "{:>6} | {:>5} | {:>8.3}% | {:>20} | {:>18} | {:>10.2} | {:>4}",
+                    r.nodes,
+                    r.processes,
+                    r.delivery * 100.0,
+                    ms(&r.time_to_all),
+                    ms(&r.latency),
+                    r.duplicates_per_node_per_message,
+                    r.hops_p50
                 );
                 all.push(r);
             }
