@@ -17,6 +17,7 @@ use libp2p::{noise, tcp, yamux, Multiaddr, StreamProtocol};
 
 const PROTOCOL: StreamProtocol = StreamProtocol::new("/bench/stream/1");
 
+mod gossipsub;
 mod kad;
 
 #[derive(Parser)]
@@ -54,6 +55,22 @@ enum Workload {
         /// own descriptors and its own RSS).
         #[arg(long, hide = true)]
         kad_only: bool,
+    },
+    /// Time-to-all and duplicates on N nodes (0 ms links): peerlink's
+    /// gossip, then rust-libp2p gossipsub.
+    Gossip {
+        #[arg(long, value_delimiter = ',', default_value = "50,200")]
+        nodes: Vec<usize>,
+        #[arg(long, default_value_t = 50)]
+        messages: usize,
+        #[arg(long, default_value_t = 1024)]
+        size: usize,
+        /// Milliseconds between two publishes.
+        #[arg(long, default_value_t = 50)]
+        interval_ms: u64,
+        /// Connections each gossipsub node dials.
+        #[arg(long, default_value_t = 8)]
+        peers: usize,
     },
 }
 
@@ -240,6 +257,24 @@ async fn run(args: Args) -> Result<()> {
         }
         return dht(nodes, records, queries, concurrency, args.json).await;
     }
+    if let Some(Workload::Gossip {
+        nodes,
+        messages,
+        size,
+        interval_ms,
+        peers,
+    }) = args.workload
+    {
+        return gossip(
+            nodes,
+            messages,
+            size,
+            Duration::from_millis(interval_ms),
+            peers,
+            args.json,
+        )
+        .await;
+    }
     let mut results = Vec::new();
     println!(
         "{:>6} | {:>22} | {:>22} | {:>22} | {:>16} | {:>9} {:>9}",
@@ -293,6 +328,82 @@ async fn run(args: Args) -> Result<()> {
     );
     results.push(serde_json::json!({ "rr_size": 64, "peerlink": ours, "libp2p": theirs }));
     if let Some(path) = args.json {
+        std::fs::write(&path, serde_json::to_string_pretty(&results)?)?;
+    }
+    Ok(())
+}
+
+/// peerlink, then rust-libp2p gossipsub, same plan, per network size.
+async fn gossip(
+    sizes: Vec<usize>,
+    messages: usize,
+    size: usize,
+    interval: Duration,
+    peers: usize,
+    json: Option<std::path::PathBuf>,
+) -> Result<()> {
+    println!(
+        "Gossip, 0 ms links: {messages} messages of {size} B, one every {} ms from a random node",
+        interval.as_millis()
+    );
+    println!(
+        "{:>6} | {:>10} | {:>22} | {:>18} | {:>9} | {:>13}",
+        "nodes", "system", "time-to-all p50/p99 ms", "latency p50/p99 ms", "dups/node", "delivery"
+    );
+    let mut results = Vec::new();
+    for n in sizes {
+        let ours = peerlink_bench::gossip::gossip(&peerlink_bench::gossip::GossipBench {
+            nodes: n,
+            link_delay: Duration::ZERO,
+            messages,
+            size,
+            interval,
+            nodes_per_process: n,
+            ..Default::default()
+        })
+        .await?;
+        let theirs = gossipsub::run(n, messages, size, interval, peers, 1).await?;
+        let ms =
+            |l: &peerlink_bench::Latency| format!("{:.2}/{:.2}", l.p50_us / 1e3, l.p99_us / 1e3);
+        for (name, tta, lat, dups, delivery) in [
+            (
+                "peerlink",
+                &ours.time_to_all,
+                &ours.latency,
+                ours.duplicates_per_node_per_message,
+                ours.delivery,
+            ),
+            (
+                "gossipsub",
+                &theirs.time_to_all,
+                &theirs.latency,
+                theirs.duplicates_per_node_per_message,
+                theirs.delivery,
+            ),
+        ] {
+            println!(
+                "{:>6} | {:>10} | {:>22} | {:>18} | {:>9.2} | {:>12.3}%",
+                n,
+                name,
+                ms(tta),
+                ms(lat),
+                dups,
+                delivery * 100.0
+            );
+        }
+        let ratio_p99 = theirs.time_to_all.p99_us / ours.time_to_all.p99_us.max(1e-9);
+        let ratio_dups =
+            ours.duplicates_per_node_per_message / theirs.duplicates_per_node_per_message.max(1e-9);
+        println!(
+            "{:>6} | time-to-all p99 {:.1}× better; duplicates {:.2}× gossipsub's",
+            "", ratio_p99, ratio_dups
+        );
+        results.push(serde_json::json!({
+            "nodes": n, "peerlink": ours, "gossipsub": theirs,
+            "time_to_all_p99_ratio": ratio_p99, "duplicates_ratio": ratio_dups,
+        }));
+    }
+    if let Some(path) = json {
         std::fs::write(&path, serde_json::to_string_pretty(&results)?)?;
     }
     Ok(())
