@@ -11,6 +11,7 @@ use peerlink_net::{keyfile, resolve_peer_addr, Limits, Node, NodeConfig, PeerEve
 mod bench;
 mod devnet;
 mod dht;
+mod gossip;
 mod sim;
 
 #[derive(Parser)]
@@ -40,6 +41,8 @@ enum Command {
     Node(NodeOpts),
     /// Store and fetch records through a running node.
     Dht(dht::Args),
+    /// Topic gossip through a running node: subscribe, publish.
+    Gossip(gossip::Args),
     /// Print a running node's peer id, addresses, connections and DHT state.
     Status {
         #[arg(long, default_value_os_t = default_control_path())]
@@ -118,6 +121,7 @@ async fn run(cli: Cli) -> Result<()> {
         }
         Command::Node(opts) => run_node(opts).await?,
         Command::Dht(args) => dht::run(args).await?,
+        Command::Gossip(args) => gossip::run(args).await?,
         Command::Status { control } => dht::status(&control).await?,
         Command::Ping {
             peer,

@@ -231,3 +231,68 @@ fn dht_put_on_one_node_and_get_on_another_through_the_control_socket() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn gossip_sub_on_one_node_receives_gossip_pub_from_another() {
+    let (home_a, home_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (_a, lines) = start_node(
+        &["--listen", "127.0.0.1:0"],
+        home_a.path(),
+        "control socket",
+    );
+    let a_addr = lines
+        .iter()
+        .find_map(|l| l.strip_prefix("listening on "))
+        .unwrap()
+        .to_string();
+    let (_b, _) = start_node(
+        &["--listen", "127.0.0.1:0", "--bootstrap", &a_addr],
+        home_b.path(),
+        "control socket",
+    );
+    // `gossip sub` on A prints each message on its own line.
+    let mut sub = peerlink()
+        .args(["gossip", "sub", "news", "--count", "1"])
+        .env("PEERLINK_HOME", home_a.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut sub_err = BufReader::new(sub.stderr.take().unwrap());
+    let mut line = String::new();
+    sub_err.read_line(&mut line).unwrap();
+    assert!(line.contains("subscribed to \"news\""), "{line}");
+    let sub = Running(sub);
+    // Publish from B until A's subscription reached B (a fresh payload
+    // each time: ids are content hashes).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for i in 0.. {
+        let out = peerlink()
+            .args(["gossip", "pub", "news", &format!("hello {i}")])
+            .env("PEERLINK_HOME", home_b.path())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).to_string();
+        assert!(out.status.success(), "{err}");
+        if err.contains("to 1 peers") {
+            break;
+        }
+        assert!(err.contains("no connected peer subscribes"), "{err}");
+        assert!(
+            Instant::now() < deadline,
+            "A's subscription never reached B"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut out = String::new();
+    let mut child = sub;
+    child
+        .0
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    assert!(out.starts_with("hello "), "{out:?}");
+    assert!(child.0.wait().unwrap().success());
+}

@@ -44,6 +44,12 @@ pub enum ControlRequest {
     DhtGet { key: String },
     /// The peers closest to `key`.
     DhtClosest { key: String },
+    /// Publish `message` on gossip `topic`.
+    GossipPublish { topic: String, message: String },
+    /// Subscribe to gossip `topic`: after the first answer, the node sends
+    /// one line per message (`{"ok": true, "message": {...}}`) until the
+    /// client closes the connection.
+    GossipSubscribe { topic: String },
 }
 
 /// Errors of the control interface, on either side.
@@ -168,6 +174,10 @@ async fn connection(node: Node, stream: UnixStream) {
         let reply = match read_line(&mut r, &mut line).await {
             Ok(None) | Err(ControlError::Closed) => return,
             Ok(Some(())) => match serde_json::from_slice::<ControlRequest>(&line) {
+                Ok(ControlRequest::GossipSubscribe { topic }) => {
+                    stream_topic(&node, &topic, &mut r, &mut w).await;
+                    return;
+                }
                 Ok(req) => handle(&node, req).await,
                 Err(e) => Err(ControlError::Malformed(e.to_string())),
             },
@@ -179,6 +189,50 @@ async fn connection(node: Node, stream: UnixStream) {
         };
         if write_reply(&mut w, reply).await.is_err() {
             return;
+        }
+    }
+}
+
+/// Answers a subscription, then writes each message of `topic` as a line
+/// until the client goes away.
+async fn stream_topic(
+    node: &Node,
+    topic: &str,
+    r: &mut BufReader<tokio::net::unix::OwnedReadHalf>,
+    w: &mut tokio::net::unix::OwnedWriteHalf,
+) {
+    let mut sub = match node.gossip().subscribe(topic) {
+        Ok(sub) => sub,
+        Err(e) => {
+            let _ = write_reply(w, Err(remote(e))).await;
+            return;
+        }
+    };
+    if write_reply(w, Ok(json!({ "subscribed": topic })))
+        .await
+        .is_err()
+    {
+        return;
+    }
+    let mut scratch = [0u8; 256];
+    loop {
+        tokio::select! {
+            m = sub.recv() => {
+                let Some(m) = m else { return };
+                let v = json!({ "message": {
+                    "topic": &*m.topic,
+                    "id": m.id.to_string(),
+                    "from": m.from.to_string(),
+                    "hops": m.hops,
+                    "data": std::str::from_utf8(&m.data).ok(),
+                    "data_hex": hex(&m.data),
+                }});
+                if write_reply(w, Ok(v)).await.is_err() {
+                    return;
+                }
+            }
+            // Anything the client sends now, or its end, ends the stream.
+            _ = r.read(&mut scratch) => return,
         }
     }
 }
@@ -213,6 +267,14 @@ async fn handle(node: &Node, req: ControlRequest) -> Result<Value, ControlError>
                 "peer_id": node.peer_id().to_string(),
                 "listen": node.listen_addrs().iter().map(|a| a.to_string()).collect::<Vec<_>>(),
                 "connections": node.peers().len(),
+                "gossip": node.gossip().info().await.ok().map(|g| json!({
+                    "peers": g.peers,
+                    "topics": g.topics.iter().map(|(t, mesh, eager)| json!({
+                        "topic": &**t, "mesh": mesh, "eager": eager,
+                    })).collect::<Vec<_>>(),
+                    "delivered": g.stats.delivered,
+                    "duplicates": g.stats.duplicates,
+                })),
                 "dht": d.map(|d| json!({
                     "routing_table": d.routing_table,
                     "records": d.records,
@@ -258,6 +320,18 @@ async fn handle(node: &Node, req: ControlRequest) -> Result<Value, ControlError>
                 }),
                 &o,
             )
+        }
+        ControlRequest::GossipPublish { topic, message } => {
+            let p = node
+                .gossip()
+                .publish(&topic, message.into_bytes())
+                .await
+                .map_err(remote)?;
+            json!({ "id": p.id.to_string(), "peers": p.peers })
+        }
+        // Served by `stream_topic`.
+        ControlRequest::GossipSubscribe { .. } => {
+            return Err(ControlError::Malformed("subscribe is a stream".into()))
         }
     })
 }
@@ -317,6 +391,12 @@ impl ControlClient {
             .write_all(&bytes)
             .await
             .map_err(io_err(&self.path))?;
+        self.next().await
+    }
+
+    /// The next answer on this connection (after a subscription: the next
+    /// message).
+    pub async fn next(&mut self) -> Result<Value, ControlError> {
         if read_line(&mut self.reader, &mut self.line).await?.is_none() {
             return Err(ControlError::Closed);
         }
