@@ -271,7 +271,59 @@ pub async fn run(args: Args) -> Result<()> {
         Latency::from_samples(lookup_times),
     );
 
-    // 6. Ping every neighbour once.
+    // 6. Gossip: every node subscribes; after a warm-up message (it
+    // shapes the broadcast tree), random nodes publish, 20 ms apart.
+    let gossip_messages = 20usize;
+    let pb = bar(gossip_messages * (n - 1), "gossip");
+    let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::<(u8, Instant)>::new()));
+    for node in &nodes {
+        let mut sub = node.gossip().subscribe("devnet")?;
+        let (log, pb) = (log.clone(), pb.clone());
+        tokio::spawn(async move {
+            while let Some(m) = sub.recv().await {
+                if let (Some(&seq), Ok(mut log)) = (m.data.first(), log.lock()) {
+                    log.push((seq, Instant::now()));
+                    pb.inc(u64::from(seq != u8::MAX));
+                }
+            }
+        });
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    nodes[0]
+        .gossip()
+        .publish("devnet", vec![u8::MAX; 64])
+        .await?;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let dups0: u64 = gossip_duplicates(&nodes).await?;
+    let mut published = Vec::new();
+    for seq in 0..gossip_messages as u8 {
+        let node = &nodes[rng.below(n as u64) as usize];
+        published.push(Instant::now());
+        node.gossip().publish("devnet", vec![seq; 256]).await?;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while pb.position() < (gossip_messages * (n - 1)) as u64 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    pb.finish();
+    let gossip_dups =
+        (gossip_duplicates(&nodes).await? - dups0) as f64 / (gossip_messages * n) as f64;
+    let (gossip_delivered, time_to_all) = {
+        let log = log.lock().map(|l| l.clone()).unwrap_or_default();
+        let mut last = vec![(0usize, Duration::ZERO); gossip_messages];
+        for (seq, at) in log {
+            if let (Some(l), Some(t0)) = (last.get_mut(seq as usize), published.get(seq as usize)) {
+                l.0 += 1;
+                l.1 = l.1.max(at.duration_since(*t0));
+            }
+        }
+        let delivered: usize = last.iter().map(|l| l.0).sum();
+        let complete = last.iter().filter(|l| l.0 == n - 1).map(|l| l.1).collect();
+        (delivered, Latency::from_samples(complete))
+    };
+
+    // 7. Ping every neighbour once.
     let mut pings = Vec::new();
     for node in &nodes {
         for p in node.peers() {
@@ -342,6 +394,12 @@ pub async fn run(args: Args) -> Result<()> {
         lookups.p50_us / 1e3,
         lookups.p99_us / 1e3
     );
+    println!(
+        "gossip                {gossip_delivered}/{} deliveries; time to all nodes p50 {:.1} ms, p99 {:.1} ms; {gossip_dups:.2} duplicates per node per message",
+        gossip_messages * (n - 1),
+        time_to_all.p50_us / 1e3,
+        time_to_all.p99_us / 1e3
+    );
     println!("handshake failures    {handshake_failures}, peer errors {peer_errors}");
     if delivered != expected {
         bail!("{} messages were not delivered", expected - delivered);
@@ -349,6 +407,20 @@ pub async fn run(args: Args) -> Result<()> {
     if gets_failed > 0 {
         bail!("{gets_failed} DHT gets did not return the record");
     }
-    println!("all messages delivered, every DHT record read back");
+    if gossip_delivered != gossip_messages * (n - 1) {
+        bail!(
+            "{} gossip deliveries missing",
+            gossip_messages * (n - 1) - gossip_delivered
+        );
+    }
+    println!("all messages delivered, every DHT record read back, every gossip message everywhere");
     Ok(())
+}
+
+async fn gossip_duplicates(nodes: &[peerlink_net::Node]) -> Result<u64> {
+    let mut d = 0;
+    for n in nodes {
+        d += n.gossip().info().await?.stats.duplicates;
+    }
+    Ok(d)
 }
