@@ -121,10 +121,12 @@ async fn every_subscriber_receives_every_message_exactly_once() {
     for n in &nodes {
         dups += n.gossip().info().await.unwrap().stats.duplicates;
     }
-    // Counted, never delivered; after the warm-up the tree keeps them few.
-    let per_message = (dups - warm) as f64 / published.len() as f64;
-    eprintln!("warm-up duplicates {warm}, then {per_message:.1} per message");
-    assert!(per_message < 6.0, "{per_message} duplicates per message");
+    // Counted, never delivered. Flooding this mesh (6 peers each) would
+    // bring each node about 5 copies too many; after the warm-up the
+    // choked links leave 3 eager ones per node at most.
+    let per_node = (dups - warm) as f64 / (published.len() * nodes.len()) as f64;
+    eprintln!("warm-up duplicates {warm}, then {per_node:.2} per node per message");
+    assert!(per_node < 2.5, "{per_node} duplicates per node per message");
     for n in &nodes {
         n.shutdown().await;
     }
@@ -278,4 +280,58 @@ async fn publish_until(node: &Node, topic: &str, peers: usize) {
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mesh_peer_that_never_reads_costs_bounded_memory_and_is_timed_out() {
+    let config = NodeConfig {
+        keepalive: peerlink_net::KeepaliveConfig {
+            interval: Duration::from_millis(100),
+            timeout: Duration::from_millis(2000),
+            idle_timeout: None,
+        },
+        channels: vec![peerlink_net::ChannelConfig::new(GOSSIP_CHANNEL).max_queued_bytes(1 << 20)],
+        ..config()
+    };
+    let a = node_with(config).await;
+    let b = node_with(self::config()).await;
+    let mut sa = a.gossip().subscribe("t").unwrap();
+    let _sb = b.gossip().subscribe("t").unwrap();
+    // The silent peer joins a's mesh, then never reads a byte.
+    let mut raw = RawPeer::connect(&a).await;
+    let join = raw.frame(&[
+        (GOSSIP_CHANNEL, &Wire::Subscribe(Topic::from("t")).encode()),
+        (GOSSIP_CHANNEL, &Wire::Graft(Topic::from("t")).encode()),
+    ]);
+    raw.send_raw(&join).await;
+    let silent = raw.keypair.peer_id();
+    eventually("silent peer registered", || a.is_connected(&silent)).await;
+    b.connect(a.addr().unwrap()).await.unwrap();
+    mesh_formed(&[a.clone(), b.clone()], "t").await;
+    let mut max_queued = 0;
+    for i in 0..200u32 {
+        let mut data = vec![0u8; 64 << 10];
+        data[..4].copy_from_slice(&i.to_le_bytes());
+        b.gossip().publish("t", data).await.unwrap();
+        max_queued = max_queued.max(a.queued_bytes(&silent, GOSSIP_CHANNEL));
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    // a keeps serving: every message reaches its application.
+    for _ in 0..200 {
+        tokio::time::timeout(Duration::from_secs(5), sa.recv())
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    assert!(
+        max_queued <= 4 << 20,
+        "queue to the silent peer stayed bounded: {max_queued}"
+    );
+    assert!(
+        a.metrics().dropped(GOSSIP_CHANNEL, "out") > 0,
+        "forwards were dropped and counted"
+    );
+    eventually("silent peer timed out", || !a.is_connected(&silent)).await;
+    a.shutdown().await;
+    b.shutdown().await;
 }
