@@ -20,7 +20,9 @@
 //! let mut blocks = b.gossip().subscribe("blocks")?;
 //! let _mine = a.gossip().subscribe("blocks")?;
 //! // The mesh forms within a round trip of subscribing.
-//! tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+//! while a.gossip().info().await?.topics.iter().all(|(_, mesh, _)| *mesh == 0) {
+//!     tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+//! }
 //! let sent = a.gossip().publish("blocks", &b"block 1"[..]).await?;
 //! assert_eq!(sent.peers, 1);
 //! let msg = blocks.recv().await.unwrap();
