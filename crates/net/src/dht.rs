@@ -412,10 +412,19 @@ impl Driver {
         tokio::spawn(async move {
             let result = async {
                 node.connect(PeerAddr::new(to.id, to.addr)).await?;
-                let body = node
-                    .request_with(&to.id, PROTOCOL, request.encode(), timeout, max)
-                    .await?;
-                Response::decode(&body)
+                let body = request.encode();
+                let mut reply = node
+                    .request_with(&to.id, PROTOCOL, body.clone(), timeout, max)
+                    .await;
+                // Both sides dialled at once and our connection lost to the
+                // other one: DHT requests are idempotent, so ask again on
+                // the connection that was kept.
+                if matches!(reply, Err(NetError::ConnectionClosed)) && node.is_connected(&to.id) {
+                    reply = node
+                        .request_with(&to.id, PROTOCOL, body, timeout, max)
+                        .await;
+                }
+                Response::decode(&reply?)
                     .map_err(|e| NetError::Store(format!("malformed dht response: {e}")))
             }
             .await;

@@ -27,7 +27,14 @@ async fn two_hundred_nodes_every_node_gets_every_record() {
     });
     for p in puts.collect::<Vec<_>>() {
         let out = p.await.unwrap().unwrap();
-        assert!(out.value >= 10, "stored on {} peers", out.value);
+        assert!(
+            out.value >= 10,
+            "stored on {} peers ({} answered, {} failed, {:?})",
+            out.value,
+            out.answered,
+            out.failed,
+            out.elapsed
+        );
     }
     // Every node gets every other node's record.
     let gets = net.nodes.iter().enumerate().map(|(i, node)| {
