@@ -259,11 +259,9 @@ impl Shard {
                     tokio::spawn(async move {
                         while let Some(m) = sub.recv().await {
                             let at = unix_ns();
-                            let Some(seq) = m.data.get(..8) else { continue };
-                            let mut b = [0u8; 8];
-                            b.copy_from_slice(seq);
-                            if let Ok(mut log) = log.lock() {
-                                log.push((global, u64::from_le_bytes(b), at, m.hops));
+                            let seq = crate::gossip::payload_seq(&m.data);
+                            if let (Some(seq), Ok(mut log)) = (seq, log.lock()) {
+                                log.push((global, seq, at, m.hops));
                             }
                         }
                     });
@@ -276,8 +274,7 @@ impl Shard {
                     let node = self.node(n)?;
                     let topic = topic.clone();
                     tasks.push(tokio::spawn(async move {
-                        let mut data = vec![0u8; size.max(8)];
-                        data[..8].copy_from_slice(&seq.to_le_bytes());
+                        let data = crate::gossip::payload(seq, size);
                         let at = unix_ns();
                         let p = node.gossip().publish(&topic, data).await?;
                         Ok::<_, anyhow::Error>((at, p.peers))

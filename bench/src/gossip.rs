@@ -21,6 +21,19 @@ use crate::Latency;
 
 const TOPIC: &str = "bench";
 
+/// A benchmark message: its number in the first 8 bytes, `size` bytes in
+/// all (at least 8).
+pub fn payload(seq: u64, size: usize) -> Vec<u8> {
+    let mut data = vec![0u8; size.max(8)];
+    data[..8].copy_from_slice(&seq.to_le_bytes());
+    data
+}
+
+/// The number of a benchmark message ([`payload`]).
+pub fn payload_seq(data: &[u8]) -> Option<u64> {
+    Some(u64::from_le_bytes(data.get(..8)?.try_into().ok()?))
+}
+
 #[derive(Clone, Debug)]
 pub struct GossipBench {
     pub nodes: usize,

@@ -20,7 +20,7 @@ use anyhow::{bail, Result};
 use futures::StreamExt;
 use libp2p::gossipsub::{self, IdentTopic, MessageAuthenticity, MessageId};
 use libp2p::swarm::SwarmEvent;
-use libp2p::{noise, tcp, yamux, Multiaddr};
+use libp2p::Multiaddr;
 use peerlink_bench::Latency;
 use peerlink_proto::rng::Rng;
 use serde::{Deserialize, Serialize};
@@ -46,39 +46,27 @@ impl GsNode {
     async fn start(index: usize, log: Log) -> Result<GsNode> {
         let ids_computed = Arc::new(AtomicU64::new(0));
         let counter = ids_computed.clone();
-        let mut swarm = libp2p::SwarmBuilder::with_new_identity()
-            .with_tokio()
-            .with_tcp(
-                tcp::Config::default().nodelay(true),
-                noise::Config::new,
-                yamux::Config::default,
-            )?
-            .with_behaviour(|key| {
-                // Content ids, like peerlink's; the call count is the
-                // number of copies received.
-                let config = gossipsub::ConfigBuilder::default()
-                    .message_id_fn(move |m: &gossipsub::Message| {
-                        counter.fetch_add(1, Ordering::Relaxed);
-                        let mut h = std::collections::hash_map::DefaultHasher::new();
-                        std::hash::Hash::hash(&m.data, &mut h);
-                        MessageId::from(std::hash::Hasher::finish(&h).to_be_bytes().to_vec())
-                    })
-                    .build()
-                    .map_err(|e| e.to_string())?;
-                gossipsub::Behaviour::<
-                    gossipsub::IdentityTransform,
-                    gossipsub::AllowAllSubscriptionFilter,
-                >::new(MessageAuthenticity::Signed(key.clone()), config)
-                .map_err(|e| e.into())
-            })?
-            .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
-            .build();
-        swarm.listen_on("/ip4/127.0.0.1/tcp/0".parse()?)?;
-        let addr = loop {
-            if let SwarmEvent::NewListenAddr { address, .. } = swarm.select_next_some().await {
-                break address;
-            }
+        let behaviour = move |key: &libp2p::identity::Keypair| {
+            // Content ids, like peerlink's; the call count is the number of
+            // copies received.
+            let config = gossipsub::ConfigBuilder::default()
+                .message_id_fn(move |m: &gossipsub::Message| {
+                    counter.fetch_add(1, Ordering::Relaxed);
+                    let mut h = std::collections::hash_map::DefaultHasher::new();
+                    std::hash::Hash::hash(&m.data, &mut h);
+                    MessageId::from(std::hash::Hasher::finish(&h).to_be_bytes().to_vec())
+                })
+                .build()
+                .map_err(|e| e.to_string())?;
+            Ok(gossipsub::Behaviour::<
+                gossipsub::IdentityTransform,
+                gossipsub::AllowAllSubscriptionFilter,
+            >::new(
+                MessageAuthenticity::Signed(key.clone()), config
+            )?)
         };
+        let mut swarm = crate::tcp_swarm(behaviour, Duration::from_secs(60))?;
+        let addr = crate::listen_loopback(&mut swarm).await?;
         let topic = IdentTopic::new(TOPIC);
         swarm.behaviour_mut().subscribe(&topic)?;
         let (tx, mut rx) = mpsc::unbounded_channel::<Cmd>();
@@ -96,12 +84,9 @@ impl GsNode {
                     event = swarm.select_next_some() => {
                         if let SwarmEvent::Behaviour(gossipsub::Event::Message { message, .. }) = event {
                             let at = Instant::now();
-                            if let Some(seq) = message.data.get(..8) {
-                                let mut b = [0u8; 8];
-                                b.copy_from_slice(seq);
-                                if let Ok(mut log) = log.lock() {
-                                    log.push((index, u64::from_le_bytes(b), at));
-                                }
+                            let seq = peerlink_bench::gossip::payload_seq(&message.data);
+                            if let (Some(seq), Ok(mut log)) = (seq, log.lock()) {
+                                log.push((index, seq, at));
                             }
                         }
                     }
@@ -134,12 +119,6 @@ pub struct GossipsubReport {
     pub duplicates_per_node_per_message: f64,
 }
 
-fn message(seq: u64, size: usize) -> Vec<u8> {
-    let mut data = vec![0u8; size.max(8)];
-    data[..8].copy_from_slice(&seq.to_le_bytes());
-    data
-}
-
 /// Runs the workload on `nodes` gossipsub nodes.
 pub async fn run(
     nodes: usize,
@@ -166,7 +145,9 @@ pub async fn run(
     }
     // Subscriptions travel on connect; meshes form on heartbeats (1 s).
     tokio::time::sleep(Duration::from_secs(3)).await;
-    net[0].publish(message(u64::MAX, size)).await?;
+    net[0]
+        .publish(peerlink_bench::gossip::payload(u64::MAX, size))
+        .await?;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let ids0: u64 = net
         .iter()
@@ -177,7 +158,10 @@ pub async fn run(
     for seq in 0..messages as u64 {
         let from = rng.below(nodes as u64) as usize;
         let t = Instant::now();
-        if net[from].publish(message(seq, size)).await? {
+        if net[from]
+            .publish(peerlink_bench::gossip::payload(seq, size))
+            .await?
+        {
             sent.insert(seq, t);
         }
         tokio::time::sleep(interval).await;

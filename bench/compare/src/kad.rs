@@ -15,7 +15,7 @@ use anyhow::{bail, Context, Result};
 use futures::StreamExt;
 use libp2p::kad::{self, store::MemoryStore, GetRecordOk, Mode, QueryId, QueryResult};
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
-use libp2p::{identify, noise, tcp, yamux, Multiaddr, PeerId};
+use libp2p::{identify, Multiaddr, PeerId};
 use peerlink_bench::Latency;
 use peerlink_proto::rng::Rng;
 use serde::{Deserialize, Serialize};
@@ -53,38 +53,25 @@ struct KadNode {
 
 impl KadNode {
     async fn start() -> Result<KadNode> {
-        let mut swarm = libp2p::SwarmBuilder::with_new_identity()
-            .with_tokio()
-            .with_tcp(
-                tcp::Config::default().nodelay(true),
-                noise::Config::new,
-                yamux::Config::default,
-            )?
-            .with_behaviour(|key| {
-                let id = key.public().to_peer_id();
-                let mut kad = kad::Behaviour::with_config(
-                    id,
-                    MemoryStore::new(id),
-                    kad::Config::new(kad::PROTOCOL_NAME),
-                );
-                // Without confirmed external addresses kad stays a client
-                // and nobody could store records on it.
-                kad.set_mode(Some(Mode::Server));
-                let identify = identify::Behaviour::new(identify::Config::new(
-                    "/ipfs/id/1.0.0".into(),
-                    key.public(),
-                ));
-                Behaviour { kad, identify }
-            })?
-            // Like peerlink's testnet: idle connections close after 30 s.
-            .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(30)))
-            .build();
-        swarm.listen_on("/ip4/127.0.0.1/tcp/0".parse()?)?;
-        let addr = loop {
-            if let SwarmEvent::NewListenAddr { address, .. } = swarm.select_next_some().await {
-                break address;
-            }
+        let behaviour = |key: &libp2p::identity::Keypair| {
+            let id = key.public().to_peer_id();
+            let mut kad = kad::Behaviour::with_config(
+                id,
+                MemoryStore::new(id),
+                kad::Config::new(kad::PROTOCOL_NAME),
+            );
+            // Without confirmed external addresses kad stays a client
+            // and nobody could store records on it.
+            kad.set_mode(Some(Mode::Server));
+            let identify = identify::Behaviour::new(identify::Config::new(
+                "/ipfs/id/1.0.0".into(),
+                key.public(),
+            ));
+            Ok(Behaviour { kad, identify })
         };
+        // Like peerlink's testnet: idle connections close after 30 s.
+        let mut swarm = crate::tcp_swarm(behaviour, Duration::from_secs(30))?;
+        let addr = crate::listen_loopback(&mut swarm).await?;
         let id = *swarm.local_peer_id();
         let (tx, mut rx) = mpsc::unbounded_channel::<Cmd>();
         tokio::spawn(async move {

@@ -74,7 +74,14 @@ enum Workload {
     },
 }
 
-fn swarm() -> Result<libp2p::Swarm<libp2p_stream::Behaviour>> {
+/// A tcp + noise + yamux swarm with `behaviour`, closing connections idle
+/// for `idle`.
+pub(crate) fn tcp_swarm<B: libp2p::swarm::NetworkBehaviour>(
+    behaviour: impl FnOnce(
+        &libp2p::identity::Keypair,
+    ) -> Result<B, Box<dyn std::error::Error + Send + Sync>>,
+    idle: Duration,
+) -> Result<libp2p::Swarm<B>> {
     Ok(libp2p::SwarmBuilder::with_new_identity()
         .with_tokio()
         .with_tcp(
@@ -82,9 +89,28 @@ fn swarm() -> Result<libp2p::Swarm<libp2p_stream::Behaviour>> {
             noise::Config::new,
             yamux::Config::default,
         )?
-        .with_behaviour(|_| libp2p_stream::Behaviour::new())?
-        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
+        .with_behaviour(behaviour)?
+        .with_swarm_config(|c| c.with_idle_connection_timeout(idle))
         .build())
+}
+
+/// Listens on a fresh loopback port and returns its address.
+pub(crate) async fn listen_loopback<B: libp2p::swarm::NetworkBehaviour>(
+    swarm: &mut libp2p::Swarm<B>,
+) -> Result<Multiaddr> {
+    swarm.listen_on("/ip4/127.0.0.1/tcp/0".parse::<Multiaddr>()?)?;
+    loop {
+        if let SwarmEvent::NewListenAddr { address, .. } = swarm.select_next_some().await {
+            return Ok(address);
+        }
+    }
+}
+
+fn swarm() -> Result<libp2p::Swarm<libp2p_stream::Behaviour>> {
+    tcp_swarm(
+        |_| Ok(libp2p_stream::Behaviour::new()),
+        Duration::from_secs(60),
+    )
 }
 
 /// Two swarms on loopback, the client dialling the server, each driven by
@@ -101,12 +127,7 @@ async fn pair(protocol: StreamProtocol) -> Result<Pair> {
     let mut client = swarm()?;
     let server_id = *server.local_peer_id();
     let incoming = server.behaviour().new_control().accept(protocol)?;
-    server.listen_on("/ip4/127.0.0.1/tcp/0".parse::<Multiaddr>()?)?;
-    let addr = loop {
-        if let SwarmEvent::NewListenAddr { address, .. } = server.select_next_some().await {
-            break address;
-        }
-    };
+    let addr = listen_loopback(&mut server).await?;
     let control = client.behaviour().new_control();
     client.dial(addr)?;
     let tasks = [

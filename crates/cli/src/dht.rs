@@ -7,14 +7,21 @@ use anyhow::Result;
 use peerlink_net::control::{ControlClient, ControlRequest};
 use serde_json::Value;
 
+/// How a command reaches a running node, and how it prints the answer.
 #[derive(clap::Args)]
-pub struct Args {
+pub struct ControlOpts {
     /// The node's control socket.
     #[arg(long, global = true, default_value_os_t = crate::default_control_path())]
-    control: PathBuf,
-    /// Print the node's full JSON answer.
+    pub control: PathBuf,
+    /// Print the node's JSON answer (one line per message for `gossip sub`).
     #[arg(long, global = true)]
-    json: bool,
+    pub json: bool,
+}
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    opts: ControlOpts,
     #[command(subcommand)]
     what: What,
 }
@@ -48,9 +55,9 @@ pub async fn run(args: Args) -> Result<()> {
         What::Get { key } => ControlRequest::DhtGet { key: key.clone() },
         What::Closest { key } => ControlRequest::DhtClosest { key: key.clone() },
     };
-    let v = call(&args.control, req).await?;
+    let v = call(&args.opts.control, req).await?;
     let found = v["found"].as_bool();
-    if args.json {
+    if args.opts.json {
         println!("{v}");
     } else {
         match args.what {

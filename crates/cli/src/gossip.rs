@@ -1,19 +1,13 @@
 //! `peerlink gossip sub|pub`: topic gossip through a running node's
 //! control socket.
 
-use std::path::PathBuf;
-
 use anyhow::Result;
 use peerlink_net::control::{ControlClient, ControlRequest};
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// The node's control socket.
-    #[arg(long, global = true, default_value_os_t = crate::default_control_path())]
-    control: PathBuf,
-    /// Print the node's JSON (one line per message for `sub`).
-    #[arg(long, global = true)]
-    json: bool,
+    #[command(flatten)]
+    opts: crate::dht::ControlOpts,
     #[command(subcommand)]
     what: What,
 }
@@ -32,7 +26,7 @@ enum What {
 }
 
 pub async fn run(args: Args) -> Result<()> {
-    let mut c = ControlClient::connect(&args.control).await?;
+    let mut c = ControlClient::connect(&args.opts.control).await?;
     match args.what {
         What::Pub { topic, message } => {
             let v = c
@@ -41,7 +35,7 @@ pub async fn run(args: Args) -> Result<()> {
                     message,
                 })
                 .await?;
-            if args.json {
+            if args.opts.json {
                 println!("{v}");
             } else if v["peers"].as_u64() == Some(0) {
                 eprintln!(
@@ -64,7 +58,7 @@ pub async fn run(args: Args) -> Result<()> {
                 let v = c.next().await?;
                 n += 1;
                 let m = &v["message"];
-                if args.json {
+                if args.opts.json {
                     println!("{m}");
                 } else {
                     match m["data"].as_str() {

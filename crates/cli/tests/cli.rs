@@ -44,6 +44,28 @@ fn start_node(args: &[&str], home: &std::path::Path, until: &str) -> (Running, V
     panic!("node exited before printing {until:?}: {lines:?}");
 }
 
+/// Node A, and node B bootstrapped from it, each with its own home and
+/// control socket.
+fn two_controlled_nodes() -> (tempfile::TempDir, tempfile::TempDir, Running, Running) {
+    let (home_a, home_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (a, lines) = start_node(
+        &["--listen", "127.0.0.1:0"],
+        home_a.path(),
+        "control socket",
+    );
+    let a_addr = lines
+        .iter()
+        .find_map(|l| l.strip_prefix("listening on "))
+        .unwrap()
+        .to_string();
+    let (b, _) = start_node(
+        &["--listen", "127.0.0.1:0", "--bootstrap", &a_addr],
+        home_b.path(),
+        "control socket",
+    );
+    (home_a, home_b, a, b)
+}
+
 fn http_get(addr: &str) -> String {
     let mut s = std::net::TcpStream::connect(addr).expect("connect to metrics");
     s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -163,22 +185,7 @@ fn dht(home: &std::path::Path, args: &[&str]) -> std::process::Output {
 
 #[test]
 fn dht_put_on_one_node_and_get_on_another_through_the_control_socket() {
-    let (home_a, home_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let (_a, lines) = start_node(
-        &["--listen", "127.0.0.1:0"],
-        home_a.path(),
-        "control socket",
-    );
-    let a_addr = lines
-        .iter()
-        .find_map(|l| l.strip_prefix("listening on "))
-        .unwrap()
-        .to_string();
-    let (_b, _) = start_node(
-        &["--listen", "127.0.0.1:0", "--bootstrap", &a_addr],
-        home_b.path(),
-        "control socket",
-    );
+    let (home_a, home_b, _a, _b) = two_controlled_nodes();
     // The socket is private to its owner.
     let mode = std::os::unix::fs::PermissionsExt::mode(
         &std::fs::metadata(home_a.path().join("control.sock"))
@@ -234,22 +241,7 @@ fn dht_put_on_one_node_and_get_on_another_through_the_control_socket() {
 
 #[test]
 fn gossip_sub_on_one_node_receives_gossip_pub_from_another() {
-    let (home_a, home_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let (_a, lines) = start_node(
-        &["--listen", "127.0.0.1:0"],
-        home_a.path(),
-        "control socket",
-    );
-    let a_addr = lines
-        .iter()
-        .find_map(|l| l.strip_prefix("listening on "))
-        .unwrap()
-        .to_string();
-    let (_b, _) = start_node(
-        &["--listen", "127.0.0.1:0", "--bootstrap", &a_addr],
-        home_b.path(),
-        "control socket",
-    );
+    let (home_a, home_b, _a, _b) = two_controlled_nodes();
     // `gossip sub` on A prints each message on its own line.
     let mut sub = peerlink()
         .args(["gossip", "sub", "news", "--count", "1"])

@@ -21,7 +21,7 @@ use peerlink_proto::gossip::{Action, Gossip, GossipConfig, MessageId, Validation
 use peerlink_proto::rng::Rng;
 use peerlink_proto::PeerId;
 
-use crate::links::{EventQueue, Latency, Links};
+use crate::links::{tick_time, EventQueue, Latency, Links};
 
 #[derive(Clone, Debug)]
 pub struct GossipSimConfig {
@@ -201,13 +201,13 @@ impl GossipSim {
                     let Some(&t) = self.index.get(&to) else {
                         continue;
                     };
-                    if !self.links.same_group(n, t)
-                        || (self.config.loss > 0.0 && self.rng.unit() < self.config.loss)
-                    {
+                    let arrival =
+                        self.links
+                            .arrival(n, t, self.now_us, self.config.loss, &mut self.rng);
+                    let Some(at) = arrival else {
                         self.lost += 1;
                         continue;
-                    }
-                    let at = self.now_us + self.links.delay_us(n, t);
+                    };
                     self.queue.push(
                         at,
                         Event::Deliver {
@@ -233,13 +233,7 @@ impl GossipSim {
         }
         let node = &mut self.nodes[n as usize];
         if node.alive {
-            let at = node
-                .gossip
-                .next_deadline()
-                .saturating_duration_since(self.base)
-                .as_nanos()
-                .div_ceil(1000) as u64;
-            let at = at.max(self.now_us);
+            let at = tick_time(node.gossip.next_deadline(), self.base, self.now_us);
             if at < node.tick_at {
                 node.tick_at = at;
                 self.queue.push(at, Event::Tick { node: n });
@@ -328,13 +322,11 @@ impl GossipSim {
     /// Splits the network: node `i` goes to group `group_of(i)`; messages
     /// between groups are lost until [`GossipSim::heal`].
     pub fn partition(&mut self, group_of: impl Fn(usize) -> u32) {
-        for (i, g) in self.links.group.iter_mut().enumerate() {
-            *g = group_of(i);
-        }
+        self.links.partition(group_of);
     }
 
     pub fn heal(&mut self) {
-        self.links.group.fill(0);
+        self.links.heal();
     }
 
     /// Nodes that have delivered message `id` to their application.

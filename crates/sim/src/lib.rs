@@ -42,7 +42,7 @@ mod links;
 
 pub use gossip::{GossipReport, GossipSim, GossipSimConfig};
 pub use links::Latency;
-use links::{EventQueue, Links};
+use links::{tick_time, EventQueue, Links};
 
 #[derive(Clone, Debug)]
 pub struct SimConfig {
@@ -253,14 +253,13 @@ impl Sim {
 
     fn send(&mut self, from: u32, to: u32, ev: Event) {
         self.stats.messages += 1;
-        if !self.links.same_group(from, to)
-            || (self.config.loss > 0.0 && self.rng.unit() < self.config.loss)
+        match self
+            .links
+            .arrival(from, to, self.now_us, self.config.loss, &mut self.rng)
         {
-            self.stats.lost += 1;
-            return;
+            Some(at) => self.queue.push(at, ev),
+            None => self.stats.lost += 1,
         }
-        let at = self.now_us + self.links.delay_us(from, to);
-        self.queue.push(at, ev);
     }
 
     fn schedule_tick(&mut self, n: u32) {
@@ -268,15 +267,7 @@ impl Sim {
         if !node.alive {
             return;
         }
-        // Rounded up: a tick before the deadline would do nothing and
-        // reschedule itself at the same microsecond forever.
-        let at = node
-            .dht
-            .next_deadline()
-            .saturating_duration_since(self.base)
-            .as_nanos()
-            .div_ceil(1000) as u64;
-        let at = at.max(self.now_us);
+        let at = tick_time(node.dht.next_deadline(), self.base, self.now_us);
         if at < node.tick_at {
             self.nodes[n as usize].tick_at = at;
             self.queue.push(at, Event::Tick { node: n });
@@ -505,13 +496,11 @@ impl Sim {
     /// Splits the network: node `i` goes to group `group_of(i)`; messages
     /// between groups are lost until [`Sim::heal`].
     pub fn partition(&mut self, group_of: impl Fn(usize) -> u32) {
-        for (i, g) in self.links.group.iter_mut().enumerate() {
-            *g = group_of(i);
-        }
+        self.links.partition(group_of);
     }
 
     pub fn heal(&mut self) {
-        self.links.group.fill(0);
+        self.links.heal();
     }
 
     /// Index of a peer id.

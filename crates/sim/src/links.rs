@@ -3,7 +3,7 @@
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use peerlink_proto::rng::Rng;
 
@@ -36,7 +36,7 @@ pub(crate) struct Links {
     /// One-way access delay in microseconds.
     access_us: Vec<u32>,
     /// Partition group; messages between groups are lost.
-    pub group: Vec<u32>,
+    group: Vec<u32>,
 }
 
 impl Links {
@@ -84,9 +84,47 @@ impl Links {
         }
     }
 
-    pub fn same_group(&self, a: u32, b: u32) -> bool {
-        self.group[a as usize] == self.group[b as usize]
+    /// When a message sent from `from` to `to` at `now_us` arrives, or
+    /// `None` if it is lost: across a partition, or with probability `loss`
+    /// (drawn from `rng` only when `loss > 0`).
+    pub fn arrival(
+        &self,
+        from: u32,
+        to: u32,
+        now_us: u64,
+        loss: f64,
+        rng: &mut Rng,
+    ) -> Option<u64> {
+        if self.group[from as usize] != self.group[to as usize] || (loss > 0.0 && rng.unit() < loss)
+        {
+            return None;
+        }
+        Some(now_us + self.delay_us(from, to))
     }
+
+    /// Node `i` goes to group `group_of(i)`; messages between groups are
+    /// lost until [`Links::heal`].
+    pub fn partition(&mut self, group_of: impl Fn(usize) -> u32) {
+        for (i, g) in self.group.iter_mut().enumerate() {
+            *g = group_of(i);
+        }
+    }
+
+    pub fn heal(&mut self) {
+        self.group.fill(0);
+    }
+}
+
+/// The virtual time (µs) at which to tick a state machine whose next
+/// deadline is `deadline`: rounded up (a tick before the deadline would do
+/// nothing and reschedule itself at the same microsecond forever), and
+/// never before `now_us`.
+pub(crate) fn tick_time(deadline: Instant, base: Instant, now_us: u64) -> u64 {
+    let at = deadline
+        .saturating_duration_since(base)
+        .as_nanos()
+        .div_ceil(1000) as u64;
+    at.max(now_us)
 }
 
 /// A standard normal sample (Box–Muller).
