@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use peerlink_sim::{GossipSim, GossipSimConfig};
+use peerlink_sim::{GossipSim, GossipSimConfig, Latency};
 
 fn config(nodes: usize, seed: u64) -> GossipSimConfig {
     GossipSimConfig {
@@ -63,18 +63,31 @@ fn a_partition_heals_and_delivery_resumes() {
 
 #[test]
 fn same_seed_same_run() {
-    let a = GossipSim::new(config(300, 9)).run(10);
-    let b = GossipSim::new(config(300, 9)).run(10);
-    assert_eq!(
-        (
-            a.events,
-            a.latency_ms_p99,
-            a.duplicates_per_node_per_message
-        ),
-        (
-            b.events,
-            b.latency_ms_p99,
-            b.duplicates_per_node_per_message
-        )
-    );
+    // Fixed delays make many events tie, so the order in which a node
+    // sends matters: it must not depend on hash-map iteration.
+    for latency in [Latency::Geo, Latency::Fixed(Duration::from_millis(20))] {
+        let run = || {
+            GossipSim::new(GossipSimConfig {
+                latency: latency.clone(),
+                ..config(300, 9)
+            })
+            .run(10)
+        };
+        let (a, b) = (run(), run());
+        assert_eq!(
+            (
+                a.events,
+                a.repaired,
+                a.latency_ms_p99,
+                a.duplicates_per_node_per_message
+            ),
+            (
+                b.events,
+                b.repaired,
+                b.latency_ms_p99,
+                b.duplicates_per_node_per_message
+            ),
+            "{latency:?}"
+        );
+    }
 }

@@ -37,7 +37,7 @@
 pub mod wire;
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -264,7 +264,7 @@ struct Peer {
 #[derive(Default)]
 struct TopicState {
     /// Mesh peers, and whether the link is eager (full messages).
-    mesh: HashMap<PeerId, bool>,
+    mesh: BTreeMap<PeerId, bool>,
 }
 
 struct Fanout {
@@ -300,13 +300,17 @@ const MAX_ANNOUNCERS: usize = 8;
 const MAX_BACKOFF_SECS: u16 = 3600;
 
 /// The gossip state machine of one node.
+///
+/// Peers, topics and meshes are ordered maps: the order in which a node
+/// sends (and draws random numbers) must not depend on hash seeds, so the
+/// simulator replays a seed exactly.
 pub struct Gossip {
     config: GossipConfig,
     local: PeerId,
     rng: Rng,
-    peers: HashMap<PeerId, Peer>,
-    topics: HashMap<Topic, TopicState>,
-    fanout: HashMap<Topic, Fanout>,
+    peers: BTreeMap<PeerId, Peer>,
+    topics: BTreeMap<Topic, TopicState>,
+    fanout: BTreeMap<Topic, Fanout>,
     seen: HashSet<MessageId>,
     seen_order: VecDeque<(Instant, MessageId)>,
     cache: HashMap<MessageId, Cached>,
@@ -331,9 +335,9 @@ impl Gossip {
         Gossip {
             local,
             rng,
-            peers: HashMap::new(),
-            topics: HashMap::new(),
-            fanout: HashMap::new(),
+            peers: BTreeMap::new(),
+            topics: BTreeMap::new(),
+            fanout: BTreeMap::new(),
             seen: HashSet::new(),
             seen_order: VecDeque::new(),
             cache: HashMap::new(),
@@ -1049,7 +1053,7 @@ impl Gossip {
     /// announcer's link eager again; a peer asked before and silent broke
     /// its promise.
     fn repair(&mut self, now: Instant) {
-        let mut wants: HashMap<PeerId, Vec<MessageId>> = HashMap::new();
+        let mut wants: BTreeMap<PeerId, Vec<MessageId>> = BTreeMap::new();
         while let Some(Reverse((t, id))) = self.missing_due.peek().copied() {
             if t > now {
                 break;
