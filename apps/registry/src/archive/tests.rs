@@ -209,3 +209,20 @@ fn a_write_failure_half_way_leaves_nothing_installed() {
     assert!(matches!(e, ArchiveError::Io { .. }), "{e}");
     nothing_left(&out);
 }
+
+#[test]
+fn a_truncated_archive_is_refused_and_leaves_nothing() {
+    let t = tempfile::tempdir().unwrap();
+    package(&t.path().join("p"));
+    let a = pack(&t.path().join("p"), &Limits::default()).unwrap();
+    let out = t.path().join("out");
+    std::fs::create_dir(&out).unwrap();
+    for cut in [1, a.bytes.len() / 2, a.bytes.len() - 1] {
+        // Its own hash, so the check reaches the decompressor and tar reader.
+        let bytes = &a.bytes[..cut];
+        let h = *blake3::hash(bytes).as_bytes();
+        let e = unpack(bytes, &h, &out.join("pkg"), &Limits::default()).unwrap_err();
+        assert!(matches!(e, ArchiveError::Corrupt(_)), "cut at {cut}: {e}");
+        nothing_left(&out);
+    }
+}
