@@ -143,12 +143,6 @@ impl Manifest {
         let name = pkg
             .name
             .ok_or_else(|| field("package.name", "missing".into()))?;
-        if !valid_name(&name) {
-            return Err(field(
-                "package.name",
-                format!("{name:?} is not a valid name (1–{MAX_NAME_LEN} of a-z, 0-9, '-', '_', '.', starting with a letter or digit)"),
-            ));
-        }
         let version = pkg
             .version
             .ok_or_else(|| field("package.version", "missing".into()))?;
@@ -158,42 +152,12 @@ impl Manifest {
                 format!("{version:?} is not a semantic version: {e}"),
             )
         })?;
-        let description = pkg.description.unwrap_or_default();
-        if description.chars().count() > MAX_DESCRIPTION_LEN {
-            return Err(field(
-                "package.description",
-                format!("longer than {MAX_DESCRIPTION_LEN} characters"),
-            ));
-        }
-        if pkg.keywords.len() > MAX_KEYWORDS {
-            return Err(field(
-                "package.keywords",
-                format!("{} keywords, at most {MAX_KEYWORDS}", pkg.keywords.len()),
-            ));
-        }
-        for (i, k) in pkg.keywords.iter().enumerate() {
-            if k.is_empty()
-                || k.chars().count() > MAX_KEYWORD_LEN
-                || k.chars().any(char::is_control)
-            {
-                return Err(field(
-                    &format!("package.keywords[{i}]"),
-                    format!("{k:?}: 1–{MAX_KEYWORD_LEN} printable characters"),
-                ));
-            }
-        }
         let license = pkg.license.ok_or_else(|| {
             field(
                 "package.license",
                 "missing (an SPDX expression such as \"MIT\")".into(),
             )
         })?;
-        if license.is_empty() || license.len() > MAX_LICENSE_LEN {
-            return Err(field(
-                "package.license",
-                format!("1–{MAX_LICENSE_LEN} characters"),
-            ));
-        }
         if raw.dependencies.len() > MAX_DEPENDENCIES {
             return Err(field(
                 "dependencies",
@@ -205,25 +169,81 @@ impl Manifest {
         }
         let mut dependencies = BTreeMap::new();
         for (dep, req) in raw.dependencies {
-            let at = format!("dependencies.{dep}");
-            if !valid_name(&dep) {
-                return Err(field(&at, format!("{dep:?} is not a valid package name")));
-            }
-            if dep == name {
-                return Err(field(&at, "a package cannot depend on itself".into()));
-            }
-            let req = VersionReq::parse(&req)
-                .map_err(|e| field(&at, format!("{req:?} is not a version requirement: {e}")))?;
+            let req = VersionReq::parse(&req).map_err(|e| {
+                field(
+                    &format!("dependencies.{dep}"),
+                    format!("{req:?} is not a version requirement: {e}"),
+                )
+            })?;
             dependencies.insert(dep, req);
         }
-        Ok(Manifest {
+        let manifest = Manifest {
             name,
             version,
-            description,
+            description: pkg.description.unwrap_or_default(),
             keywords: pkg.keywords,
             license,
             dependencies,
-        })
+        };
+        manifest.check().map_err(|(f, reason)| field(&f, reason))?;
+        Ok(manifest)
+    }
+
+    /// Checks the bounds and names of an already typed manifest (one that
+    /// came from a peer, say): `Err((field, reason))`.
+    pub fn check(&self) -> Result<(), (String, String)> {
+        let field = |f: &str, reason: String| Err((f.to_string(), reason));
+        if !valid_name(&self.name) {
+            return field(
+                "package.name",
+                format!("{:?} is not a valid name (1–{MAX_NAME_LEN} of a-z, 0-9, '-', '_', '.', starting with a letter or digit)", self.name),
+            );
+        }
+        if self.description.chars().count() > MAX_DESCRIPTION_LEN {
+            return field(
+                "package.description",
+                format!("longer than {MAX_DESCRIPTION_LEN} characters"),
+            );
+        }
+        if self.keywords.len() > MAX_KEYWORDS {
+            return field(
+                "package.keywords",
+                format!("{} keywords, at most {MAX_KEYWORDS}", self.keywords.len()),
+            );
+        }
+        for (i, k) in self.keywords.iter().enumerate() {
+            if k.is_empty()
+                || k.chars().count() > MAX_KEYWORD_LEN
+                || k.chars().any(char::is_control)
+            {
+                return field(
+                    &format!("package.keywords[{i}]"),
+                    format!("{k:?}: 1–{MAX_KEYWORD_LEN} printable characters"),
+                );
+            }
+        }
+        if self.license.is_empty() || self.license.len() > MAX_LICENSE_LEN {
+            return field("package.license", format!("1–{MAX_LICENSE_LEN} characters"));
+        }
+        if self.dependencies.len() > MAX_DEPENDENCIES {
+            return field(
+                "dependencies",
+                format!(
+                    "{} dependencies, at most {MAX_DEPENDENCIES}",
+                    self.dependencies.len()
+                ),
+            );
+        }
+        for dep in self.dependencies.keys() {
+            let at = format!("dependencies.{dep}");
+            if !valid_name(dep) {
+                return field(&at, format!("{dep:?} is not a valid package name"));
+            }
+            if *dep == self.name {
+                return field(&at, "a package cannot depend on itself".into());
+            }
+        }
+        Ok(())
     }
 }
 

@@ -13,14 +13,18 @@
 //! [`MAX_LINE`] bytes; a longer one closes the connection, a malformed one
 //! is answered with an error and the connection stays usable.
 
+use std::future::Future;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::{DhtKey, Node};
@@ -123,10 +127,37 @@ impl Drop for ControlServer {
     }
 }
 
+/// The answer of an extension command: a JSON object, or an error text.
+pub type ExtensionReply = Pin<Box<dyn Future<Output = Result<Value, String>> + Send>>;
+
+/// Commands an application adds to the control interface (the package
+/// registry's publish, search and install). A request whose `"op"` the
+/// node does not know is offered to the extension.
+pub trait ControlExtension: Send + Sync + 'static {
+    /// `None` when `op` is not the extension's either. Values sent on
+    /// `progress` reach the client as `{"ok": true, "progress": ...}`
+    /// lines before the answer.
+    fn handle(
+        &self,
+        op: &str,
+        request: Value,
+        progress: mpsc::UnboundedSender<Value>,
+    ) -> Option<ExtensionReply>;
+}
+
 /// Serves `node` on the Unix socket `path`, creating its directory (0700)
 /// if needed. A stale socket left by a dead node is replaced; a live one
 /// is an error.
 pub async fn serve(node: Node, path: &Path) -> Result<ControlServer, ControlError> {
+    serve_with(node, path, None).await
+}
+
+/// [`serve`], with an application's commands.
+pub async fn serve_with(
+    node: Node,
+    path: &Path,
+    extension: Option<Arc<dyn ControlExtension>>,
+) -> Result<ControlServer, ControlError> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::DirBuilder::new()
             .recursive(true)
@@ -151,7 +182,7 @@ pub async fn serve(node: Node, path: &Path) -> Result<ControlServer, ControlErro
             };
             match stream.peer_cred() {
                 Ok(cred) if cred.uid() == owner => {
-                    tokio::spawn(connection(node.clone(), stream));
+                    tokio::spawn(connection(node.clone(), extension.clone(), stream));
                 }
                 other => tracing::warn!(
                     "control: refused a connection from uid {:?}",
@@ -166,7 +197,7 @@ pub async fn serve(node: Node, path: &Path) -> Result<ControlServer, ControlErro
     })
 }
 
-async fn connection(node: Node, stream: UnixStream) {
+async fn connection(node: Node, extension: Option<Arc<dyn ControlExtension>>, stream: UnixStream) {
     let (r, mut w) = stream.into_split();
     let mut r = BufReader::new(r);
     let mut line = Vec::new();
@@ -179,7 +210,13 @@ async fn connection(node: Node, stream: UnixStream) {
                     return;
                 }
                 Ok(req) => handle(&node, req).await,
-                Err(e) => Err(ControlError::Malformed(e.to_string())),
+                Err(e) => {
+                    let e = ControlError::Malformed(e.to_string());
+                    match extension_call(extension.as_deref(), &line, &mut w).await {
+                        Some(reply) => reply,
+                        None => Err(e),
+                    }
+                }
             },
             Err(e) => {
                 // Too long: the stream cannot be resynchronised.
@@ -189,6 +226,36 @@ async fn connection(node: Node, stream: UnixStream) {
         };
         if write_reply(&mut w, reply).await.is_err() {
             return;
+        }
+    }
+}
+
+/// Runs an extension command, writing its progress lines; `None` when no
+/// extension takes the request.
+async fn extension_call(
+    extension: Option<&dyn ControlExtension>,
+    line: &[u8],
+    w: &mut tokio::net::unix::OwnedWriteHalf,
+) -> Option<Result<Value, ControlError>> {
+    let request: Value = serde_json::from_slice(line).ok()?;
+    let op = request.get("op")?.as_str()?.to_string();
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let mut reply = extension?.handle(&op, request, tx)?;
+    loop {
+        tokio::select! {
+            biased;
+            Some(p) = rx.recv() => {
+                if write_reply(w, Ok(json!({ "progress": p }))).await.is_err() {
+                    return Some(Err(ControlError::Closed));
+                }
+            }
+            r = &mut reply => {
+                // Progress sent just before the end still goes first.
+                while let Ok(p) = rx.try_recv() {
+                    let _ = write_reply(w, Ok(json!({ "progress": p }))).await;
+                }
+                return Some(r.map_err(ControlError::Remote));
+            }
         }
     }
 }
@@ -392,6 +459,29 @@ impl ControlClient {
             .await
             .map_err(io_err(&self.path))?;
         self.next().await
+    }
+
+    /// Sends an extension command (any JSON object with an `"op"`), hands
+    /// each progress line to `progress`, and returns the answer.
+    pub async fn call_extension(
+        &mut self,
+        req: &Value,
+        mut progress: impl FnMut(&Value),
+    ) -> Result<Value, ControlError> {
+        let mut bytes =
+            serde_json::to_vec(req).map_err(|e| ControlError::Malformed(e.to_string()))?;
+        bytes.push(b'\n');
+        self.writer
+            .write_all(&bytes)
+            .await
+            .map_err(io_err(&self.path))?;
+        loop {
+            let v = self.next().await?;
+            match v.get("progress") {
+                Some(p) => progress(p),
+                None => return Ok(v),
+            }
+        }
     }
 
     /// The next answer on this connection (after a subscription: the next

@@ -1,0 +1,191 @@
+//! The local full-text index (tantivy) over the newest release of every
+//! known package: name, description and keywords.
+//!
+//! The index lives in memory and is rebuilt from the store at start (20,000
+//! packages take well under a second). Additions are buffered and
+//! committed in batches: a search first commits what is pending, so a
+//! search always sees every release inserted before it.
+//!
+//! Ranking: BM25 text relevance (a match in the name counts 3×, in the
+//! keywords 2×, in the description 1×), then monthly downloads where known.
+
+use std::sync::Mutex;
+
+use serde::{Deserialize, Serialize};
+use tantivy::collector::TopDocs;
+use tantivy::query::QueryParser;
+use tantivy::schema::{Field, Schema, Value, FAST, STORED, STRING, TEXT};
+use tantivy::{Index, IndexReader, IndexWriter, ReloadPolicy, TantivyDocument, Term};
+
+use crate::release::Release;
+
+/// Longest query accepted, in bytes.
+pub const MAX_QUERY_LEN: usize = 256;
+/// Most hits one search returns.
+pub const MAX_HITS: usize = 100;
+
+/// One search result.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Hit {
+    pub name: String,
+    pub version: String,
+    pub description: String,
+    pub downloads: u64,
+    /// Text relevance (BM25); comparable within one index only.
+    pub score: f32,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum IndexError {
+    #[error("search index: {0}")]
+    Tantivy(#[from] tantivy::TantivyError),
+    #[error("query of {0} bytes is over the limit of {MAX_QUERY_LEN}")]
+    QueryTooLong(usize),
+}
+
+struct Fields {
+    name: Field,
+    name_key: Field,
+    description: Field,
+    keywords: Field,
+    version: Field,
+    downloads: Field,
+}
+
+pub struct SearchIndex {
+    fields: Fields,
+    parser: QueryParser,
+    reader: IndexReader,
+    writer: Mutex<Writer>,
+}
+
+struct Writer {
+    writer: IndexWriter,
+    pending: usize,
+}
+
+impl SearchIndex {
+    pub fn new() -> Result<SearchIndex, IndexError> {
+        let mut schema = Schema::builder();
+        let fields = Fields {
+            name: schema.add_text_field("name", TEXT | STORED),
+            name_key: schema.add_text_field("name_key", STRING),
+            description: schema.add_text_field("description", TEXT | STORED),
+            keywords: schema.add_text_field("keywords", TEXT),
+            version: schema.add_text_field("version", STORED),
+            downloads: schema.add_u64_field("downloads", STORED | FAST),
+        };
+        let index = Index::create_in_ram(schema.build());
+        // One indexing thread: nodes share small machines.
+        let writer = index.writer_with_num_threads(1, 20_000_000)?;
+        let reader = index
+            .reader_builder()
+            .reload_policy(ReloadPolicy::Manual)
+            .try_into()?;
+        let mut parser = QueryParser::for_index(
+            &index,
+            vec![fields.name, fields.keywords, fields.description],
+        );
+        parser.set_field_boost(fields.name, 3.0);
+        parser.set_field_boost(fields.keywords, 2.0);
+        Ok(SearchIndex {
+            fields,
+            parser,
+            reader,
+            writer: Mutex::new(Writer { writer, pending: 0 }),
+        })
+    }
+
+    /// Indexes `release` as its package's entry, replacing an older one.
+    /// Visible to the next search.
+    pub fn upsert(&self, release: &Release) -> Result<(), IndexError> {
+        let f = &self.fields;
+        let mut doc = TantivyDocument::default();
+        doc.add_text(f.name, &release.name);
+        doc.add_text(f.name_key, &release.name);
+        doc.add_text(f.description, &release.description);
+        for k in &release.keywords {
+            doc.add_text(f.keywords, k);
+        }
+        doc.add_text(f.version, release.version.to_string());
+        doc.add_u64(f.downloads, release.downloads);
+        let mut w = self.lock();
+        w.writer
+            .delete_term(Term::from_field_text(f.name_key, &release.name));
+        w.writer.add_document(doc)?;
+        w.pending += 1;
+        Ok(())
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Writer> {
+        self.writer.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Makes pending additions searchable.
+    pub fn commit(&self) -> Result<(), IndexError> {
+        let mut w = self.lock();
+        if w.pending > 0 {
+            w.writer.commit()?;
+            w.pending = 0;
+            self.reader.reload()?;
+        }
+        Ok(())
+    }
+
+    /// Packages indexed (after the last commit).
+    pub fn len(&self) -> u64 {
+        self.reader.searcher().num_docs()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The best `limit` hits for `query` (any text: syntax errors in it
+    /// are forgiven, terms that do not parse are dropped).
+    pub fn search(&self, query: &str, limit: usize) -> Result<Vec<Hit>, IndexError> {
+        if query.len() > MAX_QUERY_LEN {
+            return Err(IndexError::QueryTooLong(query.len()));
+        }
+        self.commit()?;
+        let limit = limit.clamp(1, MAX_HITS);
+        let (q, _errors) = self.parser.parse_query_lenient(query);
+        let searcher = self.reader.searcher();
+        let top = searcher.search(&q, &TopDocs::with_limit(limit).order_by_score())?;
+        let f = &self.fields;
+        let mut hits = Vec::with_capacity(top.len());
+        for (score, addr) in top {
+            let doc: TantivyDocument = searcher.doc(addr)?;
+            let text = |field| {
+                doc.get_first(field)
+                    .and_then(|v| v.as_str())
+                    .unwrap_or_default()
+                    .to_string()
+            };
+            hits.push(Hit {
+                name: text(f.name),
+                version: text(f.version),
+                description: text(f.description),
+                downloads: doc
+                    .get_first(f.downloads)
+                    .and_then(|v| v.as_u64())
+                    .unwrap_or(0),
+                score,
+            });
+        }
+        rank(&mut hits);
+        Ok(hits)
+    }
+}
+
+/// Orders hits by relevance, then downloads: scores within 10 % of each
+/// other count as a tie broken by popularity.
+pub fn rank(hits: &mut [Hit]) {
+    let bucket = |s: f32| (s.max(0.0).ln_1p() * 10.0) as i64;
+    hits.sort_by(|a, b| {
+        bucket(b.score)
+            .cmp(&bucket(a.score))
+            .then(b.downloads.cmp(&a.downloads))
+            .then(a.name.cmp(&b.name))
+    });
+}

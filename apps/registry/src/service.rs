@@ -1,0 +1,1057 @@
+//! The registry running on a [`Node`]: publish, search, info and install
+//! over the DHT, gossip and request/response.
+//!
+//! * **Records.** A package's releases live in one signed DHT record under
+//!   `registry/pkg/NAME` ([`PackageRecord`]). The DHT refuses a record
+//!   under a key that another key already holds, and every node's store
+//!   refuses a release of a name it has seen owned by another key.
+//! * **Blobs.** Archives are served in 256 KiB chunks over
+//!   `registry/chunk/1`; a node that has one (published or installed)
+//!   provides `registry/blob/HASH` in the DHT. Installs take chunks from
+//!   several providers at once and check each against the signed chunk
+//!   hashes, so a provider that sends garbage is caught, disconnected and
+//!   replaced at its first bad chunk; one that stalls times out and is
+//!   replaced.
+//! * **Announcements.** New releases go out on the gossip topic
+//!   `registry/announce`; the validator checks signature and ownership
+//!   before a message is forwarded, and every node adds what it accepts to
+//!   its store and its search index.
+//! * **Search.** The local index answers first; peers are asked over
+//!   `registry/search/1` in parallel when the caller wants it or when the
+//!   local index has too few hits.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use peerlink_net::{GossipMessage, NetError, Node, PeerAddr, PeerId, Validation};
+use semver::{Version, VersionReq};
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use crate::archive::{self, ArchiveError, Limits};
+use crate::cache::{BlobCache, CacheLimits, CacheStats};
+use crate::index::{rank, Hit, IndexError, SearchIndex, MAX_HITS, MAX_QUERY_LEN};
+use crate::manifest::{Manifest, ManifestError};
+use crate::release::{
+    Hash, PackageRecord, Release, ReleaseError, SignedRelease, CHUNK_SIZE, MAX_BLOB_SIZE,
+};
+use crate::resolve::{self, ResolveError, Universe};
+use crate::store::{Inserted, MetaStore, StoreError};
+
+/// The gossip topic new releases are announced on.
+pub const ANNOUNCE_TOPIC: &str = "registry/announce";
+pub const SEARCH_PROTOCOL: &str = "registry/search/1";
+pub const CHUNK_PROTOCOL: &str = "registry/chunk/1";
+/// Largest search request body.
+const MAX_SEARCH_REQUEST: usize = 1024;
+
+fn package_key(name: &str) -> String {
+    format!("registry/pkg/{name}")
+}
+
+fn blob_key(hash: &Hash) -> String {
+    format!("registry/blob/{hash}")
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Settings; [`RegistryConfig::new`] has the defaults.
+#[derive(Clone, Debug)]
+pub struct RegistryConfig {
+    /// Where the store and the content cache live.
+    pub dir: PathBuf,
+    pub cache: CacheLimits,
+    pub archive: Limits,
+    /// Peers a remote search asks at once.
+    pub search_peers: usize,
+    /// Fewer local hits than this make a search ask peers too.
+    pub min_local_hits: usize,
+    pub search_timeout: Duration,
+    /// A chunk request slower than this fails over to another provider.
+    pub chunk_timeout: Duration,
+    /// Blobs fetched at once during one install.
+    pub parallel_fetches: usize,
+}
+
+impl RegistryConfig {
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        RegistryConfig {
+            dir: dir.into(),
+            cache: CacheLimits::default(),
+            archive: Limits::default(),
+            search_peers: 8,
+            min_local_hits: 3,
+            search_timeout: Duration::from_secs(2),
+            chunk_timeout: Duration::from_secs(3),
+            parallel_fetches: 8,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
+    #[error(transparent)]
+    Archive(#[from] ArchiveError),
+    #[error(transparent)]
+    Release(#[from] ReleaseError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Index(#[from] IndexError),
+    #[error(transparent)]
+    Resolve(#[from] ResolveError),
+    #[error(transparent)]
+    Net(#[from] NetError),
+    #[error("{0} is already published; bump the version to publish again")]
+    AlreadyPublished(String),
+    #[error("the package is {size} bytes packed, over the limit of {MAX_BLOB_SIZE}")]
+    TooLarge { size: u64 },
+    #[error("the DHT record of {name} is invalid: {reason}")]
+    BadRecord { name: String, reason: String },
+    #[error("{id}: no provider could deliver the archive ({tried} tried: {reasons})")]
+    Fetch {
+        id: String,
+        tried: usize,
+        reasons: String,
+    },
+    #[error("{0:?} is not NAME or NAME@REQUIREMENT: {1}")]
+    Spec(String, String),
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// Counters a node keeps about its registry.
+#[derive(Default)]
+struct Counters {
+    announcements_accepted: AtomicU64,
+    announcements_refused: AtomicU64,
+    searches_served: AtomicU64,
+    chunks_served: AtomicU64,
+    bad_chunks: AtomicU64,
+    failovers: AtomicU64,
+}
+
+/// A snapshot of a registry's state and counters.
+#[derive(Clone, Debug, Serialize)]
+pub struct RegistryStats {
+    pub packages: usize,
+    pub releases: usize,
+    pub indexed: u64,
+    pub cache: CacheStats,
+    pub cache_hit_rate: f64,
+    pub announcements_accepted: u64,
+    pub announcements_refused: u64,
+    pub searches_served: u64,
+    pub chunks_served: u64,
+    /// Chunks that failed their hash (the provider was disconnected).
+    pub bad_chunks: u64,
+    /// Chunk requests that failed over to another provider.
+    pub failovers: u64,
+}
+
+/// What a publish did.
+#[derive(Clone, Debug, Serialize)]
+pub struct PublishReport {
+    pub name: String,
+    pub version: String,
+    pub blob: String,
+    pub size: u64,
+    pub files: usize,
+    /// Peers that stored the package record (plus this node).
+    pub record_stored: usize,
+    pub provider_stored: usize,
+    /// Mesh peers the announcement went to.
+    pub announced_to: usize,
+    pub elapsed_ms: f64,
+}
+
+/// What a search found.
+#[derive(Clone, Debug, Serialize)]
+pub struct SearchReport {
+    pub hits: Vec<Hit>,
+    pub local_hits: usize,
+    pub peers_asked: usize,
+    pub peers_answered: usize,
+    pub elapsed_us: u64,
+}
+
+/// One package an install put in place.
+#[derive(Clone, Debug, Serialize)]
+pub struct Installed {
+    pub name: String,
+    pub version: String,
+    pub path: PathBuf,
+    pub bytes: u64,
+    /// "cache" or the number of providers the chunks came from.
+    pub source: String,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct InstallReport {
+    pub packages: Vec<Installed>,
+    pub resolve_ms: f64,
+    pub fetch_ms: f64,
+    pub elapsed_ms: f64,
+    pub cache_hit_rate: f64,
+}
+
+/// Fetch progress of one archive during an install.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Progress {
+    pub id: String,
+    pub done: u64,
+    pub total: u64,
+}
+
+/// Everything the registry knows about one package.
+#[derive(Clone, Debug, Serialize)]
+pub struct PackageInfo {
+    pub name: String,
+    pub owner: String,
+    pub releases: Vec<Release>,
+}
+
+/// The registry of one node. Cheap to clone.
+#[derive(Clone)]
+pub struct Registry {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    node: Node,
+    config: RegistryConfig,
+    store: Mutex<MetaStore>,
+    index: SearchIndex,
+    cache: BlobCache,
+    counters: Counters,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        for t in self.tasks.get_mut().map(std::mem::take).unwrap_or_default() {
+            t.abort();
+        }
+    }
+}
+
+impl Registry {
+    /// Opens the store and cache in `config.dir`, indexes what the store
+    /// holds, and starts serving: announcements, searches and chunks.
+    pub async fn start(node: Node, config: RegistryConfig) -> Result<Registry, RegistryError> {
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| RegistryError::Io { path, source }
+        };
+        let store = MetaStore::open(&config.dir)?;
+        let index = SearchIndex::new()?;
+        for r in store.all_latest() {
+            index.upsert(&r.release)?;
+        }
+        index.commit()?;
+        let blobs = config.dir.join("blobs");
+        let cache = BlobCache::open(&blobs, config.cache).map_err(io(&blobs))?;
+        let gossip = node.gossip();
+        let announcements = gossip.subscribe(ANNOUNCE_TOPIC)?;
+        let searches = node.serve(SEARCH_PROTOCOL)?;
+        let chunks = node.serve(CHUNK_PROTOCOL)?;
+        let inner = Arc::new(Inner {
+            node,
+            config,
+            store: Mutex::new(store),
+            index,
+            cache,
+            counters: Counters::default(),
+            tasks: Mutex::new(Vec::new()),
+        });
+        let weak = Arc::downgrade(&inner);
+        gossip.set_validator(ANNOUNCE_TOPIC, move |m: &GossipMessage| {
+            match weak.upgrade() {
+                Some(inner) => inner.validate(&m.data),
+                None => Validation::Ignore,
+            }
+        })?;
+        let tasks = vec![
+            tokio::spawn(receive_announcements(Arc::downgrade(&inner), announcements)),
+            tokio::spawn(serve_searches(Arc::downgrade(&inner), searches)),
+            tokio::spawn(serve_chunks(Arc::downgrade(&inner), chunks)),
+        ];
+        *inner.tasks.lock().unwrap_or_else(|e| e.into_inner()) = tasks;
+        // Keep serving what this node has: re-announce as a provider.
+        let registry = Registry { inner };
+        registry.provide_all();
+        Ok(registry)
+    }
+
+    pub fn node(&self) -> &Node {
+        &self.inner.node
+    }
+
+    fn provide_all(&self) {
+        let hashes: Vec<Hash> = {
+            let store = self.inner.store();
+            store
+                .all_releases()
+                .map(|r| r.release.blob)
+                .filter(|h| self.inner.cache.contains(h))
+                .collect()
+        };
+        if hashes.is_empty() {
+            return;
+        }
+        let dht = self.inner.node.dht();
+        tokio::spawn(async move {
+            for h in hashes {
+                let _ = dht.provide(blob_key(&h)).await;
+            }
+        });
+    }
+
+    /// Packs `dir`, signs its release with the node's key, pins the
+    /// archive, stores the package record in the DHT, provides the archive
+    /// and announces the release.
+    pub async fn publish(&self, dir: &Path) -> Result<PublishReport, RegistryError> {
+        let started = Instant::now();
+        let inner = &self.inner;
+        let manifest = Manifest::load(dir)?;
+        let dir = dir.to_path_buf();
+        let limits = inner.config.archive;
+        let packed = tokio::task::spawn_blocking(move || archive::pack(&dir, &limits))
+            .await
+            .map_err(|e| RegistryError::Spec("publish".into(), e.to_string()))??;
+        if packed.bytes.len() as u64 > MAX_BLOB_SIZE {
+            return Err(RegistryError::TooLarge {
+                size: packed.bytes.len() as u64,
+            });
+        }
+        let release = Release::new(&manifest, &packed.bytes, unix_ms());
+        let signed = SignedRelease::sign(release, inner.node.keypair());
+        let id = signed.release.id();
+        // Who owns the name, by this node's store and by the network.
+        let mut record = self.record(&manifest.name).await?.unwrap_or_default();
+        if let Some(first) = record.releases.first() {
+            if first.publisher != signed.publisher {
+                return Err(StoreError::NotOwner {
+                    name: manifest.name.clone(),
+                    owner: first.publisher,
+                    publisher: signed.publisher,
+                }
+                .into());
+            }
+        }
+        if record
+            .releases
+            .iter()
+            .any(|r| r.release.version == manifest.version)
+        {
+            return Err(RegistryError::AlreadyPublished(id));
+        }
+        if inner.store().check(&signed)? == Inserted::Known {
+            return Err(RegistryError::AlreadyPublished(id));
+        }
+        let blob = signed.release.blob;
+        inner
+            .cache
+            .put(blob, &packed.bytes, true)
+            .map_err(|source| RegistryError::Io {
+                path: inner.config.dir.join("blobs"),
+                source,
+            })?;
+        inner.add(vec![signed.clone()])?;
+        record.releases.push(signed.clone());
+        let value = record.encode();
+        let dht = inner.node.dht();
+        let gossip = inner.node.gossip();
+        let (put, provide, announce) = tokio::join!(
+            dht.put(package_key(&manifest.name), value),
+            dht.provide(blob_key(&blob)),
+            gossip.publish(ANNOUNCE_TOPIC, signed.encode()),
+        );
+        Ok(PublishReport {
+            name: manifest.name,
+            version: manifest.version.to_string(),
+            blob: blob.to_string(),
+            size: packed.bytes.len() as u64,
+            files: packed.files,
+            record_stored: put?.value,
+            provider_stored: provide?.value,
+            announced_to: announce?.peers,
+            elapsed_ms: started.elapsed().as_secs_f64() * 1e3,
+        })
+    }
+
+    /// The package's releases as the DHT holds them merged with this
+    /// node's store (verified; what is new is stored and indexed).
+    async fn record(&self, name: &str) -> Result<Option<PackageRecord>, RegistryError> {
+        let got = self.inner.node.dht().get(package_key(name)).await?;
+        let mut from_dht = Vec::new();
+        if let Some(rec) = got.value {
+            let bad = |reason: String| RegistryError::BadRecord {
+                name: name.to_string(),
+                reason,
+            };
+            let decoded = PackageRecord::decode(&rec.value).map_err(|e| bad(e.to_string()))?;
+            for r in &decoded.releases {
+                if r.release.name != name || r.publisher != rec.publisher {
+                    return Err(bad(format!(
+                        "it holds {} signed by {}, under a record of {}",
+                        r.release.id(),
+                        r.publisher,
+                        rec.publisher
+                    )));
+                }
+            }
+            from_dht = decoded.releases;
+        }
+        // Ownership as this node saw it first wins over the DHT's answer.
+        for result in self.inner.add(from_dht)? {
+            result?;
+        }
+        let releases: Vec<SignedRelease> = self.inner.store().releases(name).cloned().collect();
+        Ok((!releases.is_empty()).then_some(PackageRecord { releases }))
+    }
+
+    /// Everything known about `name`, asking the DHT when the store has
+    /// nothing.
+    pub async fn info(&self, name: &str) -> Result<Option<PackageInfo>, RegistryError> {
+        let local: Vec<SignedRelease> = self.inner.store().releases(name).cloned().collect();
+        let releases = if local.is_empty() {
+            match self.record(name).await? {
+                Some(r) => r.releases,
+                None => return Ok(None),
+            }
+        } else {
+            local
+        };
+        Ok(releases.first().map(|first| PackageInfo {
+            name: name.to_string(),
+            owner: first.publisher.to_string(),
+            releases: releases.iter().map(|r| r.release.clone()).collect(),
+        }))
+    }
+
+    /// Searches the local index; asks peers too when `remote` is set or
+    /// the local index has fewer than `min_local_hits` hits.
+    pub async fn search(
+        &self,
+        query: &str,
+        limit: usize,
+        remote: bool,
+    ) -> Result<SearchReport, RegistryError> {
+        let started = Instant::now();
+        let inner = &self.inner;
+        let limit = limit.clamp(1, MAX_HITS);
+        let mut hits = inner.index.search(query, limit)?;
+        let local_hits = hits.len();
+        let (mut asked, mut answered) = (0, 0);
+        if remote || local_hits < inner.config.min_local_hits.min(limit) {
+            let mut peers = inner.node.peers();
+            peers.sort_by_key(|p| p.rtt.unwrap_or(Duration::MAX));
+            peers.truncate(inner.config.search_peers);
+            asked = peers.len();
+            let body = Bytes::from(
+                serde_json::to_vec(&SearchRequest {
+                    q: query.to_string(),
+                    limit: limit as u32,
+                })
+                .unwrap_or_default(),
+            );
+            let mut calls = tokio::task::JoinSet::new();
+            for p in peers {
+                let (node, body) = (inner.node.clone(), body.clone());
+                let timeout = inner.config.search_timeout;
+                calls.spawn(async move {
+                    let reply = node
+                        .request_with(&p.id, SEARCH_PROTOCOL, body, timeout, 256 * 1024)
+                        .await
+                        .ok()?;
+                    decode_hits(&reply, limit)
+                });
+            }
+            while let Some(r) = calls.join_next().await {
+                if let Ok(Some(remote_hits)) = r {
+                    answered += 1;
+                    hits.extend(remote_hits);
+                }
+            }
+            hits = merge(hits, limit);
+        }
+        Ok(SearchReport {
+            hits,
+            local_hits,
+            peers_asked: asked,
+            peers_answered: answered,
+            elapsed_us: started.elapsed().as_micros() as u64,
+        })
+    }
+
+    /// Resolves `spec` (`NAME` or `NAME@REQ`), fetches every archive of
+    /// the tree (cache first, then providers), verifies and unpacks them
+    /// into `to/NAME-VERSION`. Either every package of the tree is put in
+    /// place or none is.
+    pub async fn install(
+        &self,
+        spec: &str,
+        to: &Path,
+        progress: Option<mpsc::UnboundedSender<Progress>>,
+    ) -> Result<InstallReport, RegistryError> {
+        let started = Instant::now();
+        let (name, req) = parse_spec(spec)?;
+        let universe = self.universe(&name).await?;
+        let order = resolve::resolve(&name, &req, &universe)?;
+        let resolve_ms = started.elapsed().as_secs_f64() * 1e3;
+        let releases: Vec<Release> = {
+            let store = self.inner.store();
+            order
+                .iter()
+                .filter_map(|(n, v)| store.get(n, v).map(|r| r.release.clone()))
+                .collect()
+        };
+        // Fetch in parallel, a bounded number at once.
+        let fetch_started = Instant::now();
+        let mut fetched: HashMap<Hash, (Bytes, String)> = HashMap::new();
+        let mut pending = releases.iter();
+        let mut calls = tokio::task::JoinSet::new();
+        loop {
+            while calls.len() < self.inner.config.parallel_fetches.max(1) {
+                let Some(r) = pending.next() else { break };
+                let (this, r, progress) = (self.clone(), r.clone(), progress.clone());
+                calls.spawn(async move {
+                    let got = this.fetch(&r, progress.as_ref()).await;
+                    (r.blob, got)
+                });
+            }
+            let Some(done) = calls.join_next().await else {
+                break;
+            };
+            let (hash, got) = done.map_err(|e| RegistryError::Spec(spec.into(), e.to_string()))?;
+            fetched.insert(hash, got?);
+        }
+        let fetch_ms = fetch_started.elapsed().as_secs_f64() * 1e3;
+        let to = to.to_path_buf();
+        let limits = self.inner.config.archive;
+        let plan: Vec<(Release, Bytes, String)> = releases
+            .into_iter()
+            .filter_map(|r| {
+                let (bytes, source) = fetched.get(&r.blob)?.clone();
+                Some((r, bytes, source))
+            })
+            .collect();
+        let packages = tokio::task::spawn_blocking(move || unpack_all(plan, &to, &limits))
+            .await
+            .map_err(|e| RegistryError::Spec(spec.into(), e.to_string()))??;
+        Ok(InstallReport {
+            packages,
+            resolve_ms,
+            fetch_ms,
+            elapsed_ms: started.elapsed().as_secs_f64() * 1e3,
+            cache_hit_rate: self.inner.cache.stats().hit_rate(),
+        })
+    }
+
+    /// Every release of every package reachable from `root`: from the
+    /// store, and from the DHT for names the store does not know.
+    async fn universe(&self, root: &str) -> Result<Universe, RegistryError> {
+        let mut universe = Universe::new();
+        let mut frontier: BTreeSet<String> = [root.to_string()].into();
+        let mut seen = BTreeSet::new();
+        while !frontier.is_empty() {
+            let mut lookups = tokio::task::JoinSet::new();
+            for name in std::mem::take(&mut frontier) {
+                seen.insert(name.clone());
+                let known = self.inner.store().releases(&name).next().is_some();
+                if !known {
+                    let this = self.clone();
+                    lookups.spawn(async move { this.record(&name).await.map(|_| ()) });
+                }
+            }
+            while let Some(r) = lookups.join_next().await {
+                // A name nobody has is reported by the resolver.
+                match r {
+                    Ok(Err(RegistryError::Net(_))) | Ok(Ok(())) => {}
+                    Ok(Err(e)) => return Err(e),
+                    Err(e) => return Err(RegistryError::Spec(root.into(), e.to_string())),
+                }
+            }
+            let store = self.inner.store();
+            for name in seen.iter() {
+                if universe.contains_key(name) {
+                    continue;
+                }
+                let versions: BTreeMap<Version, BTreeMap<String, VersionReq>> = store
+                    .releases(name)
+                    .map(|r| (r.release.version.clone(), r.release.dependencies.clone()))
+                    .collect();
+                for deps in versions.values() {
+                    for d in deps.keys() {
+                        if !seen.contains(d) {
+                            frontier.insert(d.clone());
+                        }
+                    }
+                }
+                if !versions.is_empty() {
+                    universe.insert(name.clone(), versions);
+                }
+            }
+        }
+        Ok(universe)
+    }
+
+    /// One archive: from the cache, else in chunks from providers.
+    async fn fetch(
+        &self,
+        r: &Release,
+        progress: Option<&mpsc::UnboundedSender<Progress>>,
+    ) -> Result<(Bytes, String), RegistryError> {
+        let inner = &self.inner;
+        let report = |done| {
+            if let Some(p) = progress {
+                let _ = p.send(Progress {
+                    id: r.id(),
+                    done,
+                    total: r.size,
+                });
+            }
+        };
+        if let Some(bytes) = inner.cache.get(&r.blob) {
+            if Hash::of(&bytes) == r.blob {
+                report(r.size);
+                return Ok((Bytes::from(bytes), "cache".into()));
+            }
+        }
+        let me = inner.node.peer_id();
+        let providers: Vec<PeerAddr> = inner
+            .node
+            .dht()
+            .providers(blob_key(&r.blob))
+            .await?
+            .value
+            .into_iter()
+            .filter(|c| c.id != me)
+            .map(|c| PeerAddr::new(c.id, c.addr))
+            .collect();
+        let fail = |tried: usize, reasons: Vec<String>| RegistryError::Fetch {
+            id: r.id(),
+            tried,
+            reasons: if reasons.is_empty() {
+                "no provider is known".into()
+            } else {
+                reasons.join("; ")
+            },
+        };
+        if providers.is_empty() {
+            return Err(fail(0, vec![]));
+        }
+        // Chunk i starts at provider i mod P and moves on when one fails.
+        let bad: Arc<Mutex<BTreeSet<PeerId>>> = Arc::default();
+        let reasons: Arc<Mutex<Vec<String>>> = Arc::default();
+        let done = Arc::new(AtomicU64::new(0));
+        let mut calls = tokio::task::JoinSet::new();
+        for (i, want) in r.chunks.iter().enumerate() {
+            let (this, providers, want) = (self.clone(), providers.clone(), *want);
+            let (bad, reasons, done, blob) = (bad.clone(), reasons.clone(), done.clone(), r.blob);
+            let progress = progress.cloned();
+            let (id, total) = (r.id(), r.size);
+            calls.spawn(async move {
+                let n = providers.len();
+                for k in 0..n {
+                    let Some(p) = providers.get((i + k) % n) else {
+                        break;
+                    };
+                    if bad.lock().map(|b| b.contains(&p.id)).unwrap_or(true) {
+                        continue;
+                    }
+                    if k > 0 {
+                        this.inner.counters.failovers.fetch_add(1, Relaxed);
+                    }
+                    match this.chunk(p, &blob, i as u32, &want).await {
+                        Ok(bytes) => {
+                            let d =
+                                done.fetch_add(bytes.len() as u64, Relaxed) + bytes.len() as u64;
+                            if let Some(tx) = &progress {
+                                let _ = tx.send(Progress { id, done: d, total });
+                            }
+                            return Some((i, bytes, p.id));
+                        }
+                        Err(e) => {
+                            if let ChunkError::Garbage = e {
+                                if let Ok(mut b) = bad.lock() {
+                                    b.insert(p.id);
+                                }
+                            }
+                            if let Ok(mut rs) = reasons.lock() {
+                                rs.push(format!("{}: {e}", p.id));
+                            }
+                        }
+                    }
+                }
+                None
+            });
+        }
+        let mut parts: Vec<Option<Bytes>> = vec![None; r.chunks.len()];
+        let mut used = BTreeSet::new();
+        while let Some(res) = calls.join_next().await {
+            if let Ok(Some((i, bytes, from))) = res {
+                if let Some(slot) = parts.get_mut(i) {
+                    *slot = Some(bytes);
+                }
+                used.insert(from);
+            }
+        }
+        let reasons = reasons.lock().map(|r| r.clone()).unwrap_or_default();
+        if parts.iter().any(Option::is_none) {
+            return Err(fail(providers.len(), reasons));
+        }
+        let mut blob = Vec::with_capacity(r.size as usize);
+        for p in parts.into_iter().flatten() {
+            blob.extend_from_slice(&p);
+        }
+        if Hash::of(&blob) != r.blob {
+            return Err(fail(
+                providers.len(),
+                vec!["the chunks do not add up to the signed archive".into()],
+            ));
+        }
+        // Keep it, and offer it to others from now on.
+        if inner.cache.put(r.blob, &blob, false).is_ok() {
+            let dht = inner.node.dht();
+            let key = blob_key(&r.blob);
+            tokio::spawn(async move {
+                let _ = dht.provide(key).await;
+            });
+        }
+        Ok((Bytes::from(blob), format!("{} providers", used.len())))
+    }
+
+    /// One chunk from one provider, checked against its signed hash.
+    async fn chunk(
+        &self,
+        provider: &PeerAddr,
+        blob: &Hash,
+        index: u32,
+        want: &Hash,
+    ) -> Result<Bytes, ChunkError> {
+        let node = &self.inner.node;
+        if !node.is_connected(&provider.id) {
+            node.connect(*provider).await.map_err(ChunkError::Net)?;
+        }
+        let mut body = Vec::with_capacity(36);
+        body.extend_from_slice(&blob.0);
+        body.extend_from_slice(&index.to_be_bytes());
+        let bytes = node
+            .request_with(
+                &provider.id,
+                CHUNK_PROTOCOL,
+                body,
+                self.inner.config.chunk_timeout,
+                CHUNK_SIZE,
+            )
+            .await
+            .map_err(ChunkError::Net)?;
+        if Hash::of(&bytes) != *want {
+            self.inner.counters.bad_chunks.fetch_add(1, Relaxed);
+            tracing::warn!(peer = %provider.id, "sent a chunk that fails its hash; disconnecting");
+            node.disconnect(&provider.id);
+            return Err(ChunkError::Garbage);
+        }
+        Ok(bytes)
+    }
+
+    pub fn stats(&self) -> RegistryStats {
+        let inner = &self.inner;
+        let c = &inner.counters;
+        let (packages, releases) = {
+            let s = inner.store();
+            (s.packages(), s.releases_total())
+        };
+        let cache = inner.cache.stats();
+        RegistryStats {
+            packages,
+            releases,
+            indexed: inner.index.len(),
+            cache_hit_rate: cache.hit_rate(),
+            cache,
+            announcements_accepted: c.announcements_accepted.load(Relaxed),
+            announcements_refused: c.announcements_refused.load(Relaxed),
+            searches_served: c.searches_served.load(Relaxed),
+            chunks_served: c.chunks_served.load(Relaxed),
+            bad_chunks: c.bad_chunks.load(Relaxed),
+            failovers: c.failovers.load(Relaxed),
+        }
+    }
+
+    /// Adds already signed releases (an imported catalogue, say) to the
+    /// store and index without touching the network.
+    pub fn import(&self, releases: Vec<SignedRelease>) -> Result<usize, RegistryError> {
+        let results = self.inner.add(releases)?;
+        Ok(results
+            .iter()
+            .filter(|r| matches!(r, Ok(Inserted::New)))
+            .count())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+enum ChunkError {
+    #[error("{0}")]
+    Net(NetError),
+    #[error("sent a chunk that does not match its signed hash")]
+    Garbage,
+}
+
+impl Inner {
+    fn store(&self) -> std::sync::MutexGuard<'_, MetaStore> {
+        self.store.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Stores releases and indexes the new ones.
+    fn add(
+        &self,
+        releases: Vec<SignedRelease>,
+    ) -> Result<Vec<Result<Inserted, StoreError>>, RegistryError> {
+        if releases.is_empty() {
+            return Ok(vec![]);
+        }
+        let results = {
+            let mut store = self.store();
+            let results = store.insert_many(releases.clone());
+            for (r, res) in releases.iter().zip(&results) {
+                let newest = store
+                    .latest(&r.release.name)
+                    .is_some_and(|l| l.release.version == r.release.version);
+                if matches!(res, Ok(Inserted::New)) && newest {
+                    self.index.upsert(&r.release)?;
+                }
+            }
+            results
+        };
+        Ok(results)
+    }
+
+    /// The gossip validator: signature, bounds and ownership.
+    fn validate(&self, data: &[u8]) -> Validation {
+        let verdict = match SignedRelease::decode(data) {
+            Ok(r) => match self.store().check(&r) {
+                Ok(_) => Validation::Accept,
+                Err(_) => Validation::Reject,
+            },
+            Err(_) => Validation::Reject,
+        };
+        let counter = match verdict {
+            Validation::Accept => &self.counters.announcements_accepted,
+            _ => &self.counters.announcements_refused,
+        };
+        counter.fetch_add(1, Relaxed);
+        verdict
+    }
+}
+
+async fn receive_announcements(inner: Weak<Inner>, mut sub: peerlink_net::Subscription) {
+    let mut batch = Vec::new();
+    while let Some(first) = sub.recv().await {
+        batch.push(first);
+        while batch.len() < 1024 {
+            match sub.try_recv() {
+                Some(m) => batch.push(m),
+                None => break,
+            }
+        }
+        let Some(inner) = inner.upgrade() else { return };
+        let releases: Vec<SignedRelease> = batch
+            .drain(..)
+            .filter_map(|m| SignedRelease::decode(&m.data).ok())
+            .collect();
+        if let Err(e) = inner.add(releases) {
+            tracing::warn!("registry: could not store announcements: {e}");
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SearchRequest {
+    q: String,
+    limit: u32,
+}
+
+async fn serve_searches(inner: Weak<Inner>, mut requests: peerlink_net::Requests) {
+    while let Some(req) = requests.recv().await {
+        let Some(inner) = inner.upgrade() else { return };
+        if req.body.len() > MAX_SEARCH_REQUEST {
+            req.reject("search request too large");
+            continue;
+        }
+        let parsed: Result<SearchRequest, _> = serde_json::from_slice(&req.body);
+        let Ok(sr) = parsed else {
+            req.reject("malformed search request");
+            continue;
+        };
+        if sr.q.len() > MAX_QUERY_LEN {
+            req.reject("query too long");
+            continue;
+        }
+        inner.counters.searches_served.fetch_add(1, Relaxed);
+        match inner.index.search(&sr.q, sr.limit as usize) {
+            Ok(hits) => req.respond(serde_json::to_vec(&hits).unwrap_or_default()),
+            Err(e) => req.reject(&e.to_string()),
+        }
+    }
+}
+
+async fn serve_chunks(inner: Weak<Inner>, mut requests: peerlink_net::Requests) {
+    while let Some(req) = requests.recv().await {
+        let Some(inner) = inner.upgrade() else { return };
+        let Some((hash, index)) = req.body.split_at_checked(32).and_then(|(h, i)| {
+            let h: [u8; 32] = h.try_into().ok()?;
+            let i: [u8; 4] = i.try_into().ok()?;
+            Some((Hash(h), u32::from_be_bytes(i) as usize))
+        }) else {
+            req.reject("a chunk request is a 32-byte hash and a 4-byte index");
+            continue;
+        };
+        // Reading a blob from disk: off the async workers.
+        tokio::task::spawn_blocking(move || {
+            let chunk = inner.cache.read(&hash).and_then(|b| {
+                let start = index.checked_mul(CHUNK_SIZE)?;
+                let end = start.saturating_add(CHUNK_SIZE).min(b.len());
+                b.get(start..end).map(<[u8]>::to_vec)
+            });
+            match chunk {
+                Some(c) => {
+                    inner.counters.chunks_served.fetch_add(1, Relaxed);
+                    req.respond(c)
+                }
+                None => req.reject("no such chunk here"),
+            }
+        });
+    }
+}
+
+fn decode_hits(bytes: &[u8], limit: usize) -> Option<Vec<Hit>> {
+    let mut hits: Vec<Hit> = serde_json::from_slice(bytes).ok()?;
+    hits.truncate(limit);
+    hits.retain(|h| {
+        crate::manifest::valid_name(&h.name) && h.description.len() <= 4096 && h.score.is_finite()
+    });
+    Some(hits)
+}
+
+/// De-duplicates by name (the newest version and best score win) and ranks.
+fn merge(hits: Vec<Hit>, limit: usize) -> Vec<Hit> {
+    let mut by_name: BTreeMap<String, Hit> = BTreeMap::new();
+    for h in hits {
+        match by_name.get_mut(&h.name) {
+            Some(have) => {
+                let newer = |a: &str, b: &str| match (Version::parse(a), Version::parse(b)) {
+                    (Ok(a), Ok(b)) => a > b,
+                    _ => false,
+                };
+                if newer(&h.version, &have.version) {
+                    have.version = h.version.clone();
+                    have.description = h.description.clone();
+                }
+                have.score = have.score.max(h.score);
+                have.downloads = have.downloads.max(h.downloads);
+            }
+            None => {
+                by_name.insert(h.name.clone(), h);
+            }
+        }
+    }
+    let mut out: Vec<Hit> = by_name.into_values().collect();
+    rank(&mut out);
+    out.truncate(limit);
+    out
+}
+
+/// `NAME` or `NAME@REQ` (any version when no requirement is given).
+pub fn parse_spec(spec: &str) -> Result<(String, VersionReq), RegistryError> {
+    let (name, req) = match spec.split_once('@') {
+        Some((n, r)) => (
+            n,
+            VersionReq::parse(r).map_err(|e| RegistryError::Spec(spec.into(), e.to_string()))?,
+        ),
+        None => (spec, VersionReq::STAR),
+    };
+    if !crate::manifest::valid_name(name) {
+        return Err(RegistryError::Spec(
+            spec.into(),
+            "not a valid package name".into(),
+        ));
+    }
+    Ok((name.to_string(), req))
+}
+
+/// Unpacks every archive into a staging directory under `to`, then moves
+/// them into place; on any failure, nothing of this install remains.
+fn unpack_all(
+    plan: Vec<(Release, Bytes, String)>,
+    to: &Path,
+    limits: &Limits,
+) -> Result<Vec<Installed>, RegistryError> {
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| RegistryError::Io { path, source }
+    };
+    std::fs::create_dir_all(to).map_err(io(to))?;
+    let staging = tempfile::Builder::new()
+        .prefix(".installing-")
+        .tempdir_in(to)
+        .map_err(io(to))?;
+    let mut out = Vec::new();
+    let mut moves = Vec::new();
+    for (r, bytes, source) in plan {
+        let dir_name = format!("{}-{}", r.name, r.version);
+        let dest = to.join(&dir_name);
+        if dest.exists() {
+            // Installed before (archives are content-addressed; the
+            // directory name pins the version).
+            out.push(Installed {
+                name: r.name,
+                version: r.version.to_string(),
+                path: dest,
+                bytes: r.size,
+                source: "already installed".into(),
+            });
+            continue;
+        }
+        let staged = staging.path().join(&dir_name);
+        archive::unpack(&bytes, &r.blob.0, &staged, limits)?;
+        moves.push((staged, dest.clone()));
+        out.push(Installed {
+            name: r.name,
+            version: r.version.to_string(),
+            path: dest,
+            bytes: r.size,
+            source,
+        });
+    }
+    let mut done: Vec<PathBuf> = Vec::new();
+    for (from, dest) in moves {
+        if let Err(e) = std::fs::rename(&from, &dest) {
+            for d in done {
+                let _ = std::fs::remove_dir_all(d);
+            }
+            return Err(RegistryError::Io {
+                path: dest,
+                source: e,
+            });
+        }
+        done.push(dest);
+    }
+    Ok(out)
+}
