@@ -1017,7 +1017,7 @@ fn unpack_all(
     for (r, bytes, source) in plan {
         let dir_name = format!("{}-{}", r.name, r.version);
         let dest = to.join(&dir_name);
-        if dest.exists() {
+        if dest.is_dir() {
             // Installed before (archives are content-addressed; the
             // directory name pins the version).
             out.push(Installed {

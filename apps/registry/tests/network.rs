@@ -1,0 +1,361 @@
+//! The registry on real networks of nodes over loopback: publish, search
+//! and install across a 20-node testnet, ownership, hostile providers and
+//! records, and installs that fail without leaving anything behind.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use bytes::Bytes;
+use peerlink_net::testnet::{Testnet, TestnetConfig};
+use peerlink_net::Node;
+use peerlink_registry::{
+    Registry, RegistryConfig, RegistryError, Release, SignedRelease, ANNOUNCE_TOPIC, CHUNK_PROTOCOL,
+};
+use tempfile::TempDir;
+
+/// Writes a package directory and returns it.
+fn package(
+    root: &Path,
+    name: &str,
+    version: &str,
+    deps: &[(&str, &str)],
+    payload: usize,
+) -> PathBuf {
+    let dir = root.join(format!("{name}-{version}-src"));
+    std::fs::create_dir_all(dir.join("src/nested")).unwrap();
+    let mut toml = format!(
+        "[package]\nname = \"{name}\"\nversion = \"{version}\"\ndescription = \"The {name} package for tests\"\nkeywords = [\"{name}kw\"]\nlicense = \"MIT\"\n[dependencies]\n"
+    );
+    for (d, r) in deps {
+        toml.push_str(&format!("{d} = \"{r}\"\n"));
+    }
+    std::fs::write(dir.join("package.toml"), toml).unwrap();
+    let mut content = vec![0u8; payload];
+    blake3::Hasher::new()
+        .update(name.as_bytes())
+        .finalize_xof()
+        .fill(&mut content);
+    std::fs::write(dir.join("src/nested/data.bin"), content).unwrap();
+    std::fs::write(dir.join("src/main.sh"), "#!/bin/sh\necho hi\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(
+        dir.join("src/main.sh"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
+    dir
+}
+
+/// Relative path → (bytes, executable) of every file under `dir`.
+fn tree(dir: &Path) -> BTreeMap<PathBuf, (Vec<u8>, bool)> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut out = BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                let exec = std::fs::metadata(&p).unwrap().permissions().mode() & 0o111 != 0;
+                out.insert(
+                    p.strip_prefix(dir).unwrap().to_path_buf(),
+                    (std::fs::read(&p).unwrap(), exec),
+                );
+            }
+        }
+    }
+    out
+}
+
+async fn registry(node: &Node, dir: &TempDir, i: usize) -> Registry {
+    let mut config = RegistryConfig::new(dir.path().join(format!("node{i}")));
+    config.chunk_timeout = Duration::from_millis(500);
+    Registry::start(node.clone(), config).await.unwrap()
+}
+
+/// Waits until every node has a mesh peer on the announce topic.
+async fn mesh_formed(nodes: &[Node]) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    for n in nodes {
+        loop {
+            let info = n.gossip().info().await.unwrap();
+            if info
+                .topics
+                .iter()
+                .any(|(t, mesh, _)| &**t == ANNOUNCE_TOPIC && *mesh > 0)
+            {
+                break;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "mesh never formed");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+/// Polls `f` until it is true or 10 s pass.
+async fn eventually(what: &str, mut f: impl AsyncFnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !f().await {
+        assert!(tokio::time::Instant::now() < deadline, "never: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_nodes_publish_search_and_install_byte_for_byte() {
+    let net = Testnet::start(TestnetConfig {
+        nodes: 20,
+        ..TestnetConfig::default()
+    })
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    // Node 19 joins the registry only after everything is published.
+    let mut regs = Vec::new();
+    for (i, n) in net.nodes[..19].iter().enumerate() {
+        regs.push(registry(n, &dir, i).await);
+    }
+    mesh_formed(&net.nodes[..19]).await;
+
+    let log = package(&src, "log", "1.0.0", &[], 1000);
+    let http = package(&src, "http", "1.2.0", &[("log", "^1")], 300_000);
+    let app = package(
+        &src,
+        "app",
+        "1.0.0",
+        &[("http", "^1.1"), ("log", "^1.0")],
+        5000,
+    );
+    let r = regs[3].publish(&log).await.unwrap();
+    assert!(r.record_stored >= 10, "{r:?}");
+    regs[5].publish(&http).await.unwrap();
+    let r = regs[0].publish(&app).await.unwrap();
+    assert_eq!((r.name.as_str(), r.version.as_str()), ("app", "1.0.0"));
+    assert!(r.announced_to > 0 && r.provider_stored > 0, "{r:?}");
+
+    // Found by search on every other node (from gossip, in the local index).
+    for (i, reg) in regs.iter().enumerate() {
+        eventually(&format!("node {i} finds app"), async || {
+            let found = reg.search("app", 5, false).await.unwrap();
+            found.hits.first().is_some_and(|h| h.name == "app")
+        })
+        .await;
+    }
+    let found = regs[7].search("applkw", 5, false).await.unwrap();
+    assert_eq!(found.hits.len(), 0, "no fuzzy nonsense");
+    let found = regs[7]
+        .search("the package for tests", 10, false)
+        .await
+        .unwrap();
+    assert_eq!(found.hits.len(), 3, "{found:?}");
+
+    // Installs with its dependencies on a node that never saw it.
+    let late = registry(&net.nodes[19], &dir, 19).await;
+    assert!(
+        late.info("app").await.unwrap().is_some(),
+        "the DHT knows app"
+    );
+    let to = dir.path().join("installed");
+    let report = late.install("app@^1", &to, None).await.unwrap();
+    let got: Vec<String> = report
+        .packages
+        .iter()
+        .map(|p| format!("{}@{}", p.name, p.version))
+        .collect();
+    assert_eq!(got, ["log@1.0.0", "http@1.2.0", "app@1.0.0"]);
+    for (name, src_dir) in [
+        ("log-1.0.0", &log),
+        ("http-1.2.0", &http),
+        ("app-1.0.0", &app),
+    ] {
+        assert_eq!(
+            tree(&to.join(name)),
+            tree(src_dir),
+            "{name} is byte-for-byte identical"
+        );
+    }
+    // Installing again comes from the cache.
+    let again = late
+        .install("app", &dir.path().join("again"), None)
+        .await
+        .unwrap();
+    assert!(
+        again.packages.iter().all(|p| p.source == "cache"),
+        "{again:?}"
+    );
+    assert!(late.stats().cache.hits >= 3);
+
+    // A name belongs to its first publisher: everywhere.
+    let stolen = package(&src, "app", "2.0.0", &[], 10);
+    let e = regs[7].publish(&stolen).await.unwrap_err();
+    assert!(
+        e.to_string().contains("app belongs to") && e.to_string().contains("is refused"),
+        "{e}"
+    );
+    // Injected straight into gossip, a foreign release is refused by the
+    // validators and stored nowhere.
+    let packed = peerlink_registry::pack(&stolen, &Default::default()).unwrap();
+    let manifest = peerlink_registry::Manifest::load(&stolen).unwrap();
+    let forged = SignedRelease::sign(
+        Release::new(&manifest, &packed.bytes, 1),
+        net.nodes[8].keypair(),
+    );
+    net.nodes[8]
+        .gossip()
+        .publish(ANNOUNCE_TOPIC, forged.encode())
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut refused = 0;
+    for reg in &regs {
+        let info = reg.info("app").await.unwrap().unwrap();
+        assert_eq!(info.releases.len(), 1, "only the owner's release");
+        assert_eq!(info.owner, net.nodes[0].peer_id().to_string());
+        refused += reg.stats().announcements_refused;
+    }
+    assert!(refused > 0, "validators refused the forgery");
+    net.shutdown().await;
+}
+
+/// Serves `CHUNK_PROTOCOL` on `node` badly: garbage, or never answering.
+fn hostile_provider(node: &Node, garbage: bool) {
+    let mut reqs = node.serve(CHUNK_PROTOCOL).unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Some(req) = reqs.recv().await {
+            if garbage {
+                req.respond(Bytes::from(vec![0xAB; 1000]));
+            } else {
+                held.push(req); // stalls: never answers
+            }
+        }
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_and_stalling_providers_are_replaced() {
+    let net = Testnet::start(TestnetConfig {
+        nodes: 5,
+        ..TestnetConfig::default()
+    })
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let publisher = registry(&net.nodes[0], &dir, 0).await;
+    let installer = registry(&net.nodes[1], &dir, 1).await;
+    let (liar, staller) = (&net.nodes[2], &net.nodes[3]);
+    hostile_provider(liar, true);
+    hostile_provider(staller, false);
+    // 1 MiB of content: several chunks, spread over all providers.
+    let big = package(dir.path(), "big", "1.0.0", &[], 1 << 20);
+    let r = publisher.publish(&big).await.unwrap();
+    for n in [liar, staller] {
+        n.dht()
+            .provide(format!("registry/blob/{}", r.blob))
+            .await
+            .unwrap();
+    }
+    let mut events = net.nodes[1].events();
+    let to = dir.path().join("to");
+    let report = installer.install("big", &to, None).await.unwrap();
+    assert_eq!(tree(&to.join("big-1.0.0")), tree(&big));
+    let s = installer.stats();
+    assert!(s.bad_chunks >= 1, "the liar was caught: {s:?}");
+    assert!(s.failovers >= 1, "{s:?}");
+    let mut liar_dropped = false;
+    while let Ok(e) = events.try_recv() {
+        liar_dropped |= matches!(e, peerlink_net::PeerEvent::Disconnected { peer, .. } if peer == liar.peer_id());
+    }
+    assert!(liar_dropped, "the liar was disconnected");
+    assert!(
+        report.packages[0].source.contains("providers"),
+        "{report:?}"
+    );
+    net.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_records_and_failed_installs_leave_nothing_behind() {
+    let net = Testnet::start(TestnetConfig {
+        nodes: 4,
+        ..TestnetConfig::default()
+    })
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let a = registry(&net.nodes[0], &dir, 0).await;
+    let b = registry(&net.nodes[1], &dir, 1).await;
+    mesh_formed(&net.nodes[..2]).await;
+
+    // A garbage package record in the DHT.
+    net.nodes[2]
+        .dht()
+        .put("registry/pkg/evil", &b"\x00\x01garbage"[..])
+        .await
+        .unwrap();
+    let e = b
+        .install("evil", &dir.path().join("x"), None)
+        .await
+        .unwrap_err();
+    assert!(matches!(e, RegistryError::BadRecord { .. }), "{e}");
+    assert!(!dir.path().join("x").exists());
+
+    // A record for one name holding a release of another.
+    let other = package(dir.path(), "other", "1.0.0", &[], 10);
+    let packed = peerlink_registry::pack(&other, &Default::default()).unwrap();
+    let m = peerlink_registry::Manifest::load(&other).unwrap();
+    let rec = peerlink_registry::PackageRecord {
+        releases: vec![SignedRelease::sign(
+            Release::new(&m, &packed.bytes, 1),
+            net.nodes[2].keypair(),
+        )],
+    };
+    net.nodes[2]
+        .dht()
+        .put("registry/pkg/sneaky", rec.encode())
+        .await
+        .unwrap();
+    let e = b.info("sneaky").await.unwrap_err();
+    assert!(e.to_string().contains("other@1.0.0"), "{e}");
+
+    // An unsatisfiable requirement is explained.
+    let lib = package(dir.path(), "lib", "1.0.0", &[], 10);
+    let app = package(dir.path(), "app", "1.0.0", &[("lib", "^2")], 10);
+    a.publish(&lib).await.unwrap();
+    a.publish(&app).await.unwrap();
+    let e = b
+        .install("app", &dir.path().join("y"), None)
+        .await
+        .unwrap_err();
+    let text = e.to_string();
+    assert!(
+        text.contains("cannot all be met") && text.contains("lib"),
+        "{text}"
+    );
+    // Publishing the same version twice is refused.
+    let e = a.publish(&lib).await.unwrap_err();
+    assert!(matches!(e, RegistryError::AlreadyPublished(_)), "{e}");
+
+    // A failure while putting packages in place undoes the whole install.
+    let tool = package(dir.path(), "tool", "1.0.0", &[("lib", "^1")], 10);
+    a.publish(&tool).await.unwrap();
+    let to = dir.path().join("z");
+    std::fs::create_dir_all(&to).unwrap();
+    std::fs::write(to.join("tool-1.0.0"), "a file in the way").unwrap();
+    let e = b.install("tool", &to, None).await.unwrap_err();
+    assert!(matches!(e, RegistryError::Io { .. }), "{e}");
+    let left: Vec<_> = std::fs::read_dir(&to)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(left, ["tool-1.0.0"], "lib was rolled back, no staging left");
+    // The node is intact and keeps serving.
+    std::fs::remove_file(to.join("tool-1.0.0")).unwrap();
+    b.install("tool", &to, None).await.unwrap();
+    assert!(to.join("lib-1.0.0/package.toml").exists());
+    assert_eq!(b.stats().packages, 3, "{:?}", b.stats());
+    net.shutdown().await;
+}
