@@ -514,11 +514,11 @@ impl Registry {
         let universe = self.universe(&name).await?;
         let order = resolve::resolve(&name, &req, &universe)?;
         let resolve_ms = started.elapsed().as_secs_f64() * 1e3;
-        let releases: Vec<Release> = {
+        let releases: Vec<SignedRelease> = {
             let store = self.inner.store();
             order
                 .iter()
-                .filter_map(|(n, v)| store.get(n, v).map(|r| r.release.clone()))
+                .filter_map(|(n, v)| store.get(n, v).cloned())
                 .collect()
         };
         // Fetch in parallel, a bounded number at once.
@@ -532,7 +532,7 @@ impl Registry {
                 let (this, r, progress) = (self.clone(), r.clone(), progress.clone());
                 calls.spawn(async move {
                     let got = this.fetch(&r, progress.as_ref()).await;
-                    (r.blob, got)
+                    (r.release.blob, got)
                 });
             }
             let Some(done) = calls.join_next().await else {
@@ -547,8 +547,8 @@ impl Registry {
         let plan: Vec<(Release, Bytes, String)> = releases
             .into_iter()
             .filter_map(|r| {
-                let (bytes, source) = fetched.get(&r.blob)?.clone();
-                Some((r, bytes, source))
+                let (bytes, source) = fetched.get(&r.release.blob)?.clone();
+                Some((r.release, bytes, source))
             })
             .collect();
         let packages = tokio::task::spawn_blocking(move || unpack_all(plan, &to, &limits))
@@ -611,13 +611,15 @@ impl Registry {
         Ok(universe)
     }
 
-    /// One archive: from the cache, else in chunks from providers.
+    /// One archive: from the cache, else in chunks from providers (the
+    /// DHT's, and the publisher when connected: it pins what it published).
     async fn fetch(
         &self,
-        r: &Release,
+        signed: &SignedRelease,
         progress: Option<&mpsc::UnboundedSender<Progress>>,
     ) -> Result<(Bytes, String), RegistryError> {
         let inner = &self.inner;
+        let r = &signed.release;
         let report = |done| {
             if let Some(p) = progress {
                 let _ = p.send(Progress {
@@ -634,7 +636,7 @@ impl Registry {
             }
         }
         let me = inner.node.peer_id();
-        let providers: Vec<PeerAddr> = inner
+        let mut providers: Vec<PeerAddr> = inner
             .node
             .dht()
             .providers(blob_key(&r.blob))
@@ -644,6 +646,12 @@ impl Registry {
             .filter(|c| c.id != me)
             .map(|c| PeerAddr::new(c.id, c.addr))
             .collect();
+        let owner = signed.publisher;
+        if owner != me && !providers.iter().any(|p| p.id == owner) {
+            if let Some(addr) = inner.node.remote_addr(&owner) {
+                providers.push(PeerAddr::new(owner, addr));
+            }
+        }
         let fail = |tried: usize, reasons: Vec<String>| RegistryError::Fetch {
             id: r.id(),
             tried,

@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -12,6 +13,7 @@ mod bench;
 mod devnet;
 mod dht;
 mod gossip;
+mod registry;
 mod sim;
 
 #[derive(Parser)]
@@ -58,6 +60,8 @@ enum Command {
         #[arg(long, default_value_t = 200)]
         interval_ms: u64,
     },
+    #[command(flatten)]
+    Registry(registry::Command),
     /// Start a local network of nodes in this process, exercise it, report.
     Devnet(devnet::Args),
     /// Measure peerlink against raw TCP on loopback.
@@ -128,6 +132,7 @@ async fn run(cli: Cli) -> Result<()> {
             count,
             interval_ms,
         } => ping(&peer, count, interval_ms).await?,
+        Command::Registry(cmd) => registry::run(cmd).await?,
         Command::Devnet(args) => devnet::run(args).await?,
         Command::Bench(args) => bench::run(args).await?,
         Command::Sim(args) => tokio::task::spawn_blocking(move || sim::run(args)).await??,
@@ -198,7 +203,13 @@ async fn run_node(opts: NodeOpts) -> Result<()> {
     for addr in node.listen_addrs() {
         println!("listening on {}@{}", node.peer_id(), addr);
     }
-    let _control = peerlink_net::control::serve(node.clone(), &control).await?;
+    let registry = peerlink_registry::Registry::start(
+        node.clone(),
+        peerlink_registry::RegistryConfig::new(data_dir.join("registry")),
+    )
+    .await?;
+    let _control =
+        peerlink_net::control::serve_with(node.clone(), &control, Some(Arc::new(registry))).await?;
     println!("control socket {}", control.display());
     if let Some(addr) = metrics {
         let (bound, _task) = peerlink_net::serve_metrics(node.clone(), addr).await?;

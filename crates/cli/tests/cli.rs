@@ -288,3 +288,98 @@ fn gossip_sub_on_one_node_receives_gossip_pub_from_another() {
     assert!(out.starts_with("hello "), "{out:?}");
     assert!(child.0.wait().unwrap().success());
 }
+
+fn run_in(home: &std::path::Path, args: &[&str]) -> (bool, String, String) {
+    let out = peerlink()
+        .args(args)
+        .env("PEERLINK_HOME", home)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
+#[test]
+fn publish_on_one_node_then_search_info_and_install_on_another() {
+    let (home_a, home_b, _a, _b) = two_controlled_nodes();
+    let work = tempfile::tempdir().unwrap();
+    let pkg = work.path().join("greeter");
+    std::fs::create_dir_all(pkg.join("src")).unwrap();
+    std::fs::write(
+        pkg.join("package.toml"),
+        "[package]\nname = \"greeter\"\nversion = \"0.3.1\"\ndescription = \"Says hello to peers\"\nkeywords = [\"hello\"]\nlicense = \"MIT\"\n",
+    )
+    .unwrap();
+    std::fs::write(pkg.join("src/lib.rs"), "pub fn hello() {}\n").unwrap();
+
+    // A bad manifest is refused with its file, field and reason.
+    let bad = work.path().join("bad");
+    std::fs::create_dir_all(&bad).unwrap();
+    std::fs::write(bad.join("package.toml"), "[package]\nname = \"Bad\"\n").unwrap();
+    let (ok, _, err) = run_in(home_a.path(), &["publish", bad.to_str().unwrap()]);
+    assert!(
+        !ok && err.contains("package.toml") && err.contains("package.version"),
+        "{err}"
+    );
+
+    // Publish once the gossip mesh has B (else B learns of it from the DHT
+    // only, which `search` does not consult).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let (ok, out, err) = run_in(home_a.path(), &["publish", pkg.to_str().unwrap(), "--json"]);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["name"], "greeter");
+    loop {
+        let (ok, out, err) = run_in(home_b.path(), &["search", "hello peers", "--remote"]);
+        assert!(ok, "{err}");
+        if out.contains("greeter") {
+            assert!(out.contains("0.3.1") && out.contains("Says hello"), "{out}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "B never found greeter: {out} {err}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (ok, out, err) = run_in(home_b.path(), &["info", "greeter"]);
+    assert!(
+        ok && out.contains("greeter (owner ") && out.contains("0.3.1"),
+        "{out} {err}"
+    );
+    let to = work.path().join("deps");
+    let (ok, out, err) = run_in(
+        home_b.path(),
+        &[
+            "install",
+            "greeter@^0.3",
+            "--to",
+            to.to_str().unwrap(),
+            "--json",
+        ],
+    );
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["packages"][0]["name"], "greeter");
+    assert_eq!(
+        std::fs::read(to.join("greeter-0.3.1/src/lib.rs")).unwrap(),
+        b"pub fn hello() {}\n"
+    );
+    // Unknown names and impossible requirements are clear errors.
+    let (ok, _, err) = run_in(
+        home_b.path(),
+        &["install", "greeter@^2", "--to", to.to_str().unwrap()],
+    );
+    assert!(
+        !ok && err.contains("no version of greeter matches ^2 (known: 0.3.1)"),
+        "{err}"
+    );
+    let (ok, _, err) = run_in(home_b.path(), &["info", "nothing-here"]);
+    assert!(
+        !ok && err.contains("no package named nothing-here"),
+        "{err}"
+    );
+}

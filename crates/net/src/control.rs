@@ -314,6 +314,8 @@ async fn write_reply(
             Value::Object(m)
         }
         Ok(other) => json!({ "ok": true, "result": other }),
+        // The client says "the node refused"; don't say it twice.
+        Err(ControlError::Remote(e)) => json!({ "ok": false, "error": e }),
         Err(e) => json!({ "ok": false, "error": e.to_string() }),
     };
     let mut bytes = serde_json::to_vec(&v).unwrap_or_default();
