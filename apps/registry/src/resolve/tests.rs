@@ -8,8 +8,10 @@ fn req(s: &str) -> VersionReq {
     VersionReq::parse(s).unwrap()
 }
 
-/// `spec`: (package, version, [(dep, req)]).
-fn universe(spec: &[(&str, &str, &[(&str, &str)])]) -> Universe {
+/// (package, version, [(dep, req)]).
+type Spec<'a> = (&'a str, &'a str, &'a [(&'a str, &'a str)]);
+
+fn universe(spec: &[Spec]) -> Universe {
     let mut u = Universe::new();
     for (p, ver, deps) in spec {
         u.entry(p.to_string()).or_default().insert(
