@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 pub mod dht;
 pub mod gossip;
+pub mod registry;
 
 use anyhow::{bail, Context, Result};
 use bytes::{BufMut, Bytes, BytesMut};

@@ -9,8 +9,11 @@
 //! Ranking: BM25 text relevance (a match in the name counts 3×, in the
 //! keywords 2×, in the description 1×), then monthly downloads where known.
 
+use std::collections::BTreeMap;
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
+use semver::Version;
 use serde::{Deserialize, Serialize};
 use tantivy::collector::TopDocs;
 use tantivy::query::QueryParser;
@@ -62,6 +65,9 @@ pub struct SearchIndex {
 struct Writer {
     writer: IndexWriter,
     pending: usize,
+    /// When the oldest and the newest uncommitted additions were made.
+    first_pending: Option<Instant>,
+    last_pending: Option<Instant>,
 }
 
 impl SearchIndex {
@@ -92,7 +98,12 @@ impl SearchIndex {
             fields,
             parser,
             reader,
-            writer: Mutex::new(Writer { writer, pending: 0 }),
+            writer: Mutex::new(Writer {
+                writer,
+                pending: 0,
+                first_pending: None,
+                last_pending: None,
+            }),
         })
     }
 
@@ -114,6 +125,9 @@ impl SearchIndex {
             .delete_term(Term::from_field_text(f.name_key, &release.name));
         w.writer.add_document(doc)?;
         w.pending += 1;
+        let now = Instant::now();
+        w.first_pending.get_or_insert(now);
+        w.last_pending = Some(now);
         Ok(())
     }
 
@@ -127,9 +141,18 @@ impl SearchIndex {
         if w.pending > 0 {
             w.writer.commit()?;
             w.pending = 0;
+            w.first_pending = None;
+            w.last_pending = None;
             self.reader.reload()?;
         }
         Ok(())
+    }
+
+    /// How long ago the oldest and the newest uncommitted additions were
+    /// made; `None` when everything is committed.
+    pub fn pending_for(&self) -> Option<(Duration, Duration)> {
+        let w = self.lock();
+        Some((w.first_pending?.elapsed(), w.last_pending?.elapsed()))
     }
 
     /// Packages indexed (after the last commit).
@@ -188,4 +211,32 @@ pub fn rank(hits: &mut [Hit]) {
             .then(b.downloads.cmp(&a.downloads))
             .then(a.name.cmp(&b.name))
     });
+}
+
+/// De-duplicates by name (the newest version and best score win) and ranks.
+pub fn merge(hits: Vec<Hit>, limit: usize) -> Vec<Hit> {
+    let mut by_name: BTreeMap<String, Hit> = BTreeMap::new();
+    for h in hits {
+        match by_name.get_mut(&h.name) {
+            Some(have) => {
+                let newer = |a: &str, b: &str| match (Version::parse(a), Version::parse(b)) {
+                    (Ok(a), Ok(b)) => a > b,
+                    _ => false,
+                };
+                if newer(&h.version, &have.version) {
+                    have.version = h.version.clone();
+                    have.description = h.description.clone();
+                }
+                have.score = have.score.max(h.score);
+                have.downloads = have.downloads.max(h.downloads);
+            }
+            None => {
+                by_name.insert(h.name.clone(), h);
+            }
+        }
+    }
+    let mut out: Vec<Hit> = by_name.into_values().collect();
+    rank(&mut out);
+    out.truncate(limit);
+    out
 }

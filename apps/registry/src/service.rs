@@ -35,7 +35,7 @@ use tokio::task::JoinHandle;
 
 use crate::archive::{self, ArchiveError, Limits};
 use crate::cache::{BlobCache, CacheLimits, CacheStats};
-use crate::index::{rank, Hit, IndexError, SearchIndex, MAX_HITS, MAX_QUERY_LEN};
+use crate::index::{merge, Hit, IndexError, SearchIndex, MAX_HITS, MAX_QUERY_LEN};
 use crate::manifest::{Manifest, ManifestError};
 use crate::release::{
     Hash, PackageRecord, Release, ReleaseError, SignedRelease, CHUNK_SIZE, MAX_BLOB_SIZE,
@@ -56,6 +56,16 @@ fn package_key(name: &str) -> String {
 
 fn blob_key(hash: &Hash) -> String {
     format!("registry/blob/{hash}")
+}
+
+fn ms_since(t: Instant) -> f64 {
+    t.elapsed().as_secs_f64() * 1e3
+}
+
+async fn timed<T>(f: impl std::future::Future<Output = T>) -> (T, f64) {
+    let t = Instant::now();
+    let r = f.await;
+    (r, ms_since(t))
 }
 
 fn unix_ms() -> u64 {
@@ -125,6 +135,8 @@ pub enum RegistryError {
         tried: usize,
         reasons: String,
     },
+    #[error("peer {0} sent a malformed search answer")]
+    BadAnswer(String),
     #[error("{0:?} is not NAME or NAME@REQUIREMENT: {1}")]
     Spec(String, String),
     #[error("{path}: {source}")]
@@ -176,6 +188,12 @@ pub struct PublishReport {
     pub provider_stored: usize,
     /// Mesh peers the announcement went to.
     pub announced_to: usize,
+    /// The DHT lookup of the name's current record (ownership, versions).
+    pub check_ms: f64,
+    /// The three network steps, run at once after the check.
+    pub put_ms: f64,
+    pub provide_ms: f64,
+    pub announce_ms: f64,
     pub elapsed_ms: f64,
 }
 
@@ -289,6 +307,7 @@ impl Registry {
             tokio::spawn(receive_announcements(Arc::downgrade(&inner), announcements)),
             tokio::spawn(serve_searches(Arc::downgrade(&inner), searches)),
             tokio::spawn(serve_chunks(Arc::downgrade(&inner), chunks)),
+            tokio::spawn(commit_when_quiet(Arc::downgrade(&inner))),
         ];
         *inner.tasks.lock().unwrap_or_else(|e| e.into_inner()) = tasks;
         // Keep serving what this node has: re-announce as a provider.
@@ -342,7 +361,9 @@ impl Registry {
         let signed = SignedRelease::sign(release, inner.node.keypair());
         let id = signed.release.id();
         // Who owns the name, by this node's store and by the network.
+        let check = Instant::now();
         let mut record = self.record(&manifest.name).await?.unwrap_or_default();
+        let check_ms = ms_since(check);
         if let Some(first) = record.releases.first() {
             if first.publisher != signed.publisher {
                 return Err(StoreError::NotOwner {
@@ -376,10 +397,10 @@ impl Registry {
         let value = record.encode();
         let dht = inner.node.dht();
         let gossip = inner.node.gossip();
-        let (put, provide, announce) = tokio::join!(
-            dht.put(package_key(&manifest.name), value),
-            dht.provide(blob_key(&blob)),
-            gossip.publish(ANNOUNCE_TOPIC, signed.encode()),
+        let ((put, put_ms), (provide, provide_ms), (announce, announce_ms)) = tokio::join!(
+            timed(dht.put(package_key(&manifest.name), value)),
+            timed(dht.provide(blob_key(&blob))),
+            timed(gossip.publish(ANNOUNCE_TOPIC, signed.encode())),
         );
         Ok(PublishReport {
             name: manifest.name,
@@ -390,7 +411,11 @@ impl Registry {
             record_stored: put?.value,
             provider_stored: provide?.value,
             announced_to: announce?.peers,
-            elapsed_ms: started.elapsed().as_secs_f64() * 1e3,
+            check_ms,
+            put_ms,
+            provide_ms,
+            announce_ms,
+            elapsed_ms: ms_since(started),
         })
     }
 
@@ -463,24 +488,11 @@ impl Registry {
             peers.sort_by_key(|p| p.rtt.unwrap_or(Duration::MAX));
             peers.truncate(inner.config.search_peers);
             asked = peers.len();
-            let body = Bytes::from(
-                serde_json::to_vec(&SearchRequest {
-                    q: query.to_string(),
-                    limit: limit as u32,
-                })
-                .unwrap_or_default(),
-            );
             let mut calls = tokio::task::JoinSet::new();
             for p in peers {
-                let (node, body) = (inner.node.clone(), body.clone());
-                let timeout = inner.config.search_timeout;
-                calls.spawn(async move {
-                    let reply = node
-                        .request_with(&p.id, SEARCH_PROTOCOL, body, timeout, 256 * 1024)
-                        .await
-                        .ok()?;
-                    decode_hits(&reply, limit)
-                });
+                let this = self.clone();
+                let query = query.to_string();
+                calls.spawn(async move { this.search_peer(&p.id, &query, limit).await.ok() });
             }
             while let Some(r) = calls.join_next().await {
                 if let Ok(Some(remote_hits)) = r {
@@ -497,6 +509,37 @@ impl Registry {
             peers_answered: answered,
             elapsed_us: started.elapsed().as_micros() as u64,
         })
+    }
+
+    /// Asks one connected peer's index; hits that fail validation are
+    /// dropped, a malformed answer is an error.
+    pub async fn search_peer(
+        &self,
+        peer: &PeerId,
+        query: &str,
+        limit: usize,
+    ) -> Result<Vec<Hit>, RegistryError> {
+        if query.len() > MAX_QUERY_LEN {
+            return Err(IndexError::QueryTooLong(query.len()).into());
+        }
+        let limit = limit.clamp(1, MAX_HITS);
+        let body = serde_json::to_vec(&SearchRequest {
+            q: query.to_string(),
+            limit: limit as u32,
+        })
+        .unwrap_or_default();
+        let reply = self
+            .inner
+            .node
+            .request_with(
+                peer,
+                SEARCH_PROTOCOL,
+                body,
+                self.inner.config.search_timeout,
+                256 * 1024,
+            )
+            .await?;
+        decode_hits(&reply, limit).ok_or_else(|| RegistryError::BadAnswer(peer.to_string()))
     }
 
     /// Resolves `spec` (`NAME` or `NAME@REQ`), fetches every archive of
@@ -889,6 +932,27 @@ async fn receive_announcements(inner: Weak<Inner>, mut sub: peerlink_net::Subscr
     }
 }
 
+/// Commits index additions once they stop arriving (250 ms without one,
+/// or 2 s at most), so searches rarely pay for a commit; a commit costs
+/// milliseconds of CPU, too much to make per announcement on every node.
+async fn commit_when_quiet(inner: Weak<Inner>) {
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(inner) = inner.upgrade() else { return };
+        let due = inner.index.pending_for().is_some_and(|(oldest, newest)| {
+            newest >= Duration::from_millis(250) || oldest >= Duration::from_secs(2)
+        });
+        if due {
+            let commit = tokio::task::spawn_blocking(move || inner.index.commit()).await;
+            if let Ok(Err(e)) = commit {
+                tracing::warn!("registry: index commit failed: {e}");
+            }
+        }
+    }
+}
+
 #[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct SearchRequest {
@@ -956,34 +1020,6 @@ fn decode_hits(bytes: &[u8], limit: usize) -> Option<Vec<Hit>> {
         crate::manifest::valid_name(&h.name) && h.description.len() <= 4096 && h.score.is_finite()
     });
     Some(hits)
-}
-
-/// De-duplicates by name (the newest version and best score win) and ranks.
-fn merge(hits: Vec<Hit>, limit: usize) -> Vec<Hit> {
-    let mut by_name: BTreeMap<String, Hit> = BTreeMap::new();
-    for h in hits {
-        match by_name.get_mut(&h.name) {
-            Some(have) => {
-                let newer = |a: &str, b: &str| match (Version::parse(a), Version::parse(b)) {
-                    (Ok(a), Ok(b)) => a > b,
-                    _ => false,
-                };
-                if newer(&h.version, &have.version) {
-                    have.version = h.version.clone();
-                    have.description = h.description.clone();
-                }
-                have.score = have.score.max(h.score);
-                have.downloads = have.downloads.max(h.downloads);
-            }
-            None => {
-                by_name.insert(h.name.clone(), h);
-            }
-        }
-    }
-    let mut out: Vec<Hit> = by_name.into_values().collect();
-    rank(&mut out);
-    out.truncate(limit);
-    out
 }
 
 /// `NAME` or `NAME@REQ` (any version when no requirement is given).

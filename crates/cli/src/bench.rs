@@ -108,6 +108,9 @@ enum Workload {
         #[arg(long, default_value_t = 100)]
         nodes_per_process: usize,
     },
+    /// The package registry: local and remote search, publish and install
+    /// end to end, concurrent searches, cache hit rate.
+    Registry(crate::bench_registry::Args),
     /// One process's share of a `bench dht` network (started by it).
     #[command(hide = true)]
     DhtShard { spec: String },
@@ -341,6 +344,7 @@ pub async fn run(args: Args) -> Result<()> {
             }
             serde_json::to_value(all)?
         }
+        Workload::Registry(a) => crate::bench_registry::run(a).await?,
         Workload::DhtShard { spec } => return peerlink_bench::dht::serve_shard(&spec).await,
         Workload::Bootstrap {
             nodes,

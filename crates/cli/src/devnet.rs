@@ -32,6 +32,9 @@ pub struct Args {
     /// put one record.
     #[arg(long, default_value_t = 200)]
     dht_queries: usize,
+    /// Packages of the real catalogue published (plus one of 1 MiB).
+    #[arg(long, default_value_t = 40)]
+    packages: usize,
 }
 
 const CHANNEL: u16 = 16;
@@ -323,7 +326,12 @@ pub async fn run(args: Args) -> Result<()> {
         (delivered, Latency::from_samples(complete))
     };
 
-    // 7. Ping every neighbour once.
+    // 7. The package registry: publish a slice of the real catalogue from
+    // random nodes, then a 1 MiB package with 5 dependencies; install it on
+    // nodes that never fetched it; search locally and across peers.
+    let registry = registry_step(&nodes, args.packages).await?;
+
+    // 8. Ping every neighbour once.
     let mut pings = Vec::new();
     for node in &nodes {
         for p in node.peers() {
@@ -400,6 +408,31 @@ pub async fn run(args: Args) -> Result<()> {
         time_to_all.p50_us / 1e3,
         time_to_all.p99_us / 1e3
     );
+    let r = &registry;
+    println!(
+        "registry publish      {} packages from random nodes: p50 {:.1} ms, p99 {:.1} ms; every node indexed all of them",
+        r.publish_install.published,
+        r.publish_install.publish.p50_us / 1e3,
+        r.publish_install.publish.p99_us / 1e3,
+    );
+    println!(
+        "registry install      {} installs of {} packages ({} KiB) on nodes that never had them: p50 {:.1} ms, p99 {:.1} ms",
+        r.publish_install.install.samples,
+        r.publish_install.install_packages,
+        r.publish_install.install_bytes / 1024,
+        r.publish_install.install.p50_us / 1e3,
+        r.publish_install.install.p99_us / 1e3
+    );
+    println!(
+        "registry search       {} answered locally: p50 {:.0} µs, p99 {:.0} µs; {} across {} peers: p50 {:.2} ms, p99 {:.2} ms",
+        r.local.samples,
+        r.local.p50_us,
+        r.local.p99_us,
+        r.remote.samples,
+        r.remote_peers,
+        r.remote.p50_us / 1e3,
+        r.remote.p99_us / 1e3
+    );
     println!("handshake failures    {handshake_failures}, peer errors {peer_errors}");
     if delivered != expected {
         bail!("{} messages were not delivered", expected - delivered);
@@ -413,8 +446,66 @@ pub async fn run(args: Args) -> Result<()> {
             gossip_messages * (n - 1) - gossip_delivered
         );
     }
-    println!("all messages delivered, every DHT record read back, every gossip message everywhere");
+    println!("all messages delivered, every DHT record read back, every gossip message everywhere, every package on every node");
     Ok(())
+}
+
+struct RegistryOutcome {
+    publish_install: peerlink_bench::registry::PublishInstallReport,
+    local: Latency,
+    remote: Latency,
+    remote_peers: usize,
+}
+
+async fn registry_step(nodes: &[peerlink_net::Node], packages: usize) -> Result<RegistryOutcome> {
+    use peerlink_bench::registry as reg;
+    let dir = tempfile::tempdir()?;
+    let regs = reg::start_registries(nodes, dir.path()).await?;
+    let cat = peerlink_registry::catalogue::Catalogue::embedded();
+    let pb = bar(1, "registry");
+    let publish_install = reg::publish_install(&regs, &cat, packages, 10, 5).await?;
+    pb.finish();
+    // Every node hears every announcement.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let least = regs.iter().map(|r| r.stats().packages).min().unwrap_or(0);
+        if least >= publish_install.published {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "a node knows {least} of the {} published packages after 10 s",
+                publish_install.published
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let queries = reg::queries(&cat.clone().truncate(packages), 300, 9);
+    let mut rng = Rng::new(17);
+    // Searches that the local index answers alone (those with too few
+    // local hits ask peers too, and are left out here).
+    let mut local = Vec::new();
+    for q in &queries {
+        let r = &regs[rng.below(regs.len() as u64) as usize];
+        let found = r.search(q, 10, false).await?;
+        if found.peers_asked == 0 {
+            local.push(Duration::from_micros(found.elapsed_us));
+        }
+    }
+    let mut remote = Vec::new();
+    let mut peers = 0;
+    for q in queries.iter().take(30) {
+        let r = &regs[rng.below(regs.len() as u64) as usize];
+        let found = r.search(q, 10, true).await?;
+        peers = peers.max(found.peers_asked);
+        remote.push(Duration::from_micros(found.elapsed_us));
+    }
+    Ok(RegistryOutcome {
+        publish_install,
+        local: Latency::from_samples(local),
+        remote: Latency::from_samples(remote),
+        remote_peers: peers,
+    })
 }
 
 async fn gossip_duplicates(nodes: &[peerlink_net::Node]) -> Result<u64> {

@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 use peerlink_net::{keyfile, resolve_peer_addr, Limits, Node, NodeConfig, PeerEvent};
 
 mod bench;
+mod bench_registry;
 mod devnet;
 mod dht;
 mod gossip;
