@@ -132,20 +132,20 @@ impl BlobCache {
         found
     }
 
-    /// The blob without counting a lookup (serving peers).
+    /// Where the blob is, marking it used.
+    fn locate(&self, hash: &Hash) -> Option<PathBuf> {
+        let mut s = self.lock();
+        if s.pinned.contains_key(hash) {
+            return Some(self.path(hash, true));
+        }
+        let &(_, size) = s.entries.get(hash)?;
+        s.touch(*hash, size);
+        Some(self.path(hash, false))
+    }
+
+    /// The blob without counting a lookup.
     pub fn read(&self, hash: &Hash) -> Option<Vec<u8>> {
-        let pinned = {
-            let mut s = self.lock();
-            if s.pinned.contains_key(hash) {
-                true
-            } else if let Some(&(_, size)) = s.entries.get(hash) {
-                s.touch(*hash, size);
-                false
-            } else {
-                return None;
-            }
-        };
-        match std::fs::read(self.path(hash, pinned)) {
+        match std::fs::read(self.locate(hash)?) {
             Ok(bytes) => Some(bytes),
             Err(_) => {
                 // Removed behind our back: forget it.
@@ -155,6 +155,23 @@ impl BlobCache {
                 None
             }
         }
+    }
+
+    /// Up to `len` bytes of the blob from `offset` (serving one chunk to a
+    /// peer: only that much is read). `None` if the blob is not here or
+    /// `offset` is past its end.
+    pub fn read_range(&self, hash: &Hash, offset: u64, len: usize) -> Option<Vec<u8>> {
+        use std::io::{Read, Seek, SeekFrom};
+        let mut f = std::fs::File::open(self.locate(hash)?).ok()?;
+        let size = f.metadata().ok()?.len();
+        if offset >= size {
+            return None;
+        }
+        f.seek(SeekFrom::Start(offset)).ok()?;
+        let want = (size - offset).min(len as u64) as usize;
+        let mut buf = vec![0u8; want];
+        f.read_exact(&mut buf).ok()?;
+        Some(buf)
     }
 
     /// Stores a verified blob. `pin` keeps it regardless of the bounds.
@@ -269,6 +286,10 @@ mod tests {
         let cache = BlobCache::open(dir.path(), limits).unwrap();
         assert!(cache.contains(&a.0) && cache.contains(&c.0) && cache.contains(&p.0));
         assert!(!cache.contains(&b.0));
+        // Ranges, as chunks are served.
+        assert_eq!(cache.read_range(&a.0, 4, 100), Some(vec![1; 6]));
+        assert_eq!(cache.read_range(&a.0, 10, 1), None, "past the end");
+        assert_eq!(cache.read_range(&b.0, 0, 1), None, "not here");
     }
 
     #[test]

@@ -240,3 +240,15 @@ pub fn merge(hits: Vec<Hit>, limit: usize) -> Vec<Hit> {
     out.truncate(limit);
     out
 }
+
+/// A peer's search answer: JSON hits, at most `limit` kept, those with
+/// invalid names, oversized descriptions or non-finite scores dropped.
+/// `None` when the answer is not a list of hits at all.
+pub fn decode_hits(bytes: &[u8], limit: usize) -> Option<Vec<Hit>> {
+    let mut hits: Vec<Hit> = serde_json::from_slice(bytes).ok()?;
+    hits.truncate(limit);
+    hits.retain(|h| {
+        crate::manifest::valid_name(&h.name) && h.description.len() <= 4096 && h.score.is_finite()
+    });
+    Some(hits)
+}

@@ -35,7 +35,7 @@ use tokio::task::JoinHandle;
 
 use crate::archive::{self, ArchiveError, Limits};
 use crate::cache::{BlobCache, CacheLimits, CacheStats};
-use crate::index::{merge, Hit, IndexError, SearchIndex, MAX_HITS, MAX_QUERY_LEN};
+use crate::index::{decode_hits, merge, Hit, IndexError, SearchIndex, MAX_HITS, MAX_QUERY_LEN};
 use crate::manifest::{Manifest, ManifestError};
 use crate::release::{
     Hash, PackageRecord, Release, ReleaseError, SignedRelease, CHUNK_SIZE, MAX_BLOB_SIZE,
@@ -984,7 +984,11 @@ async fn serve_searches(inner: Weak<Inner>, mut requests: peerlink_net::Requests
     }
 }
 
+/// Chunk reads from disk at once.
+const PARALLEL_CHUNK_READS: usize = 4;
+
 async fn serve_chunks(inner: Weak<Inner>, mut requests: peerlink_net::Requests) {
+    let reads = Arc::new(tokio::sync::Semaphore::new(PARALLEL_CHUNK_READS));
     while let Some(req) = requests.recv().await {
         let Some(inner) = inner.upgrade() else { return };
         let Some((hash, index)) = req.body.split_at_checked(32).and_then(|(h, i)| {
@@ -995,13 +999,16 @@ async fn serve_chunks(inner: Weak<Inner>, mut requests: peerlink_net::Requests) 
             req.reject("a chunk request is a 32-byte hash and a 4-byte index");
             continue;
         };
-        // Reading a blob from disk: off the async workers.
+        // Reading from disk: off the async workers, a few at a time, one
+        // chunk each (a flood of requests cannot pile up blob reads).
+        let Ok(permit) = reads.clone().acquire_owned().await else {
+            return;
+        };
         tokio::task::spawn_blocking(move || {
-            let chunk = inner.cache.read(&hash).and_then(|b| {
-                let start = index.checked_mul(CHUNK_SIZE)?;
-                let end = start.saturating_add(CHUNK_SIZE).min(b.len());
-                b.get(start..end).map(<[u8]>::to_vec)
-            });
+            let _permit = permit;
+            let chunk = (index as u64)
+                .checked_mul(CHUNK_SIZE as u64)
+                .and_then(|offset| inner.cache.read_range(&hash, offset, CHUNK_SIZE));
             match chunk {
                 Some(c) => {
                     inner.counters.chunks_served.fetch_add(1, Relaxed);
@@ -1013,14 +1020,6 @@ async fn serve_chunks(inner: Weak<Inner>, mut requests: peerlink_net::Requests) 
     }
 }
 
-fn decode_hits(bytes: &[u8], limit: usize) -> Option<Vec<Hit>> {
-    let mut hits: Vec<Hit> = serde_json::from_slice(bytes).ok()?;
-    hits.truncate(limit);
-    hits.retain(|h| {
-        crate::manifest::valid_name(&h.name) && h.description.len() <= 4096 && h.score.is_finite()
-    });
-    Some(hits)
-}
 
 /// `NAME` or `NAME@REQ` (any version when no requirement is given).
 pub fn parse_spec(spec: &str) -> Result<(String, VersionReq), RegistryError> {
