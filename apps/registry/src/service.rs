@@ -154,6 +154,7 @@ struct Counters {
     searches_served: AtomicU64,
     chunks_served: AtomicU64,
     bad_chunks: AtomicU64,
+    bad_answers: AtomicU64,
     failovers: AtomicU64,
 }
 
@@ -171,6 +172,8 @@ pub struct RegistryStats {
     pub chunks_served: u64,
     /// Chunks that failed their hash (the provider was disconnected).
     pub bad_chunks: u64,
+    /// Malformed search answers (the peer was disconnected).
+    pub bad_answers: u64,
     /// Chunk requests that failed over to another provider.
     pub failovers: u64,
 }
@@ -539,7 +542,12 @@ impl Registry {
                 256 * 1024,
             )
             .await?;
-        decode_hits(&reply, limit).ok_or_else(|| RegistryError::BadAnswer(peer.to_string()))
+        decode_hits(&reply, limit).ok_or_else(|| {
+            self.inner.counters.bad_answers.fetch_add(1, Relaxed);
+            tracing::warn!(%peer, "sent a malformed search answer; disconnecting");
+            self.inner.node.disconnect(peer);
+            RegistryError::BadAnswer(peer.to_string())
+        })
     }
 
     /// Resolves `spec` (`NAME` or `NAME@REQ`), fetches every archive of
@@ -841,6 +849,7 @@ impl Registry {
             searches_served: c.searches_served.load(Relaxed),
             chunks_served: c.chunks_served.load(Relaxed),
             bad_chunks: c.bad_chunks.load(Relaxed),
+            bad_answers: c.bad_answers.load(Relaxed),
             failovers: c.failovers.load(Relaxed),
         }
     }
@@ -1019,7 +1028,6 @@ async fn serve_chunks(inner: Weak<Inner>, mut requests: peerlink_net::Requests) 
         });
     }
 }
-
 
 /// `NAME` or `NAME@REQ` (any version when no requirement is given).
 pub fn parse_spec(spec: &str) -> Result<(String, VersionReq), RegistryError> {

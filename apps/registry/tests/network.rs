@@ -290,6 +290,26 @@ async fn hostile_records_and_failed_installs_leave_nothing_behind() {
     let b = registry(&net.nodes[1], &dir, 1).await;
     mesh_formed(&net.nodes[..2]).await;
 
+    // A peer answering searches with garbage is dropped and counted; the
+    // search still answers from the index and the other peers.
+    let mut liar = net.nodes[3]
+        .serve(peerlink_registry::SEARCH_PROTOCOL)
+        .unwrap();
+    tokio::spawn(async move {
+        while let Some(req) = liar.recv().await {
+            req.respond(&b"{not json"[..]);
+        }
+    });
+    if !net.nodes[1].is_connected(&net.nodes[3].peer_id()) {
+        net.nodes[1]
+            .connect(net.nodes[3].addr().unwrap())
+            .await
+            .unwrap();
+    }
+    let found = b.search("anything", 5, true).await.unwrap();
+    assert!(found.peers_asked > found.peers_answered, "{found:?}");
+    assert_eq!(b.stats().bad_answers, 1);
+
     // A garbage package record in the DHT.
     net.nodes[2]
         .dht()
