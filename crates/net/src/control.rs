@@ -453,14 +453,18 @@ impl ControlClient {
     /// Sends `req` and returns the node's answer (an object with
     /// `"ok": true`); a refusal becomes [`ControlError::Remote`].
     pub async fn call(&mut self, req: &ControlRequest) -> Result<Value, ControlError> {
+        self.send(req).await?;
+        self.next().await
+    }
+
+    async fn send(&mut self, req: &impl Serialize) -> Result<(), ControlError> {
         let mut bytes =
             serde_json::to_vec(req).map_err(|e| ControlError::Malformed(e.to_string()))?;
         bytes.push(b'\n');
         self.writer
             .write_all(&bytes)
             .await
-            .map_err(io_err(&self.path))?;
-        self.next().await
+            .map_err(io_err(&self.path))
     }
 
     /// Sends an extension command (any JSON object with an `"op"`), hands
@@ -470,13 +474,7 @@ impl ControlClient {
         req: &Value,
         mut progress: impl FnMut(&Value),
     ) -> Result<Value, ControlError> {
-        let mut bytes =
-            serde_json::to_vec(req).map_err(|e| ControlError::Malformed(e.to_string()))?;
-        bytes.push(b'\n');
-        self.writer
-            .write_all(&bytes)
-            .await
-            .map_err(io_err(&self.path))?;
+        self.send(req).await?;
         loop {
             let v = self.next().await?;
             match v.get("progress") {
