@@ -168,17 +168,18 @@ pub async fn remote_search(
         r.import(releases.clone())?;
     }
     let searcher_node = &rn.net.nodes[0];
-    for n in &rn.net.nodes[1..] {
-        if !searcher_node.is_connected(&n.peer_id()) {
-            searcher_node
-                .connect(n.addr().context("no address")?)
-                .await?;
-        }
-    }
     let mut rows = Vec::new();
     for &p in peers {
-        // As `search --remote` does, with exactly P peers.
+        // As `search --remote` does, with exactly P peers, connected now
+        // (idle connections close after 30 s, as in any testnet).
         let searcher = &rn.registries[0];
+        for n in &rn.net.nodes[1..=p] {
+            if !searcher_node.is_connected(&n.peer_id()) {
+                searcher_node
+                    .connect(n.addr().context("no address")?)
+                    .await?;
+            }
+        }
         let targets: Vec<_> = rn.net.nodes[1..=p].iter().map(|n| n.peer_id()).collect();
         let mut samples = Vec::with_capacity(queries.len());
         let (mut answered, mut hits) = (0usize, 0usize);

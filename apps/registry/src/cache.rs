@@ -121,6 +121,23 @@ impl BlobCache {
         s.pinned.contains_key(hash) || s.entries.contains_key(hash)
     }
 
+    pub fn is_pinned(&self, hash: &Hash) -> bool {
+        self.lock().pinned.contains_key(hash)
+    }
+
+    /// Drops the blob, pinned or cached.
+    pub fn remove(&self, hash: &Hash) {
+        let (pinned, cached) = {
+            let mut s = self.lock();
+            (s.pinned.remove(hash).is_some(), s.forget(hash))
+        };
+        for (gone, is_pinned) in [(pinned, true), (cached, false)] {
+            if gone {
+                let _ = std::fs::remove_file(self.path(hash, is_pinned));
+            }
+        }
+    }
+
     /// The blob, counted as a hit or a miss.
     pub fn get(&self, hash: &Hash) -> Option<Vec<u8>> {
         let found = self.read(hash);
@@ -290,6 +307,14 @@ mod tests {
         assert_eq!(cache.read_range(&a.0, 4, 100), Some(vec![1; 6]));
         assert_eq!(cache.read_range(&a.0, 10, 1), None, "past the end");
         assert_eq!(cache.read_range(&b.0, 0, 1), None, "not here");
+        cache.remove(&p.0);
+        assert!(!cache.contains(&p.0) && !cache.is_pinned(&p.0));
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("pinned"))
+                .unwrap()
+                .count(),
+            0
+        );
     }
 
     #[test]

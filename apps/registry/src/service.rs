@@ -362,32 +362,12 @@ impl Registry {
         }
         let release = Release::new(&manifest, &packed.bytes, unix_ms());
         let signed = SignedRelease::sign(release, inner.node.keypair());
-        let id = signed.release.id();
         // Who owns the name, by this node's store and by the network.
-        let check = Instant::now();
-        let mut record = self.record(&manifest.name).await?.unwrap_or_default();
-        let check_ms = ms_since(check);
-        if let Some(first) = record.releases.first() {
-            if first.publisher != signed.publisher {
-                return Err(StoreError::NotOwner {
-                    name: manifest.name.clone(),
-                    owner: first.publisher,
-                    publisher: signed.publisher,
-                }
-                .into());
-            }
-        }
-        if record
-            .releases
-            .iter()
-            .any(|r| r.release.version == manifest.version)
-        {
-            return Err(RegistryError::AlreadyPublished(id));
-        }
-        if inner.store().check(&signed)? == Inserted::Known {
-            return Err(RegistryError::AlreadyPublished(id));
-        }
+        // The archive is pinned and provided while the name's record is
+        // looked up: a provider record for an archive nobody names is
+        // harmless, and the provide lookup is the slowest step.
         let blob = signed.release.blob;
+        let was_pinned = inner.cache.is_pinned(&blob);
         inner
             .cache
             .put(blob, &packed.bytes, true)
@@ -395,16 +375,35 @@ impl Registry {
                 path: inner.config.dir.join("blobs"),
                 source,
             })?;
+        let dht = inner.node.dht();
+        let provide = {
+            let (dht, key) = (dht.clone(), blob_key(&blob));
+            tokio::spawn(async move { timed(dht.provide(key)).await })
+        };
+        let check = Instant::now();
+        let checked = self.check_new(&signed).await;
+        let check_ms = ms_since(check);
+        let mut record = match checked {
+            Ok(record) => record,
+            Err(e) => {
+                provide.abort();
+                if !was_pinned {
+                    inner.cache.remove(&blob);
+                }
+                return Err(e);
+            }
+        };
         inner.add(vec![signed.clone()])?;
         record.releases.push(signed.clone());
         let value = record.encode();
-        let dht = inner.node.dht();
         let gossip = inner.node.gossip();
-        let ((put, put_ms), (provide, provide_ms), (announce, announce_ms)) = tokio::join!(
+        let ((put, put_ms), (announce, announce_ms)) = tokio::join!(
             timed(dht.put(package_key(&manifest.name), value)),
-            timed(dht.provide(blob_key(&blob))),
             timed(gossip.publish(ANNOUNCE_TOPIC, signed.encode())),
         );
+        let (provide, provide_ms) = provide
+            .await
+            .map_err(|e| RegistryError::Spec("publish".into(), e.to_string()))?;
         Ok(PublishReport {
             name: manifest.name,
             version: manifest.version.to_string(),
@@ -420,6 +419,31 @@ impl Registry {
             announce_ms,
             elapsed_ms: ms_since(started),
         })
+    }
+
+    /// The name's current record, if `signed` may be added to it: the
+    /// name is unowned or owned by the same key, and the version is new.
+    async fn check_new(&self, signed: &SignedRelease) -> Result<PackageRecord, RegistryError> {
+        let name = &signed.release.name;
+        let record = self.record(name).await?.unwrap_or_default();
+        if let Some(first) = record.releases.first() {
+            if first.publisher != signed.publisher {
+                return Err(StoreError::NotOwner {
+                    name: name.clone(),
+                    owner: first.publisher,
+                    publisher: signed.publisher,
+                }
+                .into());
+            }
+        }
+        let known = record
+            .releases
+            .iter()
+            .any(|r| r.release.version == signed.release.version);
+        if known || self.inner.store().check(signed)? == Inserted::Known {
+            return Err(RegistryError::AlreadyPublished(signed.release.id()));
+        }
+        Ok(record)
     }
 
     /// The package's releases as the DHT holds them merged with this
@@ -855,9 +879,10 @@ impl Registry {
     }
 
     /// Adds already signed releases (an imported catalogue, say) to the
-    /// store and index without touching the network.
+    /// store and index without touching the network; searchable on return.
     pub fn import(&self, releases: Vec<SignedRelease>) -> Result<usize, RegistryError> {
         let results = self.inner.add(releases)?;
+        self.inner.index.commit()?;
         Ok(results
             .iter()
             .filter(|r| matches!(r, Ok(Inserted::New)))
