@@ -59,12 +59,15 @@ pub struct SearchIndex {
     fields: Fields,
     parser: QueryParser,
     reader: IndexReader,
+    index: Index,
     writer: Mutex<Writer>,
 }
 
+/// Additions waiting for a commit. The tantivy writer (a 15 MB arena and
+/// a thread) exists only while a commit runs, so an idle node holds none.
 struct Writer {
-    writer: IndexWriter,
-    pending: usize,
+    /// Package name → its newest document.
+    pending: BTreeMap<String, TantivyDocument>,
     /// When the oldest and the newest uncommitted additions were made.
     first_pending: Option<Instant>,
     last_pending: Option<Instant>,
@@ -82,8 +85,6 @@ impl SearchIndex {
             downloads: schema.add_u64_field("downloads", STORED | FAST),
         };
         let index = Index::create_in_ram(schema.build());
-        // One indexing thread: nodes share small machines.
-        let writer = index.writer_with_num_threads(1, 20_000_000)?;
         let reader = index
             .reader_builder()
             .reload_policy(ReloadPolicy::Manual)
@@ -98,9 +99,9 @@ impl SearchIndex {
             fields,
             parser,
             reader,
+            index,
             writer: Mutex::new(Writer {
-                writer,
-                pending: 0,
+                pending: BTreeMap::new(),
                 first_pending: None,
                 last_pending: None,
             }),
@@ -121,10 +122,7 @@ impl SearchIndex {
         doc.add_text(f.version, release.version.to_string());
         doc.add_u64(f.downloads, release.downloads);
         let mut w = self.lock();
-        w.writer
-            .delete_term(Term::from_field_text(f.name_key, &release.name));
-        w.writer.add_document(doc)?;
-        w.pending += 1;
+        w.pending.insert(release.name.clone(), doc);
         let now = Instant::now();
         w.first_pending.get_or_insert(now);
         w.last_pending = Some(now);
@@ -138,9 +136,14 @@ impl SearchIndex {
     /// Makes pending additions searchable.
     pub fn commit(&self) -> Result<(), IndexError> {
         let mut w = self.lock();
-        if w.pending > 0 {
-            w.writer.commit()?;
-            w.pending = 0;
+        if !w.pending.is_empty() {
+            // One indexing thread and tantivy's smallest arena.
+            let mut writer: IndexWriter = self.index.writer_with_num_threads(1, 15_000_000)?;
+            for (name, doc) in std::mem::take(&mut w.pending) {
+                writer.delete_term(Term::from_field_text(self.fields.name_key, &name));
+                writer.add_document(doc)?;
+            }
+            writer.commit()?;
             w.first_pending = None;
             w.last_pending = None;
             self.reader.reload()?;
