@@ -47,6 +47,9 @@ use crate::store::{Inserted, MetaStore, StoreError};
 pub const ANNOUNCE_TOPIC: &str = "registry/announce";
 pub const SEARCH_PROTOCOL: &str = "registry/search/1";
 pub const CHUNK_PROTOCOL: &str = "registry/chunk/1";
+/// Most packages an install's dependency graph may reach (each unknown
+/// one costs a DHT lookup; hostile graphs stop here).
+const MAX_TREE_PACKAGES: usize = 5000;
 /// Largest search request body.
 const MAX_SEARCH_REQUEST: usize = 1024;
 
@@ -56,6 +59,10 @@ fn package_key(name: &str) -> String {
 
 fn blob_key(hash: &Hash) -> String {
     format!("registry/blob/{hash}")
+}
+
+fn task_failed(e: tokio::task::JoinError) -> RegistryError {
+    RegistryError::Task(e.to_string())
 }
 
 fn ms_since(t: Instant) -> f64 {
@@ -137,6 +144,10 @@ pub enum RegistryError {
     },
     #[error("peer {0} sent a malformed search answer")]
     BadAnswer(String),
+    #[error("the dependency graph of {0} reaches more than {MAX_TREE_PACKAGES} packages")]
+    TreeTooLarge(String),
+    #[error("an internal task failed: {0}")]
+    Task(String),
     #[error("{0:?} is not NAME or NAME@REQUIREMENT: {1}")]
     Spec(String, String),
     #[error("{path}: {source}")]
@@ -354,7 +365,7 @@ impl Registry {
         let limits = inner.config.archive;
         let packed = tokio::task::spawn_blocking(move || archive::pack(&dir, &limits))
             .await
-            .map_err(|e| RegistryError::Spec("publish".into(), e.to_string()))??;
+            .map_err(task_failed)??;
         if packed.bytes.len() as u64 > MAX_BLOB_SIZE {
             return Err(RegistryError::TooLarge {
                 size: packed.bytes.len() as u64,
@@ -401,9 +412,7 @@ impl Registry {
             timed(dht.put(package_key(&manifest.name), value)),
             timed(gossip.publish(ANNOUNCE_TOPIC, signed.encode())),
         );
-        let (provide, provide_ms) = provide
-            .await
-            .map_err(|e| RegistryError::Spec("publish".into(), e.to_string()))?;
+        let (provide, provide_ms) = provide.await.map_err(task_failed)?;
         Ok(PublishReport {
             name: manifest.name,
             version: manifest.version.to_string(),
@@ -613,7 +622,7 @@ impl Registry {
             let Some(done) = calls.join_next().await else {
                 break;
             };
-            let (hash, got) = done.map_err(|e| RegistryError::Spec(spec.into(), e.to_string()))?;
+            let (hash, got) = done.map_err(task_failed)?;
             fetched.insert(hash, got?);
         }
         let fetch_ms = fetch_started.elapsed().as_secs_f64() * 1e3;
@@ -628,7 +637,7 @@ impl Registry {
             .collect();
         let packages = tokio::task::spawn_blocking(move || unpack_all(plan, &to, &limits))
             .await
-            .map_err(|e| RegistryError::Spec(spec.into(), e.to_string()))??;
+            .map_err(task_failed)??;
         Ok(InstallReport {
             packages,
             resolve_ms,
@@ -646,6 +655,9 @@ impl Registry {
         let mut seen = BTreeSet::new();
         while !frontier.is_empty() {
             let mut lookups = tokio::task::JoinSet::new();
+            if seen.len() + frontier.len() > MAX_TREE_PACKAGES {
+                return Err(RegistryError::TreeTooLarge(root.to_string()));
+            }
             for name in std::mem::take(&mut frontier) {
                 seen.insert(name.clone());
                 let known = self.inner.store().releases(&name).next().is_some();
@@ -659,7 +671,7 @@ impl Registry {
                 match r {
                     Ok(Err(RegistryError::Net(_))) | Ok(Ok(())) => {}
                     Ok(Err(e)) => return Err(e),
-                    Err(e) => return Err(RegistryError::Spec(root.into(), e.to_string())),
+                    Err(e) => return Err(task_failed(e)),
                 }
             }
             let store = self.inner.store();
