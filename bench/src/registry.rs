@@ -82,7 +82,7 @@ pub fn local_search(cat: &Catalogue, queries: &[String]) -> Result<LocalSearchRe
     let started = Instant::now();
     let index = SearchIndex::new()?;
     for r in &releases {
-        index.upsert(&r.release)?;
+        index.upsert(&r.release);
     }
     index.commit()?;
     let index_build_ms = started.elapsed().as_secs_f64() * 1e3;

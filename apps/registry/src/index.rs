@@ -110,7 +110,7 @@ impl SearchIndex {
 
     /// Indexes `release` as its package's entry, replacing an older one.
     /// Visible to the next search.
-    pub fn upsert(&self, release: &Release) -> Result<(), IndexError> {
+    pub fn upsert(&self, release: &Release) {
         let f = &self.fields;
         let mut doc = TantivyDocument::default();
         doc.add_text(f.name, &release.name);
@@ -126,7 +126,6 @@ impl SearchIndex {
         let now = Instant::now();
         w.first_pending.get_or_insert(now);
         w.last_pending = Some(now);
-        Ok(())
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Writer> {

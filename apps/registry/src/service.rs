@@ -292,7 +292,7 @@ impl Registry {
         let store = MetaStore::open(&config.dir)?;
         let index = SearchIndex::new()?;
         for r in store.all_latest() {
-            index.upsert(&r.release)?;
+            index.upsert(&r.release);
         }
         index.commit()?;
         let blobs = config.dir.join("blobs");
@@ -404,7 +404,9 @@ impl Registry {
                 return Err(e);
             }
         };
-        inner.add(vec![signed.clone()])?;
+        for stored in inner.add(vec![signed.clone()]) {
+            stored?;
+        }
         record.releases.push(signed.clone());
         let value = record.encode();
         let gossip = inner.node.gossip();
@@ -479,7 +481,7 @@ impl Registry {
             from_dht = decoded.releases;
         }
         // Ownership as this node saw it first wins over the DHT's answer.
-        for result in self.inner.add(from_dht)? {
+        for result in self.inner.add(from_dht) {
             result?;
         }
         let releases: Vec<SignedRelease> = self.inner.store().releases(name).cloned().collect();
@@ -893,7 +895,7 @@ impl Registry {
     /// Adds already signed releases (an imported catalogue, say) to the
     /// store and index without touching the network; searchable on return.
     pub fn import(&self, releases: Vec<SignedRelease>) -> Result<usize, RegistryError> {
-        let results = self.inner.add(releases)?;
+        let results = self.inner.add(releases);
         self.inner.index.commit()?;
         Ok(results
             .iter()
@@ -916,27 +918,20 @@ impl Inner {
     }
 
     /// Stores releases and indexes the new ones.
-    fn add(
-        &self,
-        releases: Vec<SignedRelease>,
-    ) -> Result<Vec<Result<Inserted, StoreError>>, RegistryError> {
-        if releases.is_empty() {
-            return Ok(vec![]);
-        }
-        let results = {
-            let mut store = self.store();
-            let results = store.insert_many(releases.clone());
-            for (r, res) in releases.iter().zip(&results) {
-                let newest = store
-                    .latest(&r.release.name)
-                    .is_some_and(|l| l.release.version == r.release.version);
-                if matches!(res, Ok(Inserted::New)) && newest {
-                    self.index.upsert(&r.release)?;
-                }
+    fn add(&self, releases: Vec<SignedRelease>) -> Vec<Result<Inserted, StoreError>> {
+        let ids: Vec<(String, Version)> = releases
+            .iter()
+            .map(|r| (r.release.name.clone(), r.release.version.clone()))
+            .collect();
+        let mut store = self.store();
+        let results = store.insert_many(releases);
+        for ((name, version), res) in ids.iter().zip(&results) {
+            let newest = store.latest(name).filter(|l| l.release.version == *version);
+            if let (Ok(Inserted::New), Some(latest)) = (res, newest) {
+                self.index.upsert(&latest.release);
             }
-            results
-        };
-        Ok(results)
+        }
+        results
     }
 
     /// The gossip validator: signature, bounds and ownership.
@@ -972,8 +967,11 @@ async fn receive_announcements(inner: Weak<Inner>, mut sub: peerlink_net::Subscr
             .drain(..)
             .filter_map(|m| SignedRelease::decode(&m.data).ok())
             .collect();
-        if let Err(e) = inner.add(releases) {
-            tracing::warn!("registry: could not store announcements: {e}");
+        // Ownership was checked by the validator; what fails here is I/O.
+        for result in inner.add(releases) {
+            if let Err(e @ StoreError::Io(_)) = result {
+                tracing::warn!("registry: could not store an announcement: {e}");
+            }
         }
     }
 }

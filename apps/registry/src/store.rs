@@ -95,13 +95,6 @@ impl MetaStore {
         }
     }
 
-    /// Stores one release (see [`MetaStore::insert_many`]).
-    pub fn insert(&mut self, r: SignedRelease) -> Result<Inserted, StoreError> {
-        self.insert_many(vec![r])
-            .pop()
-            .unwrap_or(Err(StoreError::Io("nothing inserted".into())))
-    }
-
     /// Stores releases in one transaction; one result per release, in
     /// order. Releases refused by ownership are not written.
     pub fn insert_many(
