@@ -3,7 +3,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -86,6 +86,10 @@ pub(crate) struct Conn {
     pub out: Outbound,
     pub keepalive: Mutex<Keepalive>,
     requests: Mutex<HashMap<u64, Pending>>,
+    /// Requests from the peer handed to a handler and not yet answered.
+    serving: AtomicUsize,
+    /// The peer said go-away: it takes no new requests on this connection.
+    peer_leaving: AtomicBool,
     pings: Mutex<HashMap<u64, oneshot::Sender<Instant>>>,
     next_id: AtomicU64,
     terminated: AtomicBool,
@@ -110,6 +114,8 @@ impl Conn {
             out,
             keepalive: Mutex::new(keepalive),
             requests: Mutex::new(HashMap::new()),
+            serving: AtomicUsize::new(0),
+            peer_leaving: AtomicBool::new(false),
             pings: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
             terminated: AtomicBool::new(false),
@@ -131,6 +137,31 @@ impl Conn {
 
     pub fn forget_request(&self, id: u64) {
         lock(&self.requests).remove(&id);
+    }
+
+    /// A request from the peer went to a handler; [`Conn::answered`] when
+    /// its answer (or its drop) goes out.
+    pub fn serving(&self) {
+        self.serving.fetch_add(1, Ordering::AcqRel);
+    }
+
+    pub fn answered(&self) {
+        let _ = self
+            .serving
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
+    }
+
+    /// Requests are in flight on this connection, either way: closing it
+    /// now would fail them.
+    pub fn busy(&self) -> bool {
+        self.serving.load(Ordering::Acquire) > 0 || !lock(&self.requests).is_empty()
+    }
+
+    /// Usable for new traffic: neither closing nor ended.
+    pub fn is_open(&self) -> bool {
+        !self.is_terminated()
+            && !self.out.is_closing()
+            && !self.peer_leaving.load(Ordering::Acquire)
     }
 
     /// Sends a ping now and returns when its pong arrives.
@@ -219,7 +250,10 @@ pub(crate) async fn reader(
                         Control::Pong(n) => {
                             lock(&conn.keepalive).on_pong(n, now);
                         }
-                        Control::GoAway(reason) => goaway = Some(reason),
+                        Control::GoAway(reason) => {
+                            conn.peer_leaving.store(true, Ordering::Release);
+                            goaway = Some(reason)
+                        }
                     },
                     REQUEST_CHANNEL => {
                         app = true;

@@ -268,6 +268,7 @@ pub(crate) fn start(node: &Node, seeds: &[PeerAddr]) -> Result<DhtHandle, NetErr
         rng,
         waiting: HashMap::new(),
         used: HashMap::new(),
+        in_flight: HashMap::new(),
     };
     let task = tokio::spawn(driver.run(rx, requests));
     node.add_task(task);
@@ -285,11 +286,15 @@ struct Driver {
     /// Callers waiting for a query.
     waiting: HashMap<QueryId, oneshot::Sender<QueryResult>>,
     /// Connections the DHT used, dialled or accepted, by last use; the
-    /// least recently used beyond the cap are closed.
+    /// least recently used beyond the cap are closed once nothing is in
+    /// flight on them.
     used: HashMap<PeerId, Instant>,
+    /// The DHT's own requests waiting for an answer, per peer (counted from
+    /// the moment they are sent, before the connection has them).
+    in_flight: HashMap<PeerId, usize>,
 }
 
-type Reply = (RequestId, Result<Response, NetError>);
+type Reply = (RequestId, PeerId, Result<Response, NetError>);
 
 impl Driver {
     async fn run(
@@ -329,8 +334,14 @@ impl Driver {
                     let Some(req) = req else { return };
                     self.on_request(&node, req);
                 }
-                Some((id, result)) = replies.recv() => {
+                Some((id, peer, result)) = replies.recv() => {
                     let now = Instant::now();
+                    if let Some(n) = self.in_flight.get_mut(&peer) {
+                        *n -= 1;
+                        if *n == 0 {
+                            self.in_flight.remove(&peer);
+                        }
+                    }
                     match result {
                         Ok(resp) => self.dht.on_response(now, id, resp),
                         Err(_) => self.dht.on_failure(now, id),
@@ -356,7 +367,7 @@ impl Driver {
                 let resp = self.dht.handle_request(now, from, addr, r.body);
                 req.respond(resp.encode());
                 self.used.insert(from, now);
-                self.close_idle(node);
+                self.close_idle(node, &from);
             }
             Err(e) => {
                 req.reject(&format!("malformed dht request: {e}"));
@@ -397,13 +408,14 @@ impl Driver {
         replies: &mpsc::UnboundedSender<Reply>,
     ) {
         let now = Instant::now();
+        *self.in_flight.entry(to.id).or_insert(0) += 1;
         if self.book.is_banned(now, &to.id) {
-            let _ = replies.send((id, Err(NetError::LimitReached("banned"))));
+            let _ = replies.send((id, to.id, Err(NetError::LimitReached("banned"))));
             return;
         }
         if !node.is_connected(&to.id) || self.used.contains_key(&to.id) {
             self.used.insert(to.id, now);
-            self.close_idle(node);
+            self.close_idle(node, &to.id);
         }
         let node = node.clone();
         let replies = replies.clone();
@@ -411,43 +423,57 @@ impl Driver {
         let max = node.config().limits.max_message_size;
         tokio::spawn(async move {
             let result = async {
-                node.connect(PeerAddr::new(to.id, to.addr)).await?;
                 let body = request.encode();
-                let mut reply = node
-                    .request_with(&to.id, PROTOCOL, body.clone(), timeout, max)
-                    .await;
-                // Both sides dialled at once and our connection lost to the
-                // other one: DHT requests are idempotent, so ask again on
-                // the connection that was kept.
-                if matches!(reply, Err(NetError::ConnectionClosed)) && node.is_connected(&to.id) {
+                let mut reply = Err(NetError::ConnectionClosed);
+                // A connection that closed under the request never answered
+                // it: the peer let the connection go (its cap, or idle), or
+                // both sides dialled at once and the other connection was
+                // kept. DHT requests are idempotent, so ask once more, on a
+                // connection that is open.
+                for _ in 0..2 {
+                    node.connect(PeerAddr::new(to.id, to.addr)).await?;
                     reply = node
-                        .request_with(&to.id, PROTOCOL, body, timeout, max)
+                        .request_with(&to.id, PROTOCOL, body.clone(), timeout, max)
                         .await;
+                    if !matches!(
+                        reply,
+                        Err(NetError::ConnectionClosed | NetError::NotConnected(_))
+                    ) {
+                        break;
+                    }
                 }
                 Response::decode(&reply?)
                     .map_err(|e| NetError::Store(format!("malformed dht response: {e}")))
             }
             .await;
-            let _ = replies.send((id, result));
+            let _ = replies.send((id, to.id, result));
         });
     }
 
     /// Keeps the DHT's own connections under the cap, closing the least
-    /// recently used.
-    /// Connections used within the last request timeout are kept (their
-    /// requests may be in flight), so the cap is soft.
-    fn close_idle(&mut self, node: &Node) {
+    /// recently used that have nothing in flight: no DHT request of ours
+    /// (sent or about to be) and no request of anyone's either way on the
+    /// connection. `keep` is the peer being used right now. Only
+    /// connections with requests in flight can take the count over the
+    /// cap, and those are bounded by the lookups running.
+    fn close_idle(&mut self, node: &Node, keep: &PeerId) {
         let cap = node.config().max_dht_connections;
-        let busy = self.dht.config().request_timeout;
-        while self.used.len() > cap {
-            let Some((&oldest, &used)) = self.used.iter().min_by_key(|(_, t)| **t) else {
-                return;
-            };
-            if used.elapsed() < busy {
-                return;
+        if self.used.len() <= cap {
+            return;
+        }
+        let mut by_age: Vec<(Instant, PeerId)> = self.used.iter().map(|(p, t)| (*t, *p)).collect();
+        by_age.sort_unstable();
+        let mut over = self.used.len() - cap;
+        for (_, peer) in by_age {
+            if over == 0 {
+                break;
             }
-            self.used.remove(&oldest);
-            node.disconnect(&oldest);
+            if peer == *keep || self.in_flight.contains_key(&peer) || node.is_busy(&peer) {
+                continue;
+            }
+            self.used.remove(&peer);
+            node.disconnect(&peer);
+            over -= 1;
         }
     }
 

@@ -372,8 +372,10 @@ impl Inner {
         })
     }
 
+    /// Connected and usable: a connection that is closing (either side
+    /// said go-away) takes no new requests, so it does not count.
     fn connected(&self, peer: &PeerId) -> bool {
-        lock(&self.peers).contains_key(peer)
+        lock(&self.peers).get(peer).is_some_and(|c| c.is_open())
     }
 
     pub(crate) fn inbox(&self, id: u16) -> Arc<Inbox> {
@@ -423,7 +425,7 @@ impl Inner {
                 return Err(NetError::Shutdown);
             }
             match peers.get(&peer) {
-                Some(old) if !self.keep_new(old, &conn) => {
+                Some(old) if old.is_open() && !self.keep_new(old, &conn) => {
                     refused = Some((GoAwayReason::Duplicate, None))
                 }
                 Some(old) => {
@@ -544,6 +546,7 @@ impl Inner {
         let Some(handler) = handler else {
             return conn::respond_error(conn, id, RemoteErrorCode::UnknownProtocol, &protocol);
         };
+        conn.serving();
         let request = Request {
             peer: conn.peer,
             protocol,
@@ -554,10 +557,12 @@ impl Inner {
             Ok(()) => Ok(()),
             Err(mpsc::error::TrySendError::Full(mut r)) => {
                 r.reply = None;
+                conn.answered();
                 conn::respond_error(conn, id, RemoteErrorCode::Overloaded, "request queue full")
             }
             Err(mpsc::error::TrySendError::Closed(mut r)) => {
                 r.reply = None;
+                conn.answered();
                 conn::respond_error(
                     conn,
                     id,
@@ -764,8 +769,15 @@ impl Node {
     fn conn(&self, peer: &PeerId) -> Result<Arc<Conn>, NetError> {
         lock(&self.inner.peers)
             .get(peer)
+            .filter(|c| c.is_open())
             .cloned()
             .ok_or(NetError::NotConnected(*peer))
+    }
+
+    /// Requests are in flight to or from `peer` (closing the connection
+    /// now would fail them).
+    pub(crate) fn is_busy(&self, peer: &PeerId) -> bool {
+        lock(&self.inner.peers).get(peer).is_some_and(|c| c.busy())
     }
 
     fn check_send(&self, channel: u16, len: usize) -> Result<(), NetError> {
@@ -1100,45 +1112,44 @@ pub struct Request {
 }
 
 impl Request {
+    /// The connection to answer on, once (it stops counting as busy).
+    fn take_reply(&mut self) -> Option<(Arc<Conn>, u64)> {
+        let (conn, id) = self.reply.take()?;
+        let conn = conn.upgrade()?;
+        conn.answered();
+        Some((conn, id))
+    }
+
     /// Sends `body` as the response (dropped if the peer has gone).
     pub fn respond(mut self, body: impl Into<Bytes>) {
-        if let Some((conn, id)) = self.reply.take() {
-            if let Some(conn) = conn.upgrade() {
-                let _ = conn.out.try_push(
-                    REQUEST_CHANNEL,
-                    RrMessage::Response {
-                        id,
-                        body: body.into(),
-                    }
-                    .encode(),
-                    true,
-                );
-            }
+        if let Some((conn, id)) = self.take_reply() {
+            let body = body.into();
+            let _ = conn.out.try_push(
+                REQUEST_CHANNEL,
+                RrMessage::Response { id, body }.encode(),
+                true,
+            );
         }
     }
 
     /// Answers with an application error.
     pub fn reject(mut self, message: &str) {
-        if let Some((conn, id)) = self.reply.take() {
-            if let Some(conn) = conn.upgrade() {
-                // Fails only if the peer is not reading; its connection closes.
-                let _ = conn::respond_error(&conn, id, RemoteErrorCode::Application, message);
-            }
+        if let Some((conn, id)) = self.take_reply() {
+            // Fails only if the peer is not reading; its connection closes.
+            let _ = conn::respond_error(&conn, id, RemoteErrorCode::Application, message);
         }
     }
 }
 
 impl Drop for Request {
     fn drop(&mut self) {
-        if let Some((conn, id)) = self.reply.take() {
-            if let Some(conn) = conn.upgrade() {
-                let _ = conn::respond_error(
-                    &conn,
-                    id,
-                    RemoteErrorCode::NoResponse,
-                    "handler dropped the request",
-                );
-            }
+        if let Some((conn, id)) = self.take_reply() {
+            let _ = conn::respond_error(
+                &conn,
+                id,
+                RemoteErrorCode::NoResponse,
+                "handler dropped the request",
+            );
         }
     }
 }

@@ -421,6 +421,12 @@ impl Outbound {
         lock(&self.state).pool = Vec::new();
     }
 
+    /// Whether [`Outbound::close`] was called: nothing but control records
+    /// goes out any more.
+    pub fn is_closing(&self) -> bool {
+        lock(&self.state).closing.is_some()
+    }
+
     /// Starts closing: the writer sends a go-away (after the queue if
     /// `flush`) and shuts the socket down. Later pushes fail.
     pub fn close(&self, close: Close) {

@@ -45,7 +45,7 @@ impl Default for TestnetConfig {
             },
             // Below the node default (64) so that 200 nodes fit one
             // process's descriptors.
-            max_dht_connections: 32,
+            max_dht_connections: 64,
             ..NodeConfig::default()
         };
         TestnetConfig {

@@ -7,8 +7,36 @@ use std::time::Duration;
 use peerlink_net::testnet::{Testnet, TestnetConfig};
 use peerlink_net::{Keypair, Node};
 
+/// Descriptors this process has open (Linux), or `None` elsewhere.
+fn open_fds() -> Option<usize> {
+    std::fs::read_dir("/proc/self/fd").ok().map(|d| d.count())
+}
+
+/// The soft limit on open descriptors (Linux), or `None` elsewhere.
+fn fd_limit() -> Option<usize> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line.split_whitespace().nth(3)?.parse().ok()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_hundred_nodes_every_node_gets_every_record() {
+    // 200 nodes in one process share its descriptors. Connect on demand
+    // must keep them well inside the limit: a dial that fails for want of
+    // a descriptor fails at once, and a lookup whose every contact fails
+    // so reads a stored record as missing.
+    let watching = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let sampler = {
+        let watching = watching.clone();
+        std::thread::spawn(move || {
+            let mut peak = 0;
+            while watching.load(std::sync::atomic::Ordering::Relaxed) {
+                peak = peak.max(open_fds().unwrap_or(0));
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            peak
+        })
+    };
     let net = Testnet::start(TestnetConfig {
         nodes: 200,
         ..TestnetConfig::default()
@@ -62,13 +90,26 @@ async fn two_hundred_nodes_every_node_gets_every_record() {
             failures.push((i, m));
         }
     }
+    watching.store(false, std::sync::atomic::Ordering::Relaxed);
+    let peak = sampler.join().unwrap();
     assert!(
         failures.is_empty(),
-        "{} of {} gets failed, first: {:?}",
+        "{} of {} gets failed (descriptors: peak {peak} of {:?}), first: {:?}",
         failures.len(),
         n * (n - 1),
+        fd_limit(),
         failures.first()
     );
+    match fd_limit() {
+        Some(limit) => {
+            eprintln!("open descriptors: peak {peak} of {limit}");
+            assert!(
+                peak < limit * 9 / 10,
+                "{peak} descriptors open at the peak, limit {limit}: connections are not closing"
+            );
+        }
+        None => eprintln!("descriptor check skipped: no /proc/self/limits on this system"),
+    }
     net.shutdown().await;
 }
 
