@@ -70,6 +70,11 @@ pub struct DhtConfig {
     /// Holders re-store their records on the current k closest this often;
     /// publishers re-sign their own before half their lifetime has passed.
     pub republish_interval: Duration,
+    /// After a start on a store that holds records this node signed or
+    /// keys it provides, they are re-signed (when due) and re-stored this
+    /// soon, once the node has had time to join, instead of a republish
+    /// interval later.
+    pub resume_after: Duration,
     pub refresh_interval: Duration,
     /// Contacts from one /24 (IPv4) or /48 (IPv6) per bucket; loopback is
     /// exempt.
@@ -95,6 +100,7 @@ impl Default for DhtConfig {
             max_record_ttl: Duration::from_secs(48 * 3600),
             provider_ttl: Duration::from_secs(24 * 3600),
             republish_interval: Duration::from_secs(3600),
+            resume_after: Duration::from_secs(10),
             refresh_interval: Duration::from_secs(600),
             max_per_subnet_per_bucket: 2,
             writes_per_sec: 20.0,
@@ -233,6 +239,8 @@ pub struct DhtStats {
     pub records_rejected: u64,
     pub rate_limited: u64,
     pub contacts_filtered: u64,
+    /// Own records or provided keys the store failed to keep.
+    pub store_errors: u64,
 }
 
 /// The Kademlia state machine of one node.
@@ -286,7 +294,18 @@ impl Dht {
         // Spread periodic work so a whole network does not tick at once.
         let jitter = |rng: &mut Rng, d: Duration| d.mul_f64(0.5 + rng.unit() * 0.5);
         let next_refresh = now + jitter(&mut rng, config.refresh_interval);
-        let next_republish = now + jitter(&mut rng, config.republish_interval);
+        let mut next_republish = now + jitter(&mut rng, config.republish_interval);
+        // What this node owns survives restarts in the store.
+        let published: BTreeMap<Key, Record> = store
+            .own_records()
+            .into_iter()
+            .filter(|r| r.publisher == local)
+            .map(|r| (r.key, r))
+            .collect();
+        let providing: BTreeSet<Key> = store.providing().into_iter().collect();
+        if !published.is_empty() || !providing.is_empty() {
+            next_republish = next_republish.min(now + config.resume_after);
+        }
         Dht {
             config,
             keypair,
@@ -303,8 +322,8 @@ impl Dht {
             next_request: 0,
             verifying: HashSet::new(),
             write_tokens: HashMap::new(),
-            published: BTreeMap::new(),
-            providing: BTreeSet::new(),
+            published,
+            providing,
             next_refresh,
             next_republish,
             stats: DhtStats::default(),
@@ -420,13 +439,17 @@ impl Dht {
         let expires = self.unix_ms(now) + self.config.record_ttl.as_millis() as u64;
         let record = Record::sign(&self.keypair, key, value, seq, expires);
         self.published.insert(key, record.clone());
-        let _ = self.store.put(record.clone());
+        if self.store.put_own(record.clone()).is_err() {
+            self.stats.store_errors += 1;
+        }
         self.start(now, Kind::Put { record }, key, vec![], false)
     }
 
     /// Announces this node as a provider of `key` on the k closest peers.
     pub fn provide(&mut self, now: Instant, key: Key) -> QueryId {
-        self.providing.insert(key);
+        if self.providing.insert(key) && self.store.add_providing(key).is_err() {
+            self.stats.store_errors += 1;
+        }
         self.start(now, Kind::Provide { key }, key, vec![], false)
     }
 
@@ -999,12 +1022,16 @@ impl Dht {
         let now_ms = self.unix_ms(now);
         // Our own records: re-sign before half the lifetime has passed.
         let ttl = self.config.record_ttl.as_millis() as u64;
+        // The rest are re-stored as they are, like anyone's: the k closest
+        // may have changed, or lost their copies.
         let own: Vec<Record> = self.published.values().cloned().collect();
         for r in own {
             if r.expires_ms.saturating_sub(now_ms)
                 < ttl / 2 + self.config.republish_interval.as_millis() as u64
             {
                 let _ = self.put(now, r.key, r.value.clone());
+            } else {
+                self.start(now, Kind::Put { record: r.clone() }, r.key, vec![], true);
             }
         }
         // Records we hold: drop the expired, re-store the rest on the

@@ -5,7 +5,7 @@
 //! publisher, sequence number, expiry and value. A stored record is only
 //! replaced by one from the same publisher with a higher sequence number.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use bytes::{Bytes, BytesMut};
 
@@ -187,12 +187,24 @@ pub trait RecordStore: Send {
     fn providers(&self, key: &Key) -> Vec<ProviderRecord>;
     fn provider_keys(&self) -> Vec<Key>;
     fn remove_provider(&mut self, key: &Key, provider: &PeerId);
+    /// Stores a record this node signed and remembers it as its own, in
+    /// one write: own records are re-signed before they expire, also after
+    /// a restart, and are kept even once the held copy has expired.
+    fn put_own(&mut self, record: Record) -> Result<(), StoreError>;
+    /// The newest version of every record this node signed.
+    fn own_records(&self) -> Vec<Record>;
+    /// Remembers that this node provides `key` (re-announced, also after
+    /// a restart).
+    fn add_providing(&mut self, key: Key) -> Result<(), StoreError>;
+    fn providing(&self) -> Vec<Key>;
 }
 
 /// The default store: bounded maps in memory.
 pub struct MemoryStore {
     records: BTreeMap<Key, Record>,
     providers: BTreeMap<Key, Vec<ProviderRecord>>,
+    own: BTreeMap<Key, Record>,
+    providing: BTreeSet<Key>,
     max_records: usize,
     max_providers_per_key: usize,
 }
@@ -202,6 +214,8 @@ impl MemoryStore {
         MemoryStore {
             records: BTreeMap::new(),
             providers: BTreeMap::new(),
+            own: BTreeMap::new(),
+            providing: BTreeSet::new(),
             max_records,
             max_providers_per_key,
         }
@@ -265,6 +279,28 @@ impl RecordStore for MemoryStore {
                 self.providers.remove(key);
             }
         }
+    }
+    fn put_own(&mut self, record: Record) -> Result<(), StoreError> {
+        // Own records are the local user's, bounded like held ones.
+        if self.own.len() >= self.max_records && !self.own.contains_key(&record.key) {
+            return Err(StoreError::Full);
+        }
+        self.put(record.clone())?;
+        self.own.insert(record.key, record);
+        Ok(())
+    }
+    fn own_records(&self) -> Vec<Record> {
+        self.own.values().cloned().collect()
+    }
+    fn add_providing(&mut self, key: Key) -> Result<(), StoreError> {
+        if self.providing.len() >= self.max_records && !self.providing.contains(&key) {
+            return Err(StoreError::Full);
+        }
+        self.providing.insert(key);
+        Ok(())
+    }
+    fn providing(&self) -> Vec<Key> {
+        self.providing.iter().copied().collect()
     }
 }
 
