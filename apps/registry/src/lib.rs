@@ -41,5 +41,5 @@ pub use release::{Hash, PackageRecord, Release, SignedRelease};
 pub use service::{
     parse_spec, InstallReport, Installed, PackageInfo, Progress, PublishReport, Registry,
     RegistryConfig, RegistryError, RegistryStats, SearchReport, ANNOUNCE_TOPIC, CHUNK_PROTOCOL,
-    SEARCH_PROTOCOL,
+    INSTALL_LOCK, REQUIRED_REPLICAS, SEARCH_PROTOCOL,
 };

@@ -16,6 +16,14 @@
 //!   `registry/announce`; the validator checks signature and ownership
 //!   before a message is forwarded, and every node adds what it accepts to
 //!   its store and its search index.
+//! * **Publish is done when it is stored.** A publish succeeds once the
+//!   package record and the provider record are each on
+//!   [`REQUIRED_REPLICAS`] peers (fewer when the node knows fewer);
+//!   otherwise it fails with [`RegistryError::NotStored`] and can be run
+//!   again: publishing the same archive under the same version again only
+//!   re-stores it. Peers over their write rate answer "slow down" and the
+//!   DHT sends the write again in the slot it was given, so a burst of
+//!   honest publishes is paced, not lost.
 //! * **Search.** The local index answers first; peers are asked over
 //!   `registry/search/1` in parallel when the caller wants it or when the
 //!   local index has too few hits.
@@ -97,6 +105,11 @@ pub struct RegistryConfig {
     pub chunk_timeout: Duration,
     /// Blobs fetched at once during one install.
     pub parallel_fetches: usize,
+    /// Chunk requests in flight to one provider, over all installs at
+    /// once; more wait their turn here (their timeout starts when they are
+    /// sent). 8 chunks are 2 MiB: within what a connection queues for its
+    /// responses, so a provider never has to drop one under demand.
+    pub chunks_per_provider: usize,
 }
 
 impl RegistryConfig {
@@ -110,6 +123,7 @@ impl RegistryConfig {
             search_timeout: Duration::from_secs(2),
             chunk_timeout: Duration::from_secs(3),
             parallel_fetches: 8,
+            chunks_per_provider: 8,
         }
     }
 }
@@ -132,6 +146,16 @@ pub enum RegistryError {
     Net(#[from] NetError),
     #[error("{0} is already published; bump the version to publish again")]
     AlreadyPublished(String),
+    #[error(
+        "{id}: the DHT record reached {record} and the provider record {provider} of the \
+         {required} peers needed; the release is kept here, run publish again to retry"
+    )]
+    NotStored {
+        id: String,
+        record: usize,
+        provider: usize,
+        required: usize,
+    },
     #[error("the package is {size} bytes packed, over the limit of {MAX_BLOB_SIZE}")]
     TooLarge { size: u64 },
     #[error("the DHT record of {name} is invalid: {reason}")]
@@ -155,6 +179,20 @@ pub enum RegistryError {
         path: PathBuf,
         source: std::io::Error,
     },
+}
+
+/// Peers that must hold a package's record and provider record before a
+/// publish reports success (or all the node knows, when fewer).
+pub const REQUIRED_REPLICAS: usize = 3;
+
+/// What a publish found for its release.
+enum Checked {
+    /// A new version: the name's record so far.
+    New(PackageRecord),
+    /// This archive was published under this version before by this key
+    /// (an earlier publish that did not reach enough peers): only the
+    /// record and provider are stored again, with the first signature.
+    Again(PackageRecord, Box<SignedRelease>),
 }
 
 /// Counters a node keeps about its registry.
@@ -247,6 +285,10 @@ pub struct Progress {
     pub id: String,
     pub done: u64,
     pub total: u64,
+    /// Something the user should know meanwhile (e.g. waiting for another
+    /// install into the same directory).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 /// Everything the registry knows about one package.
@@ -271,6 +313,9 @@ struct Inner {
     cache: BlobCache,
     counters: Counters,
     tasks: Mutex<Vec<JoinHandle<()>>>,
+    /// Chunk request slots per provider ([`RegistryConfig::chunks_per_provider`]);
+    /// an entry nobody holds is dropped.
+    chunk_slots: Mutex<HashMap<PeerId, Arc<tokio::sync::Semaphore>>>,
 }
 
 impl Drop for Inner {
@@ -309,6 +354,7 @@ impl Registry {
             cache,
             counters: Counters::default(),
             tasks: Mutex::new(Vec::new()),
+            chunk_slots: Mutex::new(HashMap::new()),
         });
         let weak = Arc::downgrade(&inner);
         gossip.set_validator(ANNOUNCE_TOPIC, move |m: &GossipMessage| {
@@ -394,8 +440,15 @@ impl Registry {
         let check = Instant::now();
         let checked = self.check_new(&signed).await;
         let check_ms = ms_since(check);
-        let mut record = match checked {
-            Ok(record) => record,
+        let (record, signed) = match checked {
+            Ok(Checked::New(mut record)) => {
+                for stored in inner.add(vec![signed.clone()]) {
+                    stored?;
+                }
+                record.releases.push(signed.clone());
+                (record, signed)
+            }
+            Ok(Checked::Again(record, first)) => (record, *first),
             Err(e) => {
                 provide.abort();
                 if !was_pinned {
@@ -404,10 +457,6 @@ impl Registry {
                 return Err(e);
             }
         };
-        for stored in inner.add(vec![signed.clone()]) {
-            stored?;
-        }
-        record.releases.push(signed.clone());
         let value = record.encode();
         let gossip = inner.node.gossip();
         let ((put, put_ms), (announce, announce_ms)) = tokio::join!(
@@ -415,15 +464,32 @@ impl Registry {
             timed(gossip.publish(ANNOUNCE_TOPIC, signed.encode())),
         );
         let (provide, provide_ms) = provide.await.map_err(task_failed)?;
+        let (record_stored, provider_stored) = (put?.value, provide?.value);
+        let required = REQUIRED_REPLICAS.min(dht.info().await?.routing_table);
+        if record_stored < required || provider_stored < required {
+            return Err(RegistryError::NotStored {
+                id: signed.release.id(),
+                record: record_stored,
+                provider: provider_stored,
+                required,
+            });
+        }
+        // Announcing the same release again is a duplicate: it went out
+        // the first time.
+        let announced_to = match announce {
+            Ok(a) => a.peers,
+            Err(NetError::Publish(peerlink_net::PublishError::Duplicate)) => 0,
+            Err(e) => return Err(e.into()),
+        };
         Ok(PublishReport {
             name: manifest.name,
             version: manifest.version.to_string(),
             blob: blob.to_string(),
             size: packed.bytes.len() as u64,
             files: packed.files,
-            record_stored: put?.value,
-            provider_stored: provide?.value,
-            announced_to: announce?.peers,
+            record_stored,
+            provider_stored,
+            announced_to,
             check_ms,
             put_ms,
             provide_ms,
@@ -434,7 +500,7 @@ impl Registry {
 
     /// The name's current record, if `signed` may be added to it: the
     /// name is unowned or owned by the same key, and the version is new.
-    async fn check_new(&self, signed: &SignedRelease) -> Result<PackageRecord, RegistryError> {
+    async fn check_new(&self, signed: &SignedRelease) -> Result<Checked, RegistryError> {
         let name = &signed.release.name;
         let record = self.record(name).await?.unwrap_or_default();
         if let Some(first) = record.releases.first() {
@@ -447,14 +513,25 @@ impl Registry {
                 .into());
             }
         }
-        let known = record
-            .releases
-            .iter()
-            .any(|r| r.release.version == signed.release.version);
-        if known || self.inner.store().check(signed)? == Inserted::Known {
-            return Err(RegistryError::AlreadyPublished(signed.release.id()));
+        let version = &signed.release.version;
+        let stored = self.inner.store().get(name, version).cloned();
+        let known = stored.or_else(|| {
+            record
+                .releases
+                .iter()
+                .find(|r| r.release.version == *version)
+                .cloned()
+        });
+        match known {
+            Some(first)
+                if first.publisher == signed.publisher
+                    && first.release.blob == signed.release.blob =>
+            {
+                Ok(Checked::Again(record, Box::new(first)))
+            }
+            Some(_) => Err(RegistryError::AlreadyPublished(signed.release.id())),
+            None => Ok(Checked::New(record)),
         }
-        Ok(record)
     }
 
     /// The package's releases as the DHT holds them merged with this
@@ -637,7 +714,17 @@ impl Registry {
                 Some((r.release, bytes, source))
             })
             .collect();
-        let packages = tokio::task::spawn_blocking(move || unpack_all(plan, &to, &limits))
+        let waiting = move |note: String| {
+            if let Some(p) = &progress {
+                let _ = p.send(Progress {
+                    id: String::new(),
+                    done: 0,
+                    total: 0,
+                    note: Some(note),
+                });
+            }
+        };
+        let packages = tokio::task::spawn_blocking(move || unpack_all(plan, &to, &limits, waiting))
             .await
             .map_err(task_failed)??;
         Ok(InstallReport {
@@ -715,6 +802,7 @@ impl Registry {
                     id: r.id(),
                     done,
                     total: r.size,
+                    note: None,
                 });
             }
         };
@@ -780,7 +868,12 @@ impl Registry {
                             let d =
                                 done.fetch_add(bytes.len() as u64, Relaxed) + bytes.len() as u64;
                             if let Some(tx) = &progress {
-                                let _ = tx.send(Progress { id, done: d, total });
+                                let _ = tx.send(Progress {
+                                    id,
+                                    done: d,
+                                    total,
+                                    note: None,
+                                });
                             }
                             return Some((i, bytes, p.id));
                         }
@@ -843,6 +936,24 @@ impl Registry {
         want: &Hash,
     ) -> Result<Bytes, ChunkError> {
         let node = &self.inner.node;
+        // Wait for a slot to this provider before the clock starts: under
+        // demand requests queue here instead of timing out there.
+        let slots = {
+            let mut map = self
+                .inner
+                .chunk_slots
+                .lock()
+                .map_err(|_| ChunkError::Net(NetError::Shutdown))?;
+            map.retain(|_, s| Arc::strong_count(s) > 1);
+            let per = self.inner.config.chunks_per_provider.max(1);
+            map.entry(provider.id)
+                .or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(per)))
+                .clone()
+        };
+        let _slot = slots
+            .acquire_owned()
+            .await
+            .map_err(|_| ChunkError::Net(NetError::Shutdown))?;
         if !node.is_connected(&provider.id) {
             node.connect(*provider).await.map_err(ChunkError::Net)?;
         }
@@ -1082,18 +1193,43 @@ pub fn parse_spec(spec: &str) -> Result<(String, VersionReq), RegistryError> {
     Ok((name.to_string(), req))
 }
 
+/// The lock file that makes installs into one directory take turns.
+pub const INSTALL_LOCK: &str = ".peerlink-install.lock";
+
 /// Unpacks every archive into a staging directory under `to`, then moves
 /// them into place; on any failure, nothing of this install remains.
+/// Installs into the same directory (from any process) take turns on
+/// `to/.peerlink-install.lock`; one that has to wait says so through
+/// `waiting`, and finds what the other put in place "already installed".
 fn unpack_all(
     plan: Vec<(Release, Bytes, String)>,
     to: &Path,
     limits: &Limits,
+    waiting: impl FnOnce(String),
 ) -> Result<Vec<Installed>, RegistryError> {
     let io = |path: &Path| {
         let path = path.to_path_buf();
         move |source| RegistryError::Io { path, source }
     };
     std::fs::create_dir_all(to).map_err(io(to))?;
+    let lock_path = to.join(INSTALL_LOCK);
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(io(&lock_path))?;
+    match lock.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            waiting(format!(
+                "waiting for another install into {} to finish",
+                to.display()
+            ));
+            lock.lock().map_err(io(&lock_path))?;
+        }
+        Err(std::fs::TryLockError::Error(e)) => return Err(io(&lock_path)(e)),
+    }
     let staging = tempfile::Builder::new()
         .prefix(".installing-")
         .tempdir_in(to)

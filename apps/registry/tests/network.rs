@@ -344,7 +344,6 @@ async fn hostile_records_and_failed_installs_leave_nothing_behind() {
     // An unsatisfiable requirement is explained.
     let lib = package(dir.path(), "lib", "1.0.0", &[], 10);
     let app = package(dir.path(), "app", "1.0.0", &[("lib", "^2")], 10);
-    a.publish(&lib).await.unwrap();
     a.publish(&app).await.unwrap();
     let e = b
         .install("app", &dir.path().join("y"), None)
@@ -355,7 +354,17 @@ async fn hostile_records_and_failed_installs_leave_nothing_behind() {
         text.contains("cannot all be met") && text.contains("lib"),
         "{text}"
     );
-    // Publishing the same version twice is refused.
+    // Publishing the same archive again only stores it again (how a
+    // publish that reached too few peers is retried), with the first
+    // signature; other content under the same version is refused.
+    let first = a.publish(&lib).await.unwrap();
+    let again = a.publish(&lib).await.unwrap();
+    assert_eq!(again.blob, first.blob);
+    assert!(
+        again.record_stored >= 3 && again.provider_stored >= 3,
+        "{again:?}"
+    );
+    std::fs::write(lib.join("src/main.sh"), "#!/bin/sh\necho changed\n").unwrap();
     let e = a.publish(&lib).await.unwrap_err();
     assert!(matches!(e, RegistryError::AlreadyPublished(_)), "{e}");
 
@@ -367,15 +376,187 @@ async fn hostile_records_and_failed_installs_leave_nothing_behind() {
     std::fs::write(to.join("tool-1.0.0"), "a file in the way").unwrap();
     let e = b.install("tool", &to, None).await.unwrap_err();
     assert!(matches!(e, RegistryError::Io { .. }), "{e}");
-    let left: Vec<_> = std::fs::read_dir(&to)
+    let mut left: Vec<_> = std::fs::read_dir(&to)
         .unwrap()
         .map(|e| e.unwrap().file_name())
         .collect();
-    assert_eq!(left, ["tool-1.0.0"], "lib was rolled back, no staging left");
+    left.sort();
+    assert_eq!(
+        left,
+        [peerlink_registry::INSTALL_LOCK, "tool-1.0.0"],
+        "lib was rolled back, no staging left (the lock file stays, as cargo's)"
+    );
     // The node is intact and keeps serving.
     std::fs::remove_file(to.join("tool-1.0.0")).unwrap();
     b.install("tool", &to, None).await.unwrap();
     assert!(to.join("lib-1.0.0/package.toml").exists());
     assert_eq!(b.stats().packages, 3, "{:?}", b.stats());
+    net.shutdown().await;
+}
+
+/// Before: receivers refused writes beyond their rate (a burst, then a
+/// steady rate per peer) and reported the writer, so a node publishing a
+/// few hundred packages stored most records nowhere while every publish
+/// said "published", and installs elsewhere found no provider. Now the
+/// writes are paced ("slow down, retry after") and a publish succeeds
+/// only once stored: every package installs on a node that saw none of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_honest_publishes_is_stored_and_installs_elsewhere() {
+    let mut config = TestnetConfig {
+        nodes: 3,
+        ..TestnetConfig::default()
+    };
+    // A low allowance, so a test-sized burst goes far past it: 2 writes
+    // per publish to each peer, 300 per publisher, against 20 and 40/s.
+    if let Some(dht) = config.node.dht.as_mut() {
+        dht.write_burst = 20.0;
+        dht.writes_per_sec = 40.0;
+    }
+    let net = Testnet::start(config).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let publishers = [
+        registry(&net.nodes[0], &dir, 0).await,
+        registry(&net.nodes[1], &dir, 1).await,
+    ];
+    let per_publisher = 150;
+    let mut tasks = Vec::new();
+    for (p, reg) in publishers.iter().enumerate() {
+        // As fast as callers can: 6 publishes in flight per node.
+        for lane in 0..6 {
+            let (reg, root) = (reg.clone(), dir.path().join(format!("src{p}-{lane}")));
+            tasks.push(tokio::spawn(async move {
+                let mut out = Vec::new();
+                for i in (lane..per_publisher).step_by(6) {
+                    let name = format!("bulk{p}x{i}");
+                    let src = package(&root, &name, "1.0.0", &[], 64);
+                    out.push((name, reg.publish(&src).await));
+                }
+                out
+            }));
+        }
+    }
+    let mut names = Vec::new();
+    for t in tasks {
+        for (name, result) in t.await.unwrap() {
+            let r = result.unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert!(
+                r.record_stored >= 2 && r.provider_stored >= 2,
+                "{name}: {r:?}"
+            );
+            names.push(name);
+        }
+    }
+    assert_eq!(names.len(), 2 * per_publisher);
+    for n in &net.nodes {
+        let text = n.metrics().encode();
+        assert!(
+            !text.contains("write_flood"),
+            "an honest publisher was reported:\n{text}"
+        );
+    }
+    // The third node's registry starts now: it heard no announcement.
+    let fresh = registry(&net.nodes[2], &dir, 2).await;
+    let to = dir.path().join("installed");
+    for name in names.iter().step_by(15) {
+        let report = fresh
+            .install(name, &to, None)
+            .await
+            .unwrap_or_else(|e| panic!("install {name}: {e}"));
+        assert_eq!(report.packages.len(), 1, "{report:?}");
+    }
+    net.shutdown().await;
+}
+
+/// Before: 20 concurrent installs of three 2 MiB packages from one
+/// provider saw chunk requests time out (each install asked for every
+/// chunk at once and the provider's response queue overflowed), and
+/// concurrent installs into one directory failed with "Directory not
+/// empty". Now chunk requests wait their turn per provider, and installs
+/// into one directory take turns and find the work done.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_installs_all_succeed_even_into_one_directory() {
+    let net = Testnet::start(TestnetConfig {
+        nodes: 3,
+        ..TestnetConfig::default()
+    })
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let start = |i: usize| {
+        let node = net.nodes[i].clone();
+        let path = dir.path().join(format!("node{i}"));
+        async move {
+            Registry::start(node, RegistryConfig::new(path))
+                .await
+                .unwrap()
+        }
+    };
+    let publisher = start(0).await;
+    let mib2 = 2 << 20;
+    for (name, deps) in [
+        ("corelib", vec![]),
+        ("netlib", vec![("corelib", "^1")]),
+        ("bigapp", vec![("corelib", "^1"), ("netlib", "^1")]),
+    ] {
+        let src = package(dir.path(), name, "1.0.0", &deps, mib2);
+        publisher.publish(&src).await.unwrap();
+    }
+    let installers = [start(1).await, start(2).await];
+    let mut runs = Vec::new();
+    for k in 0..20 {
+        let reg = installers[k % 2].clone();
+        let to = dir.path().join(format!("apart{k}"));
+        runs.push(tokio::spawn(async move {
+            reg.install("bigapp", &to, None).await
+        }));
+    }
+    for k in 0..5 {
+        let reg = installers[k % 2].clone();
+        let to = dir.path().join("shared");
+        runs.push(tokio::spawn(async move {
+            reg.install("bigapp", &to, None).await
+        }));
+    }
+    for (k, run) in runs.into_iter().enumerate() {
+        let report = run
+            .await
+            .unwrap()
+            .unwrap_or_else(|e| panic!("install {k}: {e}"));
+        assert_eq!(report.packages.len(), 3, "{report:?}");
+    }
+    // From a warm cache the installs reach their unpacking together.
+    let mut runs = Vec::new();
+    for k in 0..5 {
+        let reg = installers[k % 2].clone();
+        let to = dir.path().join("shared-warm");
+        runs.push(tokio::spawn(async move {
+            reg.install("bigapp", &to, None).await
+        }));
+    }
+    let mut fresh = 0;
+    for (k, run) in runs.into_iter().enumerate() {
+        let report = run
+            .await
+            .unwrap()
+            .unwrap_or_else(|e| panic!("warm install {k}: {e}"));
+        fresh += report
+            .packages
+            .iter()
+            .filter(|p| p.source != "already installed")
+            .count();
+    }
+    assert_eq!(
+        fresh, 3,
+        "each package put in place once, found there by the others"
+    );
+    let shared = dir.path().join("shared-warm");
+    for name in ["corelib", "netlib", "bigapp"] {
+        let src = dir.path().join(format!("{name}-1.0.0-src"));
+        let mut want = tree(&src);
+        want.remove(Path::new("package.toml"));
+        let mut got = tree(&shared.join(format!("{name}-1.0.0")));
+        got.remove(Path::new("package.toml"));
+        assert_eq!(got, want, "{name} byte for byte");
+    }
     net.shutdown().await;
 }

@@ -95,6 +95,15 @@ pub async fn run(cmd: Command) -> Result<()> {
     let show_progress = !opts.json && matches!(cmd, Command::Install { .. });
     let v = client
         .call_extension(&req.to_value(), |p| {
+            if let Some(note) = p["note"].as_str() {
+                // Said even with --json, on stderr: why an install waits.
+                if bars.is_hidden() {
+                    eprintln!("{note}");
+                } else {
+                    let _ = bars.println(note);
+                }
+                return;
+            }
             if !show_progress {
                 return;
             }

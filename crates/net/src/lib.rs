@@ -72,7 +72,7 @@ pub use metrics::Metrics;
 pub use metrics_http::serve_metrics;
 pub use node::{Node, NodeBuilder, PeerEvent, PeerInfo, PeerSender, Receiver, Request, Requests};
 pub use peerlink_proto::dht::{DhtConfig, Key as DhtKey, Record};
-pub use peerlink_proto::gossip::{GossipConfig, MessageId, Published, Validation};
+pub use peerlink_proto::gossip::{GossipConfig, MessageId, PublishError, Published, Validation};
 pub use peerlink_proto::keepalive::KeepaliveConfig;
 pub use peerlink_proto::peers::PeerBookConfig;
 pub use peerlink_proto::{CipherSuite, Keypair, PeerAddr, PeerId};

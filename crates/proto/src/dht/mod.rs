@@ -80,8 +80,16 @@ pub struct DhtConfig {
     /// exempt.
     pub max_per_subnet_per_bucket: usize,
     /// Writes (PUT, ADD_PROVIDER) per second per peer, and the burst.
+    /// Beyond them a write is answered "slow down, retry after" with a
+    /// slot of its own ([`Response::SlowDown`]); the writer comes back
+    /// then, and paces its next writes to that peer.
     pub writes_per_sec: f64,
     pub write_burst: f64,
+    /// Writes already on their way when a peer was first told to slow
+    /// down are not held against it; after this long, `write_burst` more
+    /// refused writes in one episode mean it ignores the answer
+    /// ([`Action::Misbehaved`], "write_flood").
+    pub slowdown_grace: Duration,
 }
 
 impl Default for DhtConfig {
@@ -105,9 +113,17 @@ impl Default for DhtConfig {
             max_per_subnet_per_bucket: 2,
             writes_per_sec: 20.0,
             write_burst: 100.0,
+            slowdown_grace: Duration::from_secs(1),
         }
     }
 }
+
+/// The longest "retry after" we follow; a peer asking for more gets this.
+const MAX_SLOWDOWN: Duration = Duration::from_secs(30);
+/// How long after our last paced write to a peer we keep pacing it.
+const PACE_MEMORY: Duration = Duration::from_secs(10);
+/// Peers whose slow-down we remember at once.
+const MAX_SLOWED_PEERS: usize = 4096;
 
 /// Identifies a query started by the local node.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -183,6 +199,8 @@ struct Outstanding {
     to: Contact,
     purpose: Purpose,
     sent: Instant,
+    /// A write of a query, kept to send again if the peer says slow down.
+    retry: Option<RequestBody>,
 }
 
 enum Kind {
@@ -241,6 +259,38 @@ pub struct DhtStats {
     pub contacts_filtered: u64,
     /// Own records or provided keys the store failed to keep.
     pub store_errors: u64,
+    /// Our writes a peer asked us to send again later.
+    pub slowed_down: u64,
+}
+
+/// A peer's write allowance (token bucket) and the slots handed out to
+/// writes it was told to send again.
+#[derive(Clone, Copy, Debug)]
+struct WriteBucket {
+    tokens: f64,
+    last: Instant,
+    /// The next free retry slot.
+    next_slot: Instant,
+    /// When the current slow-down episode began, and the writes refused
+    /// and taken after its grace.
+    episode: Option<Instant>,
+    late_refusals: u32,
+    late_accepted: u32,
+}
+
+/// Our writes towards a peer that asked us to slow down.
+#[derive(Clone, Copy, Debug)]
+struct Pace {
+    next: Instant,
+    interval: Duration,
+}
+
+/// One of our writes waiting for the slot a peer gave it, or for our own
+/// pacing towards a peer that asked us to slow down.
+struct DelayedWrite {
+    to: Contact,
+    body: RequestBody,
+    query: QueryId,
 }
 
 /// The Kademlia state machine of one node.
@@ -261,7 +311,11 @@ pub struct Dht {
     next_query: u64,
     next_request: u64,
     verifying: HashSet<PeerId>,
-    write_tokens: HashMap<PeerId, (f64, Instant)>,
+    write_buckets: HashMap<PeerId, WriteBucket>,
+    /// Peers that asked us to slow down: when our next write to each may
+    /// go, and the spacing they asked for. Forgotten once idle a while.
+    pace: HashMap<PeerId, Pace>,
+    delayed: BTreeMap<(Instant, u64), DelayedWrite>,
     /// Records this node published: re-signed with a higher sequence
     /// number before they expire.
     published: BTreeMap<Key, Record>,
@@ -321,7 +375,9 @@ impl Dht {
             next_query: 0,
             next_request: 0,
             verifying: HashSet::new(),
-            write_tokens: HashMap::new(),
+            write_buckets: HashMap::new(),
+            pace: HashMap::new(),
+            delayed: BTreeMap::new(),
             published,
             providing,
             next_refresh,
@@ -475,12 +531,14 @@ impl Dht {
         let id = RequestId(self.next_request);
         self.next_request += 1;
         self.stats.requests_out += 1;
+        let retry = matches!(purpose, Purpose::Write(Some(_))).then(|| body.clone());
         self.outstanding.insert(
             id,
             Outstanding {
                 to,
                 purpose,
                 sent: now,
+                retry,
             },
         );
         self.actions.push_back(Action::Send {
@@ -493,24 +551,98 @@ impl Dht {
         });
     }
 
+    /// Sends a write of query `q` now, or, towards a peer that asked us
+    /// to slow down, at our next paced slot for it.
+    fn send_write(&mut self, now: Instant, to: Contact, body: RequestBody, q: QueryId) {
+        match self.pace.get_mut(&to.id) {
+            Some(p) => {
+                let at = p.next.max(now);
+                p.next = at + p.interval;
+                if at <= now {
+                    self.send(now, to, body, Purpose::Write(Some(q)));
+                } else {
+                    self.delay_write(at, to, body, q);
+                }
+            }
+            None => self.send(now, to, body, Purpose::Write(Some(q))),
+        }
+    }
+
+    fn delay_write(&mut self, at: Instant, to: Contact, body: RequestBody, query: QueryId) {
+        let seq = self.next_request;
+        self.next_request += 1;
+        self.delayed
+            .insert((at, seq), DelayedWrite { to, body, query });
+    }
+
     // ----- inbound requests -------------------------------------------
 
-    fn allow_write(&mut self, now: Instant, peer: &PeerId) -> bool {
-        if self.write_tokens.len() > 4096 {
+    /// The spacing of writes at the allowed rate.
+    fn write_interval(&self) -> Duration {
+        Duration::from_secs_f64(1.0 / self.config.writes_per_sec.max(0.001))
+    }
+
+    /// Takes a write token from `peer`'s bucket, or hands the write a
+    /// retry slot: `Err(retry after)`. A peer that keeps writing long after
+    /// it was first told to wait is reported.
+    fn allow_write(&mut self, now: Instant, peer: &PeerId) -> Result<(), Duration> {
+        let (rate, burst) = (
+            self.config.writes_per_sec.max(0.001),
+            self.config.write_burst,
+        );
+        if self.write_buckets.len() > 4096 {
             // Forget quiet peers; a flooder stays near zero tokens.
-            let burst = self.config.write_burst;
-            self.write_tokens.retain(|_, (t, _)| *t < burst * 0.5);
+            self.write_buckets
+                .retain(|_, b| b.tokens < burst * 0.5 || b.episode.is_some());
+            if self.write_buckets.len() > 8192 {
+                self.write_buckets.clear();
+            }
         }
-        let (rate, burst) = (self.config.writes_per_sec, self.config.write_burst);
-        let (tokens, last) = self.write_tokens.entry(*peer).or_insert((burst, now));
-        *tokens = (*tokens + now.saturating_duration_since(*last).as_secs_f64() * rate).min(burst);
-        *last = now;
-        if *tokens >= 1.0 {
-            *tokens -= 1.0;
-            true
-        } else {
-            false
+        let b = self.write_buckets.entry(*peer).or_insert(WriteBucket {
+            tokens: burst,
+            last: now,
+            next_slot: now,
+            episode: None,
+            late_refusals: 0,
+            late_accepted: 0,
+        });
+        b.tokens =
+            (b.tokens + now.saturating_duration_since(b.last).as_secs_f64() * rate).min(burst);
+        b.last = now;
+        let grace = self.config.slowdown_grace;
+        let late = |b: &WriteBucket| {
+            b.episode
+                .is_some_and(|e| now.saturating_duration_since(e) > grace)
+        };
+        if b.tokens >= 1.0 {
+            b.tokens -= 1.0;
+            if b.next_slot <= now {
+                b.episode = None;
+                b.late_refusals = 0;
+                b.late_accepted = 0;
+            } else if late(b) {
+                b.late_accepted += 1;
+            }
+            return Ok(());
         }
+        // Slots at the token rate, after those already handed out.
+        let until_token = Duration::from_secs_f64((1.0 - b.tokens) / rate);
+        let slot = b.next_slot.max(now + until_token);
+        b.next_slot = slot + Duration::from_secs_f64(1.0 / rate);
+        b.episode.get_or_insert(now);
+        if late(b) {
+            b.late_refusals += 1;
+        }
+        // A writer that paces itself is refused now and then (a write
+        // that travelled faster than the one before it); one that ignores
+        // the answer is refused far more often than it is served.
+        let ignoring = f64::from(b.late_refusals) > burst + f64::from(b.late_accepted);
+
+        self.stats.rate_limited += 1;
+        if ignoring {
+            self.misbehaved(*peer, "write_flood");
+        }
+        Err(slot.saturating_duration_since(now))
     }
 
     /// Stores a record after every check; used for PUTs from peers and
@@ -567,29 +699,29 @@ impl Dht {
                 record: self.live_record(now, &key),
                 closer: closer(&self.table, &key),
             },
-            RequestBody::PutRecord { record } => {
-                if !self.allow_write(now, &from) {
-                    self.refuse_flood(from)
-                } else {
-                    match self.accept_record(now, record) {
-                        Ok(()) => Response::Stored,
-                        Err(code) => Response::Error(code),
-                    }
-                }
-            }
+            RequestBody::PutRecord { record } => match self.allow_write(now, &from) {
+                Err(wait) => Response::slow_down(wait, self.write_interval()),
+                Ok(()) => match self.accept_record(now, record) {
+                    Ok(()) => Response::Stored,
+                    Err(code) => Response::Error(code),
+                },
+            },
             RequestBody::AddProvider { key } => match addr.filter(addr_usable) {
                 None => Response::Error(ErrorCode::Unsupported),
-                Some(_) if !self.allow_write(now, &from) => self.refuse_flood(from),
-                Some(a) => {
-                    let rec = ProviderRecord {
-                        provider: Contact::new(from, a),
-                        expires_ms: self.unix_ms(now) + self.config.provider_ttl.as_millis() as u64,
-                    };
-                    match self.store.add_provider(key, rec) {
-                        Ok(()) => Response::Stored,
-                        Err(_) => Response::Error(ErrorCode::StoreFull),
+                Some(a) => match self.allow_write(now, &from) {
+                    Err(wait) => Response::slow_down(wait, self.write_interval()),
+                    Ok(()) => {
+                        let rec = ProviderRecord {
+                            provider: Contact::new(from, a),
+                            expires_ms: self.unix_ms(now)
+                                + self.config.provider_ttl.as_millis() as u64,
+                        };
+                        match self.store.add_provider(key, rec) {
+                            Ok(()) => Response::Stored,
+                            Err(_) => Response::Error(ErrorCode::StoreFull),
+                        }
                     }
-                }
+                },
             },
             RequestBody::GetProviders { key } => {
                 let now_ms = self.unix_ms(now);
@@ -639,12 +771,6 @@ impl Dht {
         {
             self.send(now, c, RequestBody::Ping, Purpose::Verify);
         }
-    }
-
-    fn refuse_flood(&mut self, from: PeerId) -> Response {
-        self.stats.rate_limited += 1;
-        self.misbehaved(from, "write_flood");
-        Response::Error(ErrorCode::RateLimited)
     }
 
     fn misbehaved(&mut self, peer: PeerId, reason: &'static str) {
@@ -698,6 +824,21 @@ impl Dht {
                 }
             }
             Purpose::Write(q) => {
+                if let (
+                    Response::SlowDown {
+                        retry_after_ms,
+                        interval_us,
+                    },
+                    Some(q),
+                    Some(body),
+                ) = (&response, q, out.retry)
+                {
+                    let wait = Duration::from_millis(u64::from(*retry_after_ms));
+                    let interval = Duration::from_micros(u64::from(*interval_us));
+                    if self.retry_write(now, q, from, body, wait, interval) {
+                        return;
+                    }
+                }
                 let ok = matches!(response, Response::Stored);
                 self.on_write_done(now, q, ok);
             }
@@ -809,6 +950,43 @@ impl Dht {
         self.advance(now, q);
     }
 
+    /// A peer asked us to send write `body` of query `q` again after
+    /// `wait`, and the rest `interval` apart: the write gets that slot if
+    /// the query still runs by then (it stays pending), and our next
+    /// writes to the peer are paced after it.
+    fn retry_write(
+        &mut self,
+        now: Instant,
+        q: QueryId,
+        to: Contact,
+        body: RequestBody,
+        wait: Duration,
+        interval: Duration,
+    ) -> bool {
+        let Some(query) = self.queries.get(&q) else {
+            return false;
+        };
+        // The retry takes the first paced slot at or after the one given,
+        // so retries and new writes to the peer never bunch up.
+        let interval = interval.min(MAX_SLOWDOWN);
+        let given = now + wait.min(MAX_SLOWDOWN);
+        let at = self.pace.get(&to.id).map_or(given, |p| given.max(p.next));
+        if at >= query.started + self.config.query_timeout {
+            return false;
+        }
+        self.stats.slowed_down += 1;
+        if self.pace.len() < MAX_SLOWED_PEERS || self.pace.contains_key(&to.id) {
+            let p = self
+                .pace
+                .entry(to.id)
+                .or_insert(Pace { next: at, interval });
+            p.interval = interval;
+            p.next = at + interval;
+        }
+        self.delay_write(at, to, body, q);
+        true
+    }
+
     fn on_write_done(&mut self, now: Instant, q: Option<QueryId>, ok: bool) {
         let Some(q) = q else { return };
         let Some(query) = self.queries.get_mut(&q) else {
@@ -886,7 +1064,7 @@ impl Dht {
                     hops: closest.first().map_or(0, |c| c.1 as u32),
                 });
                 for (c, _) in closest {
-                    self.send(now, c, body.clone(), Purpose::Write(Some(q)));
+                    self.send_write(now, c, body.clone(), q);
                 }
             }
             _ => self.finish(now, q, false),
@@ -986,6 +1164,17 @@ impl Dht {
     /// Runs timers: request timeouts, slow lookups, query deadlines,
     /// bucket refresh, republish and expiry.
     pub fn tick(&mut self, now: Instant) {
+        while let Some(entry) = self.delayed.first_entry() {
+            if entry.key().0 > now {
+                break;
+            }
+            let w = entry.remove();
+            if self.queries.contains_key(&w.query) {
+                self.send(now, w.to, w.body, Purpose::Write(Some(w.query)));
+            }
+        }
+        // A peer that has not slowed us down for a while is written to freely.
+        self.pace.retain(|_, p| p.next + PACE_MEMORY > now);
         let timeout = self.config.request_timeout;
         while let Some((&id, o)) = self.outstanding.first_key_value() {
             if now.saturating_duration_since(o.sent) < timeout {
@@ -1062,6 +1251,9 @@ impl Dht {
     /// When [`Dht::tick`] next has work.
     pub fn next_deadline(&self) -> Instant {
         let mut at = self.next_refresh.min(self.next_republish);
+        if let Some(((t, _), _)) = self.delayed.first_key_value() {
+            at = at.min(*t);
+        }
         if let Some((_, o)) = self.outstanding.first_key_value() {
             at = at.min(o.sent + self.config.request_timeout);
         }

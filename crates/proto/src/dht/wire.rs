@@ -112,6 +112,23 @@ pub enum Response {
         peers: Vec<Contact>,
     },
     Error(ErrorCode),
+    /// The write was not taken: the writer is over its rate. Send it again
+    /// after `retry_after_ms` (a slot of its own), and space further
+    /// writes to this peer `interval_us` apart (the allowed rate).
+    SlowDown {
+        retry_after_ms: u32,
+        interval_us: u32,
+    },
+}
+
+impl Response {
+    pub fn slow_down(wait: std::time::Duration, interval: std::time::Duration) -> Response {
+        let clamp = |v: u128| u32::try_from(v).unwrap_or(u32::MAX);
+        Response::SlowDown {
+            retry_after_ms: clamp(wait.as_millis().saturating_add(1)),
+            interval_us: clamp(interval.as_micros()),
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -152,6 +169,9 @@ impl<'a> Reader<'a> {
     fn u16(&mut self) -> Result<u16, WireError> {
         let b = self.take(2)?;
         Ok(u16::from_be_bytes([b[0], b[1]]))
+    }
+    fn u32(&mut self) -> Result<u32, WireError> {
+        Ok(u32::from_be_bytes(self.array()?))
     }
     fn u64(&mut self) -> Result<u64, WireError> {
         let mut a = [0u8; 8];
@@ -360,6 +380,14 @@ impl Response {
                 out.put_u8(6);
                 out.put_u8(*code as u8);
             }
+            Response::SlowDown {
+                retry_after_ms,
+                interval_us,
+            } => {
+                out.put_u8(7);
+                out.put_u32(*retry_after_ms);
+                out.put_u32(*interval_us);
+            }
         }
         out.freeze()
     }
@@ -391,6 +419,10 @@ impl Response {
                 peers: r.contacts()?,
             },
             6 => Response::Error(ErrorCode::from_u8(r.u8()?)?),
+            7 => Response::SlowDown {
+                retry_after_ms: r.u32()?,
+                interval_us: r.u32()?,
+            },
             k => return Err(WireError::UnknownKind(k)),
         };
         r.finish()?;
@@ -470,6 +502,10 @@ mod tests {
             },
             Response::Peers { peers: cs },
             Response::Error(ErrorCode::NotOwner),
+            Response::SlowDown {
+                retry_after_ms: 1234,
+                interval_us: 50_000,
+            },
         ];
         (reqs, resps)
     }
