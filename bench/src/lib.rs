@@ -14,6 +14,7 @@
 
 use std::time::{Duration, Instant};
 
+pub mod churn;
 pub mod dht;
 pub mod gossip;
 pub mod registry;

@@ -108,6 +108,20 @@ enum Workload {
         #[arg(long, default_value_t = 100)]
         nodes_per_process: usize,
     },
+    /// Churn: a share of the nodes killed and restarted on their data
+    /// dirs, round after round: time to rejoin, time until gossip reaches
+    /// every node again, records lost.
+    Churn {
+        #[arg(long, default_value_t = 100)]
+        nodes: usize,
+        /// Share of the nodes killed each round.
+        #[arg(long, default_value_t = 0.3)]
+        killed: f64,
+        #[arg(long, default_value_t = 2)]
+        rounds: usize,
+        #[arg(long, value_parser = parse_duration, default_value = "0ms")]
+        latency: Duration,
+    },
     /// The package registry: local and remote search, publish and install
     /// end to end, concurrent searches, cache hit rate.
     Registry(crate::bench_registry::Args),
@@ -291,6 +305,42 @@ pub async fn run(args: Args) -> Result<()> {
                 all.push(r);
             }
             serde_json::to_value(all)?
+        }
+        Workload::Churn {
+            nodes,
+            killed,
+            rounds,
+            latency,
+        } => {
+            let b = peerlink_bench::churn::ChurnBench {
+                nodes,
+                killed,
+                rounds,
+                link_delay: latency,
+            };
+            let r = peerlink_bench::churn::churn(&b).await?;
+            println!(
+                "Churn: {nodes} nodes, {:.0} % killed and restarted on their data dirs per round, {:.0} ms links",
+                killed * 100.0,
+                latency.as_secs_f64() * 1e3
+            );
+            println!(
+                "{:>5} | {:>6} | {:>10} | {:>22} | {:>14}",
+                "round", "killed", "rejoin", "gossip resumes after", "records lost"
+            );
+            for (i, x) in r.rounds.iter().enumerate() {
+                println!(
+                    "{:>5} | {:>6} | {:>7.0} ms | {:>8.0} ms ({:.2} hb) | {:>7} of {}",
+                    i + 1,
+                    x.killed,
+                    x.rejoin_ms,
+                    x.gossip_resume_ms,
+                    x.gossip_resume_heartbeats,
+                    x.records_lost,
+                    x.reads
+                );
+            }
+            serde_json::to_value(r)?
         }
         Workload::Gossip {
             nodes,
