@@ -85,6 +85,10 @@ pub struct GossipConfig {
     /// Per peer and heartbeat: IHAVE messages and IWANT'd ids served.
     pub max_ihave_per_heartbeat: u32,
     pub max_iwant_per_heartbeat: u32,
+    /// Times one cached message is sent to one peer in answer to IWANT
+    /// (gossipsub's `gossip_retransmission`); more asks are ignored and
+    /// counted in [`GossipStats::iwant_refused`].
+    pub max_retransmissions: u8,
     /// Topics a peer may announce.
     pub max_peer_topics: usize,
     /// Messages waiting for the application's verdict, and for how long.
@@ -150,6 +154,7 @@ impl Default for GossipConfig {
             prune_backoff: Duration::from_secs(60),
             max_ihave_per_heartbeat: 64,
             max_iwant_per_heartbeat: 5000,
+            max_retransmissions: 3,
             max_peer_topics: 1000,
             max_pending_validation: 4096,
             validation_timeout: Duration::from_secs(10),
@@ -210,6 +215,8 @@ pub enum PublishError {
     TooLarge { size: usize, max: usize },
     #[error("the same payload was published on this topic within the seen window (ids are content hashes; add a nonce to repeat a message)")]
     Duplicate,
+    #[error("{max} messages were seen within the seen window, the most remembered; retry once older ones expire")]
+    SeenFull { max: usize },
 }
 
 /// What a publish did.
@@ -244,6 +251,13 @@ pub struct GossipStats {
     pub broken_promises: u64,
     pub floods: u64,
     pub malformed: u64,
+    /// IWANT'd ids not served again: the peer had this message
+    /// `max_retransmissions` times already.
+    pub iwant_refused: u64,
+    /// Messages dropped because the seen cache was full: new messages are
+    /// refused rather than old ids forgotten, which would let their
+    /// copies in again as new.
+    pub seen_full: u64,
 }
 
 #[derive(Debug, Default)]
@@ -276,6 +290,8 @@ struct Cached {
     topic: Topic,
     data: Bytes,
     hops: u8,
+    /// Peers served this message after an IWANT, and how often.
+    served: Vec<(PeerId, u8)>,
 }
 
 struct Pending {
@@ -398,6 +414,11 @@ impl Gossip {
     /// Peers known to be connected (see [`Gossip::add_peer`]).
     pub fn peers(&self) -> impl Iterator<Item = &PeerId> {
         self.peers.keys()
+    }
+
+    /// Bytes of full messages held for IWANT.
+    pub fn cached_bytes(&self) -> usize {
+        self.cache_bytes
     }
 
     pub fn has_peer(&self, peer: &PeerId) -> bool {
@@ -530,12 +551,16 @@ impl Gossip {
         if self.seen.contains(&id) {
             return Err(PublishError::Duplicate);
         }
+        if !self.mark_seen(now, id) {
+            return Err(PublishError::SeenFull {
+                max: self.config.max_seen,
+            });
+        }
         let topic = self
             .topics
             .get_key_value(topic)
             .map(|(t, _)| t.clone())
             .unwrap_or_else(|| Topic::from(topic));
-        self.mark_seen(now, id);
         self.stats.published += 1;
         let peers = if self.topics.contains_key(&topic) {
             // A mesh still forming: graft known subscribers now.
@@ -898,7 +923,10 @@ impl Gossip {
         } else {
             Vec::new()
         };
-        self.mark_seen(now, id);
+        if !self.mark_seen(now, id) {
+            self.stats.seen_full += 1;
+            return;
+        }
         if self.missing.remove(&id).is_some_and(|m| m.asked.is_some()) {
             self.stats.repaired += 1;
         }
@@ -996,8 +1024,24 @@ impl Gossip {
             self.flood(from);
             return;
         }
+        let most = self.config.max_retransmissions;
         for id in ids {
-            if let Some(c) = self.cache.get(&id) {
+            if let Some(c) = self.cache.get_mut(&id) {
+                let served = match c.served.iter_mut().find(|(p, _)| *p == from) {
+                    Some((_, n)) => n,
+                    None => {
+                        c.served.push((from, 0));
+                        match c.served.last_mut() {
+                            Some((_, n)) => n,
+                            None => continue,
+                        }
+                    }
+                };
+                if *served >= most {
+                    self.stats.iwant_refused += 1;
+                    continue;
+                }
+                *served += 1;
                 let msg = Wire::Data {
                     topic: c.topic.clone(),
                     hops: c.hops,
@@ -1011,22 +1055,35 @@ impl Gossip {
 
     // ----- caches ------------------------------------------------------
 
-    fn mark_seen(&mut self, now: Instant, id: MessageId) {
+    /// Remembers `id` until `seen_ttl` has passed; false, remembering
+    /// nothing, when `max_seen` ids are already remembered. An id is never
+    /// forgotten early: its copies may still be in flight or in caches,
+    /// and would be taken for new.
+    fn mark_seen(&mut self, now: Instant, id: MessageId) -> bool {
         if self.seen.len() >= self.config.max_seen {
-            if let Some((_, old)) = self.seen_order.pop_front() {
-                self.seen.remove(&old);
-            }
+            return false;
         }
         self.seen.insert(id);
         self.seen_order.push_back((now, id));
+        true
     }
 
     fn cache_insert(&mut self, id: MessageId, topic: Topic, data: Bytes, hops: u8) {
-        if self.cache_bytes + data.len() > self.config.max_cache_bytes {
+        if self.cache.contains_key(&id)
+            || self.cache_bytes + data.len() > self.config.max_cache_bytes
+        {
             return;
         }
         self.cache_bytes += data.len();
-        self.cache.insert(id, Cached { topic, data, hops });
+        self.cache.insert(
+            id,
+            Cached {
+                topic,
+                data,
+                hops,
+                served: Vec::new(),
+            },
+        );
         if let Some(w) = self.cache_windows.front_mut() {
             w.push(id);
         }
