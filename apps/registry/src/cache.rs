@@ -197,10 +197,7 @@ impl BlobCache {
             return Ok(());
         }
         let dest = self.path(&hash, pin);
-        let dir = dest.parent().unwrap_or(&self.dir);
-        let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
-        std::io::Write::write_all(&mut tmp, bytes)?;
-        tmp.persist(&dest).map_err(|e| e.error)?;
+        peerlink_net::fsutil::write_atomic(&dest, bytes, true)?;
         {
             let mut s = self.lock();
             if pin {

@@ -44,40 +44,60 @@ fn comparator(c: &Comparator) -> Option<Ranges<Version>> {
         v
     };
     let (maj, min, pat) = (c.major, c.minor, c.patch);
-    let next = |major: u64, minor: Option<u64>| match minor {
-        Some(m) => Version::new(major, m + 1, 0),
-        None => Version::new(major + 1, 0, 0),
+    // `[low, high)`; no `high` (the bump passed u64::MAX, which a remote
+    // release may ask for) means no upper bound.
+    let from_to = |low: Version, high: Option<Version>| match high {
+        Some(h) => Ranges::between(low, h),
+        None => Ranges::higher_than(low),
     };
     // The versions `maj[.min[.pat]]` stands for, as a half-open interval.
     let span = || match (min, pat) {
         (Some(m), Some(p)) => Ranges::singleton(v(maj, m, p)),
-        (m, _) => Ranges::between(v(maj, m.unwrap_or(0), 0), next(maj, m)),
+        (m, _) => from_to(v(maj, m.unwrap_or(0), 0), bump(maj, m, None)),
     };
     let lowest = v(maj, min.unwrap_or(0), pat.unwrap_or(0));
     Some(match c.op {
         Op::Exact | Op::Wildcard => span(),
         Op::Greater => match (min, pat) {
             (Some(_), Some(_)) => Ranges::strictly_higher_than(lowest),
-            (m, _) => Ranges::higher_than(next(maj, m)),
+            (m, _) => bump(maj, m, None).map_or_else(Ranges::empty, Ranges::higher_than),
         },
         Op::GreaterEq => Ranges::higher_than(lowest),
         Op::Less => Ranges::strictly_lower_than(lowest),
         Op::LessEq => match (min, pat) {
             (Some(_), Some(_)) => Ranges::lower_than(lowest),
-            (m, _) => Ranges::strictly_lower_than(next(maj, m)),
+            (m, _) => bump(maj, m, None).map_or_else(Ranges::full, Ranges::strictly_lower_than),
         },
-        Op::Tilde => Ranges::between(lowest, next(maj, min)),
+        Op::Tilde => from_to(lowest, bump(maj, min, None)),
         Op::Caret => {
             let upper = match (maj, min, pat) {
-                (0, Some(0), Some(p)) => Version::new(0, 0, p + 1),
-                (0, Some(m), _) => Version::new(0, m + 1, 0),
-                (0, None, _) => Version::new(1, 0, 0),
-                (major, _, _) => Version::new(major + 1, 0, 0),
+                (0, Some(0), Some(p)) => bump(0, Some(0), Some(p)),
+                (0, Some(m), _) => bump(0, Some(m), None),
+                (0, None, _) => Some(Version::new(1, 0, 0)),
+                (major, _, _) => bump(major, None, None),
             };
-            Ranges::between(lowest, upper)
+            from_to(lowest, upper)
         }
         _ => return None,
     })
+}
+
+/// The first version after every `major[.minor[.patch]]`: the last
+/// component given goes up by one, carrying into the one before it;
+/// `None` past `u64::MAX.u64::MAX.u64::MAX`.
+fn bump(major: u64, minor: Option<u64>, patch: Option<u64>) -> Option<Version> {
+    let next_major = || major.checked_add(1).map(|j| Version::new(j, 0, 0));
+    match (minor, patch) {
+        (Some(m), Some(p)) => match p.checked_add(1) {
+            Some(p) => Some(Version::new(major, m, p)),
+            None => bump(major, Some(m), None),
+        },
+        (Some(m), None) => match m.checked_add(1) {
+            Some(m) => Some(Version::new(major, m, 0)),
+            None => next_major(),
+        },
+        (None, _) => next_major(),
+    }
 }
 
 /// `req` as a pubgrub range; `known` is used only when `req` holds an

@@ -52,7 +52,7 @@ impl MetaStore {
     /// Opens (or creates) `dir/registry.redb` and loads it. Rows that no
     /// longer decode or verify are skipped.
     pub fn open(dir: &Path) -> Result<MetaStore, StoreError> {
-        std::fs::create_dir_all(dir).map_err(io)?;
+        peerlink_net::fsutil::create_private_dir(dir).map_err(io)?;
         let db = Database::create(dir.join("registry.redb")).map_err(io)?;
         let tx = db.begin_write().map_err(io)?;
         tx.open_table(RELEASES).map_err(io)?;

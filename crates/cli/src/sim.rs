@@ -17,14 +17,14 @@ enum What {
     /// Join N nodes, then run random lookups and compare each result with
     /// the true k closest (brute force).
     Dht {
-        #[arg(long, default_value_t = 10_000)]
+        #[arg(long, default_value_t = 10_000, value_parser = at_least_one)]
         nodes: usize,
         #[arg(long, default_value_t = 200)]
         lookups: usize,
         #[arg(long, default_value_t = 1)]
         seed: u64,
         /// Probability that a message is lost.
-        #[arg(long, default_value_t = 0.0)]
+        #[arg(long, default_value_t = 0.0, value_parser = fraction)]
         loss: f64,
         #[arg(long)]
         json: bool,
@@ -32,17 +32,17 @@ enum What {
     /// Every node subscribes to one topic; random nodes publish; reports
     /// delivery, time to all nodes and duplicates.
     Gossip {
-        #[arg(long, default_value_t = 10_000)]
+        #[arg(long, default_value_t = 10_000, value_parser = at_least_one)]
         nodes: usize,
         #[arg(long, default_value_t = 100)]
         messages: usize,
         #[arg(long, default_value_t = 1)]
         seed: u64,
         /// Probability that a message is lost.
-        #[arg(long, default_value_t = 0.0)]
+        #[arg(long, default_value_t = 0.0, value_parser = fraction)]
         loss: f64,
         /// Fraction of nodes killed at once half way through.
-        #[arg(long, default_value_t = 0.0)]
+        #[arg(long, default_value_t = 0.0, value_parser = fraction)]
         kill: f64,
         /// Fixed one-way link delay (e.g. 20ms) instead of the geographic model.
         #[arg(long, value_parser = crate::bench::parse_duration)]
@@ -55,6 +55,23 @@ enum What {
         #[arg(long)]
         json: bool,
     },
+}
+
+fn at_least_one(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(0) => Err("a network needs at least one node".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// A probability or share: 0 to 1.
+fn fraction(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(f) if (0.0..=1.0).contains(&f) => Ok(f),
+        Ok(f) => Err(format!("{f} is not between 0 and 1")),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {

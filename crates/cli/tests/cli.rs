@@ -174,6 +174,21 @@ fn ping_reports_a_bad_address_clearly() {
     assert!(err.contains("bad peer address"), "{err}");
 }
 
+#[test]
+fn simulations_refuse_impossible_sizes_by_name() {
+    for (args, says) in [
+        (&["sim", "dht", "--nodes", "0"][..], "at least one node"),
+        (&["sim", "gossip", "--nodes", "0"][..], "at least one node"),
+        (&["sim", "gossip", "--kill", "2"][..], "not between 0 and 1"),
+        (&["sim", "dht", "--loss=-0.5"][..], "not between 0 and 1"),
+    ] {
+        let out = peerlink().args(args).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(says), "{args:?}: {err}");
+    }
+}
+
 fn dht(home: &std::path::Path, args: &[&str]) -> std::process::Output {
     peerlink()
         .arg("dht")

@@ -33,6 +33,15 @@ use crate::{DhtKey, Node};
 /// is at most 64 KiB, hex-escaped JSON stays well under this).
 pub const MAX_LINE: usize = 1 << 20;
 
+/// Control connections served at once; more are answered with an error
+/// and closed. Only the node's own user may connect, but a stuck script
+/// must not hold the node's memory (each may buffer a `MAX_LINE` line).
+pub const MAX_CONNECTIONS: usize = 64;
+
+/// A connection that sends no complete request line for this long is
+/// closed (a subscription or a running command is not idle).
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// The socket's file name inside the node's home directory.
 pub const SOCKET_NAME: &str = "control.sock";
 
@@ -69,6 +78,10 @@ pub enum ControlError {
     Malformed(String),
     #[error("the node closed the connection")]
     Closed,
+    #[error("the node serves {0} control connections already; try again when one ends")]
+    Busy(usize),
+    #[error("no request within {0:?}; connection closed")]
+    Idle(Duration),
     #[error("the node refused: {0}")]
     Remote(String),
     #[error("i/o on {path}: {source}")]
@@ -158,6 +171,16 @@ pub async fn serve_with(
     path: &Path,
     extension: Option<Arc<dyn ControlExtension>>,
 ) -> Result<ControlServer, ControlError> {
+    serve_limited(node, path, extension, MAX_CONNECTIONS, IDLE_TIMEOUT).await
+}
+
+async fn serve_limited(
+    node: Node,
+    path: &Path,
+    extension: Option<Arc<dyn ControlExtension>>,
+    max_connections: usize,
+    idle: Duration,
+) -> Result<ControlServer, ControlError> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::DirBuilder::new()
             .recursive(true)
@@ -174,6 +197,7 @@ pub async fn serve_with(
     let listener = UnixListener::bind(path).map_err(io_err(path))?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(io_err(path))?;
     let owner = std::fs::metadata(path).map_err(io_err(path))?.uid();
+    let slots = Arc::new(tokio::sync::Semaphore::new(max_connections));
     let task = tokio::spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else {
@@ -181,9 +205,22 @@ pub async fn serve_with(
                 continue;
             };
             match stream.peer_cred() {
-                Ok(cred) if cred.uid() == owner => {
-                    tokio::spawn(connection(node.clone(), extension.clone(), stream));
-                }
+                Ok(cred) if cred.uid() == owner => match slots.clone().try_acquire_owned() {
+                    Ok(slot) => {
+                        let (node, extension) = (node.clone(), extension.clone());
+                        tokio::spawn(async move {
+                            connection(node, extension, stream, idle).await;
+                            drop(slot);
+                        });
+                    }
+                    Err(_) => {
+                        tokio::spawn(async move {
+                            let (_, mut w) = stream.into_split();
+                            let busy = ControlError::Busy(max_connections);
+                            let _ = write_reply(&mut w, Err(busy)).await;
+                        });
+                    }
+                },
                 other => tracing::warn!(
                     "control: refused a connection from uid {:?}",
                     other.ok().map(|c| c.uid())
@@ -197,12 +234,20 @@ pub async fn serve_with(
     })
 }
 
-async fn connection(node: Node, extension: Option<Arc<dyn ControlExtension>>, stream: UnixStream) {
+async fn connection(
+    node: Node,
+    extension: Option<Arc<dyn ControlExtension>>,
+    stream: UnixStream,
+    idle: Duration,
+) {
     let (r, mut w) = stream.into_split();
     let mut r = BufReader::new(r);
     let mut line = Vec::new();
     loop {
-        let reply = match read_line(&mut r, &mut line).await {
+        let read = tokio::time::timeout(idle, read_line(&mut r, &mut line))
+            .await
+            .unwrap_or(Err(ControlError::Idle(idle)));
+        let reply = match read {
             Ok(None) | Err(ControlError::Closed) => return,
             Ok(Some(())) => match serde_json::from_slice::<ControlRequest>(&line) {
                 Ok(ControlRequest::GossipSubscribe { topic }) => {
@@ -219,7 +264,7 @@ async fn connection(node: Node, extension: Option<Arc<dyn ControlExtension>>, st
                 }
             },
             Err(e) => {
-                // Too long: the stream cannot be resynchronised.
+                // Too long or idle: the stream cannot be resynchronised.
                 let _ = write_reply(&mut w, Err(e)).await;
                 return;
             }
@@ -517,6 +562,56 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn idle_and_surplus_control_connections_are_closed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(SOCKET_NAME);
+        let n = node().await;
+        let idle = Duration::from_millis(300);
+        let _server = serve_limited(n.clone(), &path, None, 4, idle)
+            .await
+            .unwrap();
+        // Four connections hold partial lines: all the slots.
+        let mut held = Vec::new();
+        for _ in 0..4 {
+            let mut s = UnixStream::connect(&path).await.unwrap();
+            s.write_all(&vec![b'x'; 100_000]).await.unwrap();
+            held.push(s);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let mut c = ControlClient::connect(&path).await.unwrap();
+        let e = c.call(&ControlRequest::Info).await.unwrap_err();
+        assert!(
+            e.to_string().contains("4 control connections already"),
+            "{e}"
+        );
+        // The partial lines time out; each holder is told and closed.
+        for s in &mut held {
+            let mut reply = String::new();
+            let mut r = BufReader::new(s);
+            tokio::time::timeout(Duration::from_secs(10), r.read_line(&mut reply))
+                .await
+                .unwrap()
+                .unwrap();
+            assert!(reply.contains("no request within"), "{reply}");
+        }
+        drop(held);
+        // The slots are free again.
+        let v = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                let mut c = ControlClient::connect(&path).await.unwrap();
+                if let Ok(v) = c.call(&ControlRequest::Info).await {
+                    return v;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await
+        .unwrap();
+        assert_eq!(v["peer_id"], n.peer_id().to_string());
+        n.shutdown().await;
+    }
+
+    #[tokio::test]
     async fn owner_only_socket_answers_and_survives_bad_input() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("home").join(SOCKET_NAME);
@@ -590,6 +685,16 @@ mod tests {
             (v["found"].clone(), v["value"].clone()),
             (json!(true), json!("hello"))
         );
+        // A value over the record limit is refused by name, not stored
+        // where it could not be loaded again.
+        let e = c
+            .call(&ControlRequest::DhtPut {
+                key: "big".into(),
+                value: "x".repeat(512 << 10),
+            })
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("over the limit of 65536"), "{e}");
 
         drop(server);
         assert!(!path.exists());

@@ -40,10 +40,11 @@ pub struct Outcome<T> {
     pub elapsed: Duration,
 }
 
-type StartQuery = Box<dyn FnOnce(&mut Dht, Instant) -> QueryId + Send>;
+/// Starts a query, or refuses it (a value too large to store).
+type StartQuery = Box<dyn FnOnce(&mut Dht, Instant) -> Result<QueryId, NetError> + Send>;
 
 enum Command {
-    Start(StartQuery, oneshot::Sender<QueryResult>),
+    Start(StartQuery, oneshot::Sender<Result<QueryResult, NetError>>),
     Stats(oneshot::Sender<DhtInfo>),
 }
 
@@ -75,7 +76,7 @@ impl DhtHandle {
 
     async fn run(
         &self,
-        f: impl FnOnce(&mut Dht, Instant) -> QueryId + Send + 'static,
+        f: impl FnOnce(&mut Dht, Instant) -> Result<QueryId, NetError> + Send + 'static,
     ) -> Result<QueryResult, NetError> {
         let (tx, rx) = oneshot::channel();
         self.sender()?
@@ -83,7 +84,7 @@ impl DhtHandle {
             .await
             .map_err(|_| NetError::Shutdown)?;
         match tokio::time::timeout(self.timeout, rx).await {
-            Ok(Ok(r)) => Ok(r),
+            Ok(Ok(r)) => r,
             Ok(Err(_)) => Err(NetError::Shutdown),
             Err(_) => Err(NetError::QueryTimeout(self.timeout)),
         }
@@ -93,7 +94,7 @@ impl DhtHandle {
     /// fails if the state machine answered a different kind of query).
     async fn query<T>(
         &self,
-        f: impl FnOnce(&mut Dht, Instant) -> QueryId + Send + 'static,
+        f: impl FnOnce(&mut Dht, Instant) -> Result<QueryId, NetError> + Send + 'static,
         value: impl FnOnce(QueryOutput) -> Option<T>,
     ) -> Result<Outcome<T>, NetError> {
         let r = self.run(f).await?;
@@ -115,7 +116,7 @@ impl DhtHandle {
     ) -> Result<Outcome<usize>, NetError> {
         let (key, value) = (Key::hash(key.as_ref()), value.into());
         self.query(
-            move |d, now| d.put(now, key, value),
+            move |d, now| Ok(d.put(now, key, value)?),
             |o| match o {
                 QueryOutput::Put { stored } => Some(stored),
                 _ => None,
@@ -128,7 +129,7 @@ impl DhtHandle {
     pub async fn get(&self, key: impl AsRef<[u8]>) -> Result<Outcome<Option<Record>>, NetError> {
         let key = Key::hash(key.as_ref());
         self.query(
-            move |d, now| d.get(now, key),
+            move |d, now| Ok(d.get(now, key)),
             |o| match o {
                 QueryOutput::Get(rec) => Some(rec),
                 _ => None,
@@ -140,7 +141,7 @@ impl DhtHandle {
     /// The k peers closest to a 256-bit key, nearest first.
     pub async fn closest_peers(&self, key: Key) -> Result<Outcome<Vec<Contact>>, NetError> {
         self.query(
-            move |d, now| d.closest_peers(now, key),
+            move |d, now| Ok(d.closest_peers(now, key)),
             |o| match o {
                 QueryOutput::ClosestPeers(p) => Some(p),
                 _ => None,
@@ -154,7 +155,7 @@ impl DhtHandle {
     pub async fn provide(&self, key: impl AsRef<[u8]>) -> Result<Outcome<usize>, NetError> {
         let key = Key::hash(key.as_ref());
         self.query(
-            move |d, now| d.provide(now, key),
+            move |d, now| Ok(d.provide(now, key)),
             |o| match o {
                 QueryOutput::Provide { stored } => Some(stored),
                 _ => None,
@@ -170,7 +171,7 @@ impl DhtHandle {
     ) -> Result<Outcome<Vec<Contact>>, NetError> {
         let key = Key::hash(key.as_ref());
         self.query(
-            move |d, now| d.providers(now, key),
+            move |d, now| Ok(d.providers(now, key)),
             |o| match o {
                 QueryOutput::Providers(p) => Some(p),
                 _ => None,
@@ -188,7 +189,7 @@ impl DhtHandle {
             .map(|s| Contact::new(s.id, s.addr))
             .collect();
         self.query(
-            move |d, now| d.bootstrap(now, seeds),
+            move |d, now| Ok(d.bootstrap(now, seeds)),
             |o| match o {
                 QueryOutput::Bootstrap { table } => Some(table),
                 _ => None,
@@ -284,7 +285,7 @@ struct Driver {
     book: PeerBook,
     rng: Rng,
     /// Callers waiting for a query.
-    waiting: HashMap<QueryId, oneshot::Sender<QueryResult>>,
+    waiting: HashMap<QueryId, oneshot::Sender<Result<QueryResult, NetError>>>,
     /// Connections the DHT used, dialled or accepted, by last use; the
     /// least recently used beyond the cap are closed once nothing is in
     /// flight on them.
@@ -315,10 +316,14 @@ impl Driver {
                 cmd = commands.recv() => {
                     let now = Instant::now();
                     match cmd {
-                        Some(Command::Start(f, tx)) => {
-                            let q = f(&mut self.dht, now);
-                            self.waiting.insert(q, tx);
-                        }
+                        Some(Command::Start(f, tx)) => match f(&mut self.dht, now) {
+                            Ok(q) => {
+                                self.waiting.insert(q, tx);
+                            }
+                            Err(e) => {
+                                let _ = tx.send(Err(e));
+                            }
+                        },
                         Some(Command::Stats(tx)) => {
                             let _ = tx.send(DhtInfo {
                                 routing_table: self.dht.table().len(),
@@ -391,7 +396,7 @@ impl Driver {
                 Action::Send { id, to, request } => self.send(node, id, to, request, replies),
                 Action::Done(r) => {
                     if let Some(tx) = self.waiting.remove(&r.id) {
-                        let _ = tx.send(r);
+                        let _ = tx.send(Ok(r));
                     }
                 }
                 Action::Misbehaved { peer, reason } => self.punish(node, peer, reason),

@@ -64,6 +64,8 @@ pub enum NetError {
     DhtDisabled,
     #[error("{0}")]
     Store(String),
+    #[error("record refused: {0}")]
+    Record(#[from] peerlink_proto::dht::RecordError),
     #[error("gossip is turned off on this node")]
     GossipDisabled,
     #[error("publish refused: {0}")]

@@ -1,26 +1,18 @@
 //! Key files: the 32-byte secret as 64 hex characters, readable by the
 //! owner only (mode 0600 on Unix).
 
-use std::io::Write;
 use std::path::Path;
 
 use peerlink_proto::Keypair;
 
 use crate::NetError;
 
-/// Writes `keypair` to `path`, creating it with mode 0600. Refuses to
-/// overwrite an existing file.
+/// Writes `keypair` to `path` with mode 0600, atomically: a crash leaves
+/// no key or the whole key, never part of one. Refuses to overwrite an
+/// existing file.
 pub fn save(keypair: &Keypair, path: &Path) -> Result<(), NetError> {
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    let mut file = options.open(path)?;
-    file.write_all(format!("{}\n", keypair.to_hex()).as_bytes())?;
-    file.sync_all()?;
+    let text = format!("{}\n", keypair.to_hex());
+    crate::fsutil::write_atomic(path, text.as_bytes(), false)?;
     Ok(())
 }
 
@@ -60,7 +52,7 @@ pub fn load_or_create(path: &Path) -> Result<Keypair, NetError> {
     }
     if let Some(dir) = path.parent() {
         if !dir.as_os_str().is_empty() {
-            std::fs::create_dir_all(dir)?;
+            crate::fsutil::create_private_dir(dir)?;
         }
     }
     let keypair = Keypair::generate()?;
@@ -90,6 +82,23 @@ mod tests {
             assert!(load(&path).is_err(), "world-readable keys are refused");
         }
         assert!(save(&kp, &path).is_err(), "never overwrites");
+    }
+
+    #[test]
+    fn a_new_home_is_private_and_the_key_is_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = dir.path().join("home");
+        let path = home.join("node.key");
+        let kp = load_or_create(&path).unwrap();
+        assert_eq!(load_or_create(&path).unwrap().peer_id(), kp.peer_id());
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&home).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o700, "the home holds the key: 0700");
+        }
+        let files: Vec<_> = std::fs::read_dir(&home).unwrap().collect();
+        assert_eq!(files.len(), 1, "no temporary file is left");
     }
 
     #[test]

@@ -55,6 +55,7 @@ mod conn;
 pub mod control;
 pub mod dht;
 mod error;
+pub mod fsutil;
 pub mod gossip;
 pub mod keyfile;
 mod metrics;

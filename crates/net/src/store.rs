@@ -7,6 +7,7 @@
 //! to the database in its own transaction before it is acknowledged.
 
 use std::path::Path;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use peerlink_proto::dht::{
     Contact, Key, MemoryStore, ProviderRecord, Record, RecordStore, StoreError,
@@ -39,7 +40,7 @@ impl RedbStore {
     /// Opens (or creates) `dir/dht.redb` and loads what it holds. Entries
     /// that no longer decode are skipped, not fatal.
     pub fn open(dir: &Path) -> Result<RedbStore, StoreError> {
-        std::fs::create_dir_all(dir).map_err(io)?;
+        crate::fsutil::create_private_dir(dir).map_err(io)?;
         let db = Database::create(dir.join("dht.redb")).map_err(io)?;
         {
             let tx = db.begin_write().map_err(io)?;
@@ -49,11 +50,21 @@ impl RedbStore {
             tx.commit().map_err(io)?;
         }
         let mut mem = MemoryStore::default();
+        let now_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        // The file is not trusted more than a peer: every record is
+        // verified again. Own records are kept past their expiry (the
+        // node re-signs them); others' expired ones are dropped.
+        let mut skipped = 0usize;
         let tx = db.begin_read().map_err(io)?;
         for row in tx.open_table(RECORDS).map_err(io)?.iter().map_err(io)? {
             let (_, v) = row.map_err(io)?;
-            if let Ok(r) = Record::decode(v.value()) {
-                let _ = mem.put(r);
+            match Record::decode(v.value()) {
+                Ok(r) if r.validate(now_ms, usize::MAX, u64::MAX).is_ok() => {
+                    let _ = mem.put(r);
+                }
+                _ => skipped += 1,
             }
         }
         for row in tx.open_table(PROVIDERS).map_err(io)?.iter().map_err(io)? {
@@ -64,8 +75,11 @@ impl RedbStore {
         }
         for row in tx.open_table(OWN).map_err(io)?.iter().map_err(io)? {
             let (_, v) = row.map_err(io)?;
-            if let Ok(r) = Record::decode(v.value()) {
-                let _ = mem.put_own(r);
+            match Record::decode(v.value()) {
+                Ok(r) if r.validate(0, usize::MAX, u64::MAX).is_ok() => {
+                    let _ = mem.put_own(r);
+                }
+                _ => skipped += 1,
             }
         }
         for row in tx.open_table(PROVIDING).map_err(io)?.iter().map_err(io)? {
@@ -75,6 +89,13 @@ impl RedbStore {
             }
         }
         drop(tx);
+        if skipped > 0 {
+            tracing::warn!(
+                skipped,
+                "{}: records that no longer decode, verify or live were not loaded",
+                dir.display()
+            );
+        }
         Ok(RedbStore { db, mem })
     }
 
@@ -203,10 +224,17 @@ mod tests {
             s.remove(&Key::hash(b"gone"));
             // A corrupt row must not stop the node from starting.
             s.write(&[(RECORDS, &[1u8; 32], Some(b"garbage"))]).unwrap();
+            // Nor is a row someone edited on disk believed: the value
+            // changed under its signature.
+            let mut forged = Record::sign(&kp, Key::hash(b"forged"), Bytes::new(), 1, u64::MAX / 2);
+            forged.value = Bytes::from_static(b"changed");
+            s.put(forged.clone()).unwrap();
+            s.put_own(forged).unwrap();
         }
         let s = RedbStore::open(dir.path()).unwrap();
         assert_eq!(s.get(&key), Some(rec));
-        assert_eq!(s.len(), 1);
+        assert_eq!(s.len(), 1, "the forged record is not loaded");
+        assert!(s.own_records().is_empty(), "nor re-signed as our own");
         assert_eq!(
             s.providers(&key),
             vec![ProviderRecord {
@@ -293,7 +321,7 @@ mod tests {
             let mut a = open(t0);
             a.bootstrap(t0, vec![Contact::new(kb.peer_id(), addr_b)]);
             pump(&mut [(&mut a, addr_a), (&mut b, addr_b)], t0);
-            a.put(t0, key, Bytes::from_static(b"v"));
+            a.put(t0, key, Bytes::from_static(b"v")).unwrap();
             a.provide(t0, Key::hash(b"blob"));
             let done = pump(&mut [(&mut a, addr_a), (&mut b, addr_b)], t0);
             assert!(

@@ -408,7 +408,10 @@ impl Sim {
     }
 
     pub fn put(&mut self, n: usize, key: Key, value: Vec<u8>) -> QueryResult {
-        let q = self.start(n, |d, now| d.put(now, key, Bytes::from(value)));
+        let q = self.start(n, |d, now| {
+            d.put(now, key, Bytes::from(value))
+                .expect("simulated values are within the record limit")
+        });
         self.wait(n, q)
     }
 

@@ -154,3 +154,35 @@ fn pre_releases_are_left_out() {
         [("app".to_string(), v("1.0.0"))]
     );
 }
+
+#[test]
+fn requirements_at_u64_max_do_not_wrap() {
+    // A remote release may ask for any u64; bumping it must not wrap to 0
+    // (which would make `^MAX` match nothing or everything below it).
+    let max = u64::MAX;
+    let top = Version::new(max, max, max);
+    for r in [
+        format!("^{max}"),
+        format!("~{max}.{max}"),
+        format!("={max}.{max}"),
+        format!("^0.{max}"),
+        format!("^0.0.{max}"),
+        format!("<={max}.{max}"),
+        format!(">{max}"),
+        format!("~1.{max}"),
+    ] {
+        let q = req(&r);
+        let range = ranges(&q, &[]);
+        for probe in [
+            top.clone(),
+            Version::new(max, 0, 0),
+            Version::new(1, max, 0),
+            Version::new(2, 0, 0),
+            Version::new(0, 0, max),
+            Version::new(0, 1, 0),
+            Version::new(1, 0, 0),
+        ] {
+            assert_eq!(range.contains(&probe), q.matches(&probe), "{r} on {probe}");
+        }
+    }
+}

@@ -477,8 +477,16 @@ impl Dht {
     }
 
     /// Signs `value` under `key` with the next sequence number and stores
-    /// it on the k closest peers (and locally).
-    pub fn put(&mut self, now: Instant, key: Key, value: Bytes) -> QueryId {
+    /// it on the k closest peers (and locally). A value over
+    /// `max_record_size` is refused: no peer would store it, nor would
+    /// this node load it after a restart.
+    pub fn put(&mut self, now: Instant, key: Key, value: Bytes) -> Result<QueryId, RecordError> {
+        if value.len() > self.config.max_record_size {
+            return Err(RecordError::TooLarge {
+                len: value.len(),
+                max: self.config.max_record_size,
+            });
+        }
         let seq = self
             .published
             .get(&key)
@@ -498,7 +506,7 @@ impl Dht {
         if self.store.put_own(record.clone()).is_err() {
             self.stats.store_errors += 1;
         }
-        self.start(now, Kind::Put { record }, key, vec![], false)
+        Ok(self.start(now, Kind::Put { record }, key, vec![], false))
     }
 
     /// Announces this node as a provider of `key` on the k closest peers.

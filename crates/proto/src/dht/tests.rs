@@ -88,7 +88,9 @@ fn small_network_put_get_and_providers() {
     let mut nodes = network(60, now, &config);
     assert!(nodes.iter().all(|n| n.table().len() >= 20), "tables filled");
     let key = Key::hash(b"hello");
-    nodes[5].put(now, key, Bytes::from_static(b"world"));
+    nodes[5]
+        .put(now, key, Bytes::from_static(b"world"))
+        .unwrap();
     let done = run(&mut nodes, &HashSet::new(), now);
     let put = done.iter().find(|(i, _)| *i == 5).unwrap();
     assert_eq!(put.1.output, QueryOutput::Put { stored: 20 });
@@ -99,8 +101,20 @@ fn small_network_put_get_and_providers() {
         QueryOutput::Get(Some(r)) => assert_eq!(&r.value[..], b"world"),
         other => panic!("{other:?}"),
     }
+    // A value over the record limit is refused before anything is sent.
+    let big = Bytes::from(vec![0; config.max_record_size + 1]);
+    assert_eq!(
+        nodes[5].put(now, Key::hash(b"big"), big),
+        Err(RecordError::TooLarge {
+            len: config.max_record_size + 1,
+            max: config.max_record_size
+        })
+    );
+    assert!(nodes[5].poll_action().is_none());
     // A second put by the publisher bumps the sequence number.
-    nodes[5].put(now, key, Bytes::from_static(b"again"));
+    nodes[5]
+        .put(now, key, Bytes::from_static(b"again"))
+        .unwrap();
     run(&mut nodes, &HashSet::new(), now);
     nodes[33].get(now, key);
     let done = run(&mut nodes, &HashSet::new(), now);
@@ -274,11 +288,13 @@ fn an_honest_bulk_writer_is_slowed_down_and_every_write_lands() {
     let mut now = start;
     let puts = 300;
     for i in 0..puts {
-        nodes[1].put(
-            now,
-            Key::hash(format!("bulk {i}").as_bytes()),
-            Bytes::from_static(b"v"),
-        );
+        nodes[1]
+            .put(
+                now,
+                Key::hash(format!("bulk {i}").as_bytes()),
+                Bytes::from_static(b"v"),
+            )
+            .unwrap();
     }
     for i in 0..100 {
         nodes[1].provide(now, Key::hash(format!("blob {i}").as_bytes()));
@@ -532,11 +548,13 @@ fn killed_nodes_do_not_lose_records_after_republish() {
     };
     let mut nodes = network(80, now, &config);
     for i in 0..10u32 {
-        nodes[i as usize].put(
-            now,
-            Key::hash(&i.to_le_bytes()),
-            Bytes::from(vec![i as u8; 8]),
-        );
+        nodes[i as usize]
+            .put(
+                now,
+                Key::hash(&i.to_le_bytes()),
+                Bytes::from(vec![i as u8; 8]),
+            )
+            .unwrap();
     }
     run(&mut nodes, &HashSet::new(), now);
     // Kill 30 %, including every publisher.
