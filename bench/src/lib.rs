@@ -73,8 +73,11 @@ fn bench_config() -> NodeConfig {
             max_per_ip: 4096,
             max_peers: 4096,
             max_inbound: 4096,
+            max_pending_per_ip: 4096,
+            max_pending_per_prefix: 4096,
             ..Limits::default()
         },
+        ip_ban_strikes: 0,
         ..NodeConfig::default()
     }
 }

@@ -62,8 +62,12 @@ pub async fn run(args: Args) -> Result<()> {
             max_per_ip: 4 * n + 16,
             max_inbound: 4 * n,
             max_peers: 4 * n,
+            // Every node dials from 127.0.0.1.
+            max_pending_per_ip: 4 * n + 16,
+            max_pending_per_prefix: 4 * n + 16,
             ..Limits::default()
         },
+        ip_ban_strikes: 0,
         ..NodeConfig::default()
     };
     println!(

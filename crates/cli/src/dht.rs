@@ -37,7 +37,7 @@ enum What {
     Closest { key: String },
 }
 
-async fn call(control: &Path, req: ControlRequest) -> Result<Value> {
+pub async fn call(control: &Path, req: ControlRequest) -> Result<Value> {
     let mut c = ControlClient::connect(control).await?;
     Ok(c.call(&req).await?)
 }

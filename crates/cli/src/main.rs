@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
+use peerlink_net::control::ControlRequest;
 use peerlink_net::{keyfile, resolve_peer_addr, Limits, Node, NodeConfig, PeerEvent};
 
 mod bench;
@@ -51,6 +52,23 @@ enum Command {
         #[arg(long, default_value_os_t = default_control_path())]
         control: PathBuf,
     },
+    /// Keep a peer out of a running node: its connection closes and it
+    /// may not connect again until the ban ends.
+    Ban {
+        /// The peer id.
+        peer: String,
+        /// How long, e.g. 10m, 1h, 7d.
+        #[arg(long = "for", default_value = "1h", value_parser = parse_ban)]
+        duration: Duration,
+        #[arg(long, default_value_os_t = default_control_path())]
+        control: PathBuf,
+    },
+    /// Lift a ban: a peer id, or an address banned after repeated offences.
+    Unban {
+        peer: String,
+        #[arg(long, default_value_os_t = default_control_path())]
+        control: PathBuf,
+    },
     /// Connect to a node and print round-trip times.
     Ping {
         /// The node, as <peer-id>@host:port.
@@ -78,6 +96,28 @@ fn home_dir() -> PathBuf {
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".peerlink")))
         .unwrap_or_else(|| PathBuf::from(".peerlink"))
+}
+
+/// A ban's length: `90s`, `10m`, `1h`, `7d` (1 second to 365 days).
+fn parse_ban(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration like 10m or 1h"))?;
+    let unit_secs = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(format!("{s:?}: give a unit, s, m, h or d")),
+    };
+    let secs = n.saturating_mul(unit_secs);
+    if !(1..=365 * 86_400).contains(&secs) {
+        return Err(format!("{s:?} is not between 1s and 365d"));
+    }
+    Ok(Duration::from_secs(secs))
 }
 
 fn default_key_path() -> PathBuf {
@@ -128,6 +168,30 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Dht(args) => dht::run(args).await?,
         Command::Gossip(args) => gossip::run(args).await?,
         Command::Status { control } => dht::status(&control).await?,
+        Command::Ban {
+            peer,
+            duration,
+            control,
+        } => {
+            let secs = duration.as_secs();
+            dht::call(
+                &control,
+                ControlRequest::Ban {
+                    peer: peer.clone(),
+                    secs,
+                },
+            )
+            .await?;
+            println!("banned {peer} for {secs} s");
+        }
+        Command::Unban { peer, control } => {
+            let v = dht::call(&control, ControlRequest::Unban { peer: peer.clone() }).await?;
+            if v["unbanned"] == true {
+                println!("unbanned {peer}");
+            } else {
+                anyhow::bail!("{peer} was not banned");
+            }
+        }
         Command::Ping {
             peer,
             count,

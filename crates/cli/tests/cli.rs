@@ -33,11 +33,15 @@ fn start_node(args: &[&str], home: &std::path::Path, until: &str) -> (Running, V
     let stdout = child.stdout.take().expect("stdout");
     let running = Running(child);
     let mut lines = Vec::new();
-    for line in BufReader::new(stdout).lines() {
+    let mut reader = BufReader::new(stdout).lines();
+    for line in reader.by_ref() {
         let line = line.expect("read stdout");
         let done = line.starts_with(until);
         lines.push(line);
         if done {
+            // Keep reading what the node prints later: a closed pipe would
+            // fail its next println and end it.
+            std::thread::spawn(move || reader.for_each(drop));
             return (running, lines);
         }
     }
@@ -154,7 +158,11 @@ fn two_nodes_join_by_bootstrap_and_ping_prints_rtts() {
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{text}");
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(
         text.lines().filter(|l| l.starts_with("rtt")).count(),
         3,
@@ -397,4 +405,48 @@ fn publish_on_one_node_then_search_info_and_install_on_another() {
         !ok && err.contains("no package named nothing-here"),
         "{err}"
     );
+}
+
+fn status(home: &std::path::Path) -> serde_json::Value {
+    let out = peerlink()
+        .arg("status")
+        .env("PEERLINK_HOME", home)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn ban_lists_in_status_keeps_the_peer_out_and_unban_lifts_it() {
+    let (home_a, home_b, _a, _b) = two_controlled_nodes();
+    let b_id = status(home_b.path())["peer_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (ok, out, err) = run_in(home_a.path(), &["ban", &b_id, "--for", "10m"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("banned"), "{out}");
+    let v = status(home_a.path());
+    assert_eq!(v["bans"][0]["peer"], b_id.as_str(), "{v}");
+    assert_eq!(v["bans"][0]["reason"], "manual");
+    assert!(v["bans"][0]["remaining_s"].as_u64().unwrap() > 590);
+    // B redials its seed (A) and is refused every time.
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(status(home_a.path())["connections"], 0);
+    let (ok, _, err) = run_in(home_a.path(), &["unban", &b_id]);
+    assert!(ok, "{err}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while status(home_a.path())["connections"] == 0 {
+        assert!(Instant::now() < deadline, "B never came back");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (ok, _, err) = run_in(home_a.path(), &["unban", &b_id]);
+    assert!(!ok && err.contains("was not banned"), "{err}");
+    let (ok, _, err) = run_in(home_a.path(), &["ban", &b_id, "--for", "forever"]);
+    assert!(!ok && err.contains("not a duration"), "{err}");
 }

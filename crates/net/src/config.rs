@@ -58,8 +58,13 @@ pub struct Limits {
     pub max_inbound: usize,
     /// Connections (established or handshaking) from one IP address.
     pub max_per_ip: usize,
-    /// Handshakes in progress at once; more are refused at accept.
+    /// Inbound handshakes in progress at once. When full, the oldest that
+    /// has not sent its first message is evicted for a newcomer.
     pub max_pending_handshakes: usize,
+    /// Inbound handshakes in progress from one IP address...
+    pub max_pending_per_ip: usize,
+    /// ...and from one network (IPv4 /24, IPv6 /48).
+    pub max_pending_per_prefix: usize,
     /// Largest application message, in bytes.
     pub max_message_size: usize,
 }
@@ -71,6 +76,8 @@ impl Default for Limits {
             max_inbound: 192,
             max_per_ip: 16,
             max_pending_handshakes: 64,
+            max_pending_per_ip: 4,
+            max_pending_per_prefix: 16,
             max_message_size: 1 << 20,
         }
     }
@@ -83,6 +90,17 @@ pub struct NodeConfig {
     pub keepalive: KeepaliveConfig,
     /// Dial, plus the handshake, must finish within this.
     pub handshake_timeout: Duration,
+    /// An inbound connection must send its first handshake message
+    /// within this.
+    pub first_message_timeout: Duration,
+    /// How long a peer that broke the protocol is kept out.
+    pub ban_duration: Duration,
+    /// Peers banned from one address within a ban period before the
+    /// address itself is banned; 0: addresses are never banned.
+    pub ip_ban_strikes: u32,
+    /// Entries of the ban table (peers, addresses, strikes); when full,
+    /// the ban nearest its end is lifted first.
+    pub max_bans: usize,
     /// Default timeout of [`crate::Node::request`].
     pub request_timeout: Duration,
     /// Largest request body a served protocol accepts.
@@ -121,6 +139,10 @@ impl Default for NodeConfig {
             limits: Limits::default(),
             keepalive: KeepaliveConfig::default(),
             handshake_timeout: Duration::from_secs(5),
+            first_message_timeout: Duration::from_secs(2),
+            ban_duration: Duration::from_secs(600),
+            ip_ban_strikes: 3,
+            max_bans: 65_536,
             request_timeout: Duration::from_secs(10),
             max_request_size: 1 << 20,
             request_queue: 1024,

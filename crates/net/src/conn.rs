@@ -12,7 +12,7 @@ use peerlink_proto::control::{
     Control, GoAwayReason, RemoteErrorCode, RrMessage, CONTROL_CHANNEL, FIRST_APP_CHANNEL,
     GOSSIP_CHANNEL, REQUEST_CHANNEL,
 };
-use peerlink_proto::frame::{DEFAULT_FRAME_TARGET, MAX_RECORD_OVERHEAD};
+use peerlink_proto::frame::{Record, DEFAULT_FRAME_TARGET, MAX_RECORD_OVERHEAD};
 use peerlink_proto::keepalive::{Keepalive, KeepaliveAction};
 use peerlink_proto::{
     Established, FrameDecoder, FrameSealer, Handshake, HandshakeError, PeerId, Records,
@@ -36,12 +36,24 @@ const USER_PING_BIT: u64 = 1 << 63;
 
 /// Runs the handshake on `stream`; returns the session and any bytes that
 /// arrived after it (early frames).
+/// The responder's deadline for the initiator's first message; `heard`
+/// is set once it arrived whole.
+pub(crate) struct FirstMessage<'a> {
+    pub within: Duration,
+    pub heard: &'a std::sync::atomic::AtomicBool,
+}
+
 pub(crate) async fn handshake(
     stream: &mut TcpStream,
     mut hs: Handshake,
     delay: Duration,
+    first: Option<FirstMessage<'_>>,
 ) -> Result<(Established, BytesMut), NetError> {
     let mut buf = BytesMut::with_capacity(1024);
+    let first_deadline = first
+        .as_ref()
+        .map(|f| (tokio::time::Instant::now() + f.within, f.within));
+    let mut heard = first.is_none();
     loop {
         if let Some(out) = hs.take_output() {
             stream.write_all(&out).await?;
@@ -58,7 +70,13 @@ pub(crate) async fn handshake(
             .into());
         }
         buf.reserve(1024);
-        if stream.read_buf(&mut buf).await? == 0 {
+        let read = match first_deadline.filter(|_| !heard) {
+            Some((at, within)) => tokio::time::timeout_at(at, stream.read_buf(&mut buf))
+                .await
+                .map_err(|_| NetError::FirstMessageTimeout(within))?,
+            None => stream.read_buf(&mut buf).await,
+        };
+        if read? == 0 {
             return Err(NetError::HandshakeEof);
         }
         if !delay.is_zero() {
@@ -70,6 +88,12 @@ pub(crate) async fn handshake(
                 let _ = stream.write_all(&out).await;
             }
             return Err(e.into());
+        }
+        if !heard && !hs.awaiting_first_message() {
+            heard = true;
+            if let Some(f) = &first {
+                f.heard.store(true, std::sync::atomic::Ordering::Release);
+            }
         }
     }
 }
@@ -226,6 +250,7 @@ pub(crate) async fn reader(
         map: HashMap::new(),
     };
     let mut pending: VecDeque<Message> = VecDeque::new();
+    let mut arena = BytesMut::new();
     let mut goaway = None;
     let mut last_read = 0;
     loop {
@@ -233,6 +258,7 @@ pub(crate) async fn reader(
             let now = Instant::now();
             let mut app = false;
             let mut current: Option<Arc<Inbox>> = None;
+            let copy = copies(&node, &conn, &mut cache, &plain);
             for record in Records::new(plain) {
                 let record = record?;
                 match record.channel {
@@ -257,7 +283,11 @@ pub(crate) async fn reader(
                     },
                     REQUEST_CHANNEL => {
                         app = true;
-                        on_rr(&node, &conn, RrMessage::decode(&record.payload)?)?;
+                        let payload = match copy {
+                            true => copy_out(&mut arena, &record.payload),
+                            false => record.payload,
+                        };
+                        on_rr(&node, &conn, RrMessage::decode(&payload)?)?;
                     }
                     ch if ch < FIRST_APP_CHANNEL && ch != GOSSIP_CHANNEL => {
                         return Err(NetError::ReservedChannel(ch))
@@ -272,9 +302,13 @@ pub(crate) async fn reader(
                                 continue;
                             }
                         }
+                        let payload = match copy {
+                            true => copy_out(&mut arena, &record.payload),
+                            false => record.payload,
+                        };
                         pending.push_back(Message {
                             peer: conn.peer,
-                            payload: record.payload,
+                            payload,
                         });
                     }
                 }
@@ -376,6 +410,63 @@ async fn deliver(inbox: &mut Option<Arc<Inbox>>, pending: &mut VecDeque<Message>
         }
     }
     pending.clear();
+}
+
+/// Whether `record` will be kept: a request (queued for a handler), a
+/// response to a request of ours, or a message on a routed channel.
+fn keeps(node: &Inner, conn: &Conn, cache: &mut InboxCache, record: &Record) -> bool {
+    let p = &record.payload;
+    match record.channel {
+        REQUEST_CHANNEL => match p.first() {
+            Some(1) => true,
+            Some(2) => peerlink_proto::varint::get(p.get(1..).unwrap_or_default(), u64::MAX)
+                .is_ok_and(|(id, _)| lock(&conn.requests).contains_key(&id)),
+            _ => false,
+        },
+        ch if ch == GOSSIP_CHANNEL || ch >= FIRST_APP_CHANNEL => {
+            inbox_for(node, cache, ch).is_some()
+        }
+        _ => false,
+    }
+}
+
+/// Whether a frame's kept payloads are copied out of the read buffer.
+///
+/// Payloads are slices of the read buffer, and a kept slice keeps its
+/// whole allocation alive: a 40-byte request padded with a megabyte
+/// nobody keeps, in its frame or in the frames read with it, would pin
+/// that megabyte for as long as it waits in a queue. So the kept payloads
+/// of every small frame (under half a read chunk), and of a large frame
+/// that is mostly discarded, are copied into an arena that holds kept
+/// bytes only ([`copy_out`]). A large frame that is mostly kept stays
+/// zero-copy: it is at least half of the allocation it pins.
+fn copies(node: &Inner, conn: &Conn, cache: &mut InboxCache, plain: &Bytes) -> bool {
+    if plain.len() < READ_CHUNK / 2 {
+        return true;
+    }
+    let mut kept = 0usize;
+    for record in Records::new(plain.clone()) {
+        // A malformed record is reported when the frame is handled.
+        let Ok(record) = record else { return true };
+        if keeps(node, conn, cache, &record) {
+            kept += record.payload.len();
+        }
+    }
+    kept.saturating_mul(2) < plain.len()
+}
+
+/// Arena chunks: one allocation per this many bytes of small payloads.
+const ARENA_CHUNK: usize = 16 << 10;
+
+/// `payload`, copied into `arena` (a new chunk when the current one is
+/// full). Kept payloads are packed back to back, so what they pin is
+/// their own bytes and at most one chunk's unused tail.
+fn copy_out(arena: &mut BytesMut, payload: &Bytes) -> Bytes {
+    if arena.capacity() < payload.len() {
+        *arena = BytesMut::with_capacity(ARENA_CHUNK.max(payload.len()));
+    }
+    arena.extend_from_slice(payload);
+    arena.split().freeze()
 }
 
 fn inbox_for(node: &Inner, cache: &mut InboxCache, ch: u16) -> Option<Arc<Inbox>> {

@@ -63,6 +63,11 @@ pub enum ControlRequest {
     /// one line per message (`{"ok": true, "message": {...}}`) until the
     /// client closes the connection.
     GossipSubscribe { topic: String },
+    /// Keep `peer` (a peer id) out for `secs` seconds.
+    Ban { peer: String, secs: u64 },
+    /// Lift a ban on `peer`: a peer id, or an IP address banned after
+    /// repeated offences.
+    Unban { peer: String },
 }
 
 /// Errors of the control interface, on either side.
@@ -389,6 +394,12 @@ async fn handle(node: &Node, req: ControlRequest) -> Result<Value, ControlError>
                     "delivered": g.stats.delivered,
                     "duplicates": g.stats.duplicates,
                 })),
+                "bans": node.bans().iter().map(|b| json!({
+                    "peer": b.peer.to_string(),
+                    "remaining_s": b.remaining.as_secs(),
+                    "reason": b.reason,
+                })).collect::<Vec<_>>(),
+                "banned_ips": node.banned_ips().iter().map(|ip| ip.to_string()).collect::<Vec<_>>(),
                 "dht": d.map(|d| json!({
                     "routing_table": d.routing_table,
                     "records": d.records,
@@ -396,6 +407,18 @@ async fn handle(node: &Node, req: ControlRequest) -> Result<Value, ControlError>
                     "known_addresses": d.known_addresses,
                 })),
             })
+        }
+        ControlRequest::Ban { peer, secs } => {
+            let id: crate::PeerId = peer.parse().map_err(remote)?;
+            node.ban(&id, Duration::from_secs(secs));
+            json!({ "banned": id.to_string(), "secs": secs })
+        }
+        ControlRequest::Unban { peer } => {
+            let lifted = match peer.parse::<std::net::IpAddr>() {
+                Ok(ip) => node.unban_ip(&ip),
+                Err(_) => node.unban(&peer.parse().map_err(remote)?),
+            };
+            json!({ "unbanned": lifted })
         }
         ControlRequest::DhtPut { key, value } => {
             let o = dht

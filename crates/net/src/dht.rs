@@ -22,7 +22,6 @@ use peerlink_proto::rng::Rng;
 use peerlink_proto::{PeerAddr, PeerId};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::metrics::Metrics;
 use crate::node::{Inner, Node};
 use crate::NetError;
 
@@ -382,11 +381,10 @@ impl Driver {
     }
 
     fn punish(&mut self, node: &Node, peer: PeerId, reason: &'static str) {
-        Metrics::inc(&node.inner().metrics.peer_errors, "reason", reason);
         self.dht.remove_peer(&peer);
-        self.book
-            .ban(Instant::now(), peer, Duration::from_secs(600));
-        node.kick(&peer);
+        let ban = node.config().ban_duration;
+        self.book.ban(Instant::now(), peer, ban);
+        node.punish(&peer, reason);
     }
 
     /// Carries out what the state machine asked for.

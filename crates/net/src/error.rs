@@ -12,6 +12,12 @@ pub enum NetError {
     Io(#[from] std::io::Error),
     #[error("handshake failed: {0}")]
     Handshake(#[from] HandshakeError),
+    #[error("no first handshake message within {0:?}")]
+    FirstMessageTimeout(Duration),
+    #[error("handshake evicted: every slot was taken and this one had not spoken")]
+    HandshakeEvicted,
+    #[error("peer {0} is banned")]
+    Banned(PeerId),
     #[error("handshake with {addr} timed out after {after:?}")]
     HandshakeTimeout {
         addr: std::net::SocketAddr,
@@ -93,6 +99,9 @@ impl NetError {
             NetError::Io(_) => "io",
             NetError::Handshake(e) => e.label(),
             NetError::HandshakeTimeout { .. } => "timeout",
+            NetError::FirstMessageTimeout(_) => "first_message_timeout",
+            NetError::HandshakeEvicted => "evicted",
+            NetError::Banned(_) => "banned",
             NetError::HandshakeEof => "eof",
             NetError::Frame(FrameError::Cipher(_)) => "authentication",
             NetError::Frame(FrameError::FrameTooLarge { .. }) => "frame_too_large",

@@ -44,7 +44,6 @@ use peerlink_proto::rng::Rng;
 use peerlink_proto::PeerId;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
-use crate::metrics::Metrics;
 use crate::node::{Inner, Node, PeerEvent, Receiver};
 use crate::NetError;
 
@@ -370,9 +369,8 @@ impl Driver {
                     }
                 }
                 Action::Misbehaved { peer, reason } => {
-                    Metrics::inc(&node.inner().metrics.peer_errors, "reason", reason);
                     self.gossip.remove_peer(&peer);
-                    node.kick(&peer);
+                    node.punish(&peer, reason);
                 }
             }
         }

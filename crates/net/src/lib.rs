@@ -50,6 +50,7 @@
 //! ```
 #![forbid(unsafe_code)]
 
+pub mod admission;
 mod config;
 mod conn;
 pub mod control;
@@ -65,6 +66,7 @@ mod queue;
 mod store;
 pub mod testnet;
 
+pub use admission::Ban;
 pub use config::{ChannelConfig, Limits, NodeConfig, Policy};
 pub use dht::{DhtHandle, DhtInfo, Outcome};
 pub use error::NetError;

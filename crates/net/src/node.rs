@@ -15,9 +15,10 @@ use peerlink_proto::control::{
 use peerlink_proto::keepalive::Keepalive;
 use peerlink_proto::{Handshake, Keypair, NoiseIdentity, PeerAddr, PeerId};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{broadcast, mpsc, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{broadcast, mpsc};
 use tokio::task::JoinHandle;
 
+use crate::admission::{Admitted, Ban, Bans, PendingHandshakes};
 use crate::config::{channel_config, ChannelConfig, Limits, NodeConfig, Policy};
 use crate::conn::{self, Conn};
 use crate::metrics::Metrics;
@@ -146,7 +147,8 @@ impl NodeBuilder {
             keypair,
             identity,
             channels: Arc::new(self.config.channels.clone()),
-            handshakes: Arc::new(Semaphore::new(self.config.limits.max_pending_handshakes)),
+            handshakes: PendingHandshakes::new(self.config.limits),
+            bans: Bans::new(self.config.max_bans, self.config.ip_ban_strikes),
             config: self.config,
             metrics,
             peers: Mutex::new(HashMap::new()),
@@ -206,7 +208,8 @@ pub(crate) struct Inner {
     per_ip: Mutex<HashMap<IpAddr, usize>>,
     /// One dial per peer at a time (see `Node::connect`).
     dials: Mutex<HashMap<PeerId, Arc<tokio::sync::Mutex<()>>>>,
-    handshakes: Arc<Semaphore>,
+    handshakes: Arc<PendingHandshakes>,
+    bans: Bans,
     pub inboxes: Mutex<HashMap<u16, Arc<Inbox>>>,
     pub inbox_generation: AtomicU64,
     handlers: Mutex<HashMap<String, mpsc::Sender<Request>>>,
@@ -267,15 +270,22 @@ async fn accept_loop(node: Weak<Inner>, listener: TcpListener) {
         if inner.shutdown.load(Ordering::Acquire) {
             return;
         }
-        let Ok(permit) = inner.handshakes.clone().try_acquire_owned() else {
-            inner.reject("pending_handshakes");
+        if inner.bans.ip_banned(Instant::now(), &addr.ip()) {
+            inner.reject("banned");
             continue;
+        }
+        let admitted = match inner.handshakes.admit(addr.ip()) {
+            Ok((admitted, _evicted)) => admitted,
+            Err(refusal) => {
+                inner.reject(refusal.label());
+                continue;
+            }
         };
         let Some(slot) = inner.ip_slot(addr.ip()) else {
             inner.reject("per_ip");
             continue;
         };
-        tokio::spawn(inbound(inner, stream, addr, permit, slot));
+        tokio::spawn(inbound(inner, stream, addr, admitted, slot));
     }
 }
 
@@ -283,21 +293,27 @@ async fn inbound(
     node: Arc<Inner>,
     mut stream: TcpStream,
     addr: SocketAddr,
-    permit: OwnedSemaphorePermit,
+    mut admitted: Admitted,
     slot: IpSlot,
 ) {
     let timeout = node.config.handshake_timeout;
-    let result = tokio::time::timeout(timeout, async {
+    let first = conn::FirstMessage {
+        within: node.config.first_message_timeout,
+        heard: &admitted.heard,
+    };
+    let handshake = tokio::time::timeout(timeout, async {
         stream.set_nodelay(true)?;
         let hs = Handshake::responder(&node.identity)?;
-        conn::handshake(&mut stream, hs, node.config.link_delay).await
-    })
-    .await
-    .unwrap_or(Err(NetError::HandshakeTimeout {
-        addr,
-        after: timeout,
-    }));
-    drop(permit);
+        conn::handshake(&mut stream, hs, node.config.link_delay, Some(first)).await
+    });
+    let result = tokio::select! {
+        r = handshake => r.unwrap_or(Err(NetError::HandshakeTimeout {
+            addr,
+            after: timeout,
+        })),
+        _ = &mut admitted.evicted => Err(NetError::HandshakeEvicted),
+    };
+    drop(admitted);
     match result {
         Ok((est, buf)) => {
             let _ = node.register(stream, est, buf, addr, true, Some(slot));
@@ -414,6 +430,12 @@ impl Inner {
         slot: Option<IpSlot>,
     ) -> Result<PeerId, NetError> {
         let peer = est.remote;
+        if self.bans.peer_banned(Instant::now(), &peer) {
+            // Only now is the identity known: no connection, not even for
+            // a moment (the stream closes here).
+            self.reject("banned");
+            return Err(NetError::Banned(peer));
+        }
         let keepalive = Keepalive::new(self.config.keepalive, Instant::now());
         let id = self.next_conn_id.fetch_add(1, Ordering::Relaxed);
         let out = Outbound::new(self.channels.clone(), self.metrics.clone());
@@ -506,6 +528,9 @@ impl Inner {
                 if e.is_peer_fault() {
                     tracing::info!(peer = %conn.peer, "peer broke the protocol: {e}");
                     Metrics::inc(&self.metrics.peer_errors, "reason", e.label());
+                    let ban = self.config.ban_duration;
+                    let ip = Some(conn.addr.ip());
+                    self.bans.ban(Instant::now(), conn.peer, ip, ban, e.label());
                 }
                 e.to_string()
             }
@@ -664,6 +689,9 @@ impl Node {
         if inner.connected(&addr.id) {
             return Ok(addr.id);
         }
+        if inner.bans.peer_banned(Instant::now(), &addr.id) {
+            return Err(NetError::Banned(addr.id));
+        }
         // One dial per peer at a time: a second caller waits for the first
         // and then finds the peer connected. Two dials of one peer race,
         // and the two sides could each keep a different one of the two
@@ -697,7 +725,7 @@ impl Node {
             let mut stream = TcpStream::connect(addr.addr).await?;
             stream.set_nodelay(true)?;
             let hs = Handshake::initiator(&inner.identity, addr.id, inner.config.cipher)?;
-            let (est, buf) = conn::handshake(&mut stream, hs, delay).await?;
+            let (est, buf) = conn::handshake(&mut stream, hs, delay, None).await?;
             Ok::<_, NetError>((stream, est, buf))
         })
         .await
@@ -731,15 +759,61 @@ impl Node {
         }
     }
 
-    /// Closes the connection to a peer that broke the protocol at once
-    /// (a go-away, no grace period).
-    pub(crate) fn kick(&self, peer: &PeerId) {
-        if let Some(c) = lock(&self.inner.peers).get(peer) {
+    /// A peer broke the protocol: counted under `reason`, closed at once
+    /// (a go-away, no grace period) and banned for the ban duration; its
+    /// address collects a strike (see [`crate::admission`]).
+    pub(crate) fn punish(&self, peer: &PeerId, reason: &'static str) {
+        Metrics::inc(&self.inner.metrics.peer_errors, "reason", reason);
+        let conn = lock(&self.inner.peers).get(peer).cloned();
+        let ip = conn.as_ref().map(|c| c.addr.ip());
+        let duration = self.inner.config.ban_duration;
+        if self
+            .inner
+            .bans
+            .ban(Instant::now(), *peer, ip, duration, reason)
+        {
+            tracing::info!(?ip, "address banned: repeated offences");
+        }
+        if let Some(c) = conn {
             c.out.close(Close {
                 reason: GoAwayReason::ProtocolError,
                 flush: false,
             });
         }
+    }
+
+    /// Keeps `peer` out for `duration`: its connection is closed and no
+    /// new one is accepted or dialled until the ban ends or
+    /// [`Node::unban`] lifts it.
+    pub fn ban(&self, peer: &PeerId, duration: Duration) {
+        self.inner
+            .bans
+            .ban(Instant::now(), *peer, None, duration, "manual");
+        self.disconnect(peer);
+    }
+
+    /// Lifts a ban on `peer`; false if it was not banned.
+    pub fn unban(&self, peer: &PeerId) -> bool {
+        self.inner.bans.unban(peer)
+    }
+
+    /// Lifts a ban on an address (set after repeated offences).
+    pub fn unban_ip(&self, ip: &IpAddr) -> bool {
+        self.inner.bans.unban_ip(ip)
+    }
+
+    /// Peer bans in force, longest left first.
+    pub fn bans(&self) -> Vec<Ban> {
+        self.inner.bans.list(Instant::now())
+    }
+
+    /// Addresses banned after repeated offences.
+    pub fn banned_ips(&self) -> Vec<IpAddr> {
+        self.inner.bans.banned_ips(Instant::now())
+    }
+
+    pub fn is_banned(&self, peer: &PeerId) -> bool {
+        self.inner.bans.peer_banned(Instant::now(), peer)
     }
 
     pub fn is_connected(&self, peer: &PeerId) -> bool {
@@ -949,6 +1023,7 @@ impl Node {
             Ok(_) => "ok",
             Err(NetError::RequestTimeout(_)) => "timeout",
             Err(NetError::Remote { .. }) => "remote_error",
+            Err(NetError::ConnectionClosed) => "closed",
             Err(_) => "failed",
         };
         Metrics::inc(&self.inner.metrics.requests, "outcome", outcome);

@@ -36,6 +36,9 @@ impl Default for TestnetConfig {
                 max_inbound: 4096,
                 max_peers: 4096,
                 max_pending_handshakes: 256,
+                // Every node dials from 127.0.0.1.
+                max_pending_per_ip: 256,
+                max_pending_per_prefix: 256,
                 ..Limits::default()
             },
             // Connect on demand: idle connections close.
@@ -46,6 +49,8 @@ impl Default for TestnetConfig {
             // Below the node default (64) so that 200 nodes fit one
             // process's descriptors.
             max_dht_connections: 64,
+            // One address for every node: ban peers, never the address.
+            ip_ban_strikes: 0,
             ..NodeConfig::default()
         };
         TestnetConfig {

@@ -37,6 +37,28 @@ pub async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
 }
 
 /// A client speaking the wire protocol by hand.
+/// A TCP connection to `target`, from source address `from` if given.
+pub async fn dial_from(target: &Node, from: Option<std::net::IpAddr>) -> TcpStream {
+    let to = target.listen_addrs()[0];
+    match from {
+        None => TcpStream::connect(to).await.unwrap(),
+        Some(ip) => {
+            let socket = tokio::net::TcpSocket::new_v4().unwrap();
+            socket.bind(std::net::SocketAddr::new(ip, 0)).unwrap();
+            socket.connect(to).await.unwrap()
+        }
+    }
+}
+
+/// Whether the node closes `s` (EOF or reset) within 5 s, sending nothing.
+pub async fn closed_by_node(s: &mut TcpStream) -> bool {
+    let mut buf = [0u8; 64];
+    matches!(
+        tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await,
+        Ok(Ok(0)) | Ok(Err(_))
+    )
+}
+
 pub struct RawPeer {
     pub stream: TcpStream,
     pub enc: FrameEncoder,
@@ -47,9 +69,21 @@ pub struct RawPeer {
 
 impl RawPeer {
     pub async fn connect(target: &Node) -> RawPeer {
-        let keypair = Keypair::generate().unwrap();
+        Self::connect_as(target, Keypair::generate().unwrap(), None)
+            .await
+            .expect("closed during handshake")
+    }
+
+    /// Dials from source address `from` (any 127.x.y.z works on Linux
+    /// loopback) with identity `keypair`; `None` if the node closed the
+    /// connection before the handshake completed.
+    pub async fn connect_as(
+        target: &Node,
+        keypair: Keypair,
+        from: Option<std::net::IpAddr>,
+    ) -> Option<RawPeer> {
         let identity = NoiseIdentity::new(&keypair).unwrap();
-        let mut stream = TcpStream::connect(target.listen_addrs()[0]).await.unwrap();
+        let mut stream = dial_from(target, from).await;
         let mut hs =
             Handshake::initiator(&identity, target.peer_id(), CipherSuite::default()).unwrap();
         let mut buf = BytesMut::new();
@@ -58,23 +92,22 @@ impl RawPeer {
                 stream.write_all(&out).await.unwrap();
             }
             buf.reserve(1024);
-            assert!(
-                stream.read_buf(&mut buf).await.unwrap() > 0,
-                "closed during handshake"
-            );
+            if stream.read_buf(&mut buf).await.unwrap_or(0) == 0 {
+                return None;
+            }
             hs.read(&mut buf).unwrap();
         }
         if let Some(out) = hs.take_output() {
-            stream.write_all(&out).await.unwrap();
+            stream.write_all(&out).await.ok()?;
         }
         let est = hs.finish().unwrap();
-        RawPeer {
+        Some(RawPeer {
             stream,
             enc: FrameEncoder::new(est.send, 1 << 20, DEFAULT_FRAME_TARGET),
             dec: FrameDecoder::new(est.recv, 2 << 20),
             buf,
             keypair,
-        }
+        })
     }
 
     /// Seals `records` into one frame and returns its bytes (not sent).

@@ -53,15 +53,35 @@ async fn two_hundred_nodes_every_node_gets_every_record() {
                 .await
         })
     });
+    // What the network saw, for a failure message.
+    let counters = |net: &Testnet| {
+        let sum = |name: &str, label: &str| -> u64 {
+            net.nodes
+                .iter()
+                .map(|n| n.metrics().counter(name, label))
+                .sum()
+        };
+        format!(
+            "requests ok {} timeout {} closed {} failed {}; handshake failures: timeout {} eof {}; connections closed {}",
+            sum("requests", "ok"),
+            sum("requests", "timeout"),
+            sum("requests", "closed"),
+            sum("requests", "failed"),
+            sum("handshake_failures", "timeout"),
+            sum("handshake_failures", "eof"),
+            sum("connections_closed", "closed"),
+        )
+    };
     for p in puts.collect::<Vec<_>>() {
         let out = p.await.unwrap().unwrap();
         assert!(
             out.value >= 10,
-            "stored on {} peers ({} answered, {} failed, {:?})",
+            "stored on {} peers ({} answered, {} failed, {:?}); {}",
             out.value,
             out.answered,
             out.failed,
-            out.elapsed
+            out.elapsed,
+            counters(&net)
         );
     }
     // Every node gets every other node's record.
@@ -94,11 +114,12 @@ async fn two_hundred_nodes_every_node_gets_every_record() {
     let peak = sampler.join().unwrap();
     assert!(
         failures.is_empty(),
-        "{} of {} gets failed (descriptors: peak {peak} of {:?}), first: {:?}",
+        "{} of {} gets failed (descriptors: peak {peak} of {:?}), first: {:?}; {}",
         failures.len(),
         n * (n - 1),
         fd_limit(),
-        failures.first()
+        failures.first(),
+        counters(&net)
     );
     match fd_limit() {
         Some(limit) => {

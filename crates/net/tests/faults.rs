@@ -63,22 +63,22 @@ async fn silent_client_times_out_with_bounded_memory() {
         handshake_timeout: Duration::from_millis(200),
         limits: Limits {
             max_pending_handshakes: 4,
+            max_pending_per_ip: 64,
+            max_pending_per_prefix: 64,
             max_per_ip: 64,
             ..Limits::default()
         },
         ..NodeConfig::default()
     };
     let node = node_with(config).await;
-    // More silent clients than handshake slots: the excess is refused at
-    // accept, and every slot is freed by the timeout.
+    // More silent clients than handshake slots: each newcomer evicts the
+    // oldest silent one, and every slot is freed by the timeout.
     let mut silent = Vec::new();
     for _ in 0..8 {
         silent.push(TcpStream::connect(node.listen_addrs()[0]).await.unwrap());
     }
-    eventually("excess refused", || {
-        node.metrics()
-            .counter("connections_rejected", "pending_handshakes")
-            >= 4
+    eventually("oldest evicted", || {
+        node.metrics().counter("handshake_failures", "evicted") >= 4
     })
     .await;
     eventually("timeouts counted", || {
@@ -86,14 +86,158 @@ async fn silent_client_times_out_with_bounded_memory() {
     })
     .await;
     for mut s in silent {
-        let mut buf = [0u8; 8];
-        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
-            .await
-            .unwrap()
-            .unwrap_or(0);
-        assert_eq!(n, 0, "server closed the silent connection");
+        assert!(
+            closed_by_node(&mut s).await,
+            "server closed the silent connection"
+        );
     }
     still_serves(&node).await;
+    node.shutdown().await;
+}
+
+fn ip(s: &str) -> std::net::IpAddr {
+    s.parse().unwrap()
+}
+
+#[tokio::test]
+async fn pending_handshakes_are_shared_out_by_address_and_silent_ones_make_room() {
+    let config = NodeConfig {
+        handshake_timeout: Duration::from_secs(30),
+        first_message_timeout: Duration::from_secs(30),
+        limits: Limits {
+            max_pending_handshakes: 8,
+            max_pending_per_ip: 2,
+            max_pending_per_prefix: 4,
+            ..Limits::default()
+        },
+        ..NodeConfig::default()
+    };
+    let node = node_with(config).await;
+    let rejected = |limit| node.metrics().counter("connections_rejected", limit);
+    let mut held = Vec::new();
+    for from in ["127.0.1.1", "127.0.1.1"] {
+        held.push(dial_from(&node, Some(ip(from))).await);
+    }
+    // A third from one address is refused...
+    let mut third = dial_from(&node, Some(ip("127.0.1.1"))).await;
+    assert!(closed_by_node(&mut third).await);
+    assert_eq!(rejected("pending_per_ip"), 1);
+    // ...and a fifth from one /24, whatever its address.
+    for from in ["127.0.1.2", "127.0.1.2"] {
+        held.push(dial_from(&node, Some(ip(from))).await);
+    }
+    let mut fifth = dial_from(&node, Some(ip("127.0.1.3"))).await;
+    assert!(closed_by_node(&mut fifth).await);
+    assert_eq!(rejected("pending_per_prefix"), 1);
+    // Other networks fill the rest: every slot is taken by silence.
+    for from in ["127.0.2.1", "127.0.2.1", "127.0.3.1", "127.0.3.1"] {
+        held.push(dial_from(&node, Some(ip(from))).await);
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // An honest peer still gets in: the oldest silent one makes room.
+    still_serves(&node).await;
+    assert!(closed_by_node(&mut held[0]).await, "the oldest went");
+    assert_eq!(node.metrics().counter("handshake_failures", "evicted"), 1);
+    assert_eq!(rejected("pending_handshakes"), 0);
+    node.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_first_handshake_message_has_a_short_deadline() {
+    let config = NodeConfig {
+        handshake_timeout: Duration::from_secs(30),
+        first_message_timeout: Duration::from_millis(300),
+        ..NodeConfig::default()
+    };
+    let node = node_with(config).await;
+    let mut silent = dial_from(&node, None).await;
+    // Part of a first message is not a first message.
+    let mut partial = dial_from(&node, None).await;
+    partial.write_all(&[0, 40, b'p']).await.unwrap();
+    assert!(closed_by_node(&mut silent).await);
+    assert!(closed_by_node(&mut partial).await);
+    eventually("counted", || {
+        node.metrics()
+            .counter("handshake_failures", "first_message_timeout")
+            == 2
+    })
+    .await;
+    still_serves(&node).await;
+    node.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_kicked_peer_stays_out_and_repeat_offenders_lose_their_address() {
+    let node = node().await;
+    let garbage = |raw: &mut RawPeer| raw.frame(&[(CONTROL_CHANNEL, &[0xee; 5][..])]);
+    let offend = |from: &'static str, keypair: Keypair| {
+        let node = node.clone();
+        async move {
+            let mut raw = RawPeer::connect_as(&node, keypair, Some(ip(from)))
+                .await
+                .expect("admitted");
+            let wire = garbage(&mut raw);
+            raw.send_raw(&wire).await;
+            raw.expect_closed().await;
+        }
+    };
+    let banned = || node.metrics().counter("connections_rejected", "banned");
+    let k = Keypair::generate().unwrap();
+    offend("127.0.4.1", k.clone()).await;
+    eventually("banned", || node.is_banned(&k.peer_id())).await;
+    assert_eq!(node.bans()[0].peer, k.peer_id());
+    // The same identity is refused at handshake completion, from anywhere.
+    for from in ["127.0.4.1", "127.0.4.9"] {
+        let back = RawPeer::connect_as(&node, k.clone(), Some(ip(from))).await;
+        if let Some(mut raw) = back {
+            raw.expect_closed().await;
+        }
+    }
+    assert_eq!(banned(), 2);
+    assert!(node.peers().is_empty());
+    // Lifted by hand, it gets in again.
+    assert!(node.unban(&k.peer_id()));
+    let mut raw = RawPeer::connect_as(&node, k.clone(), Some(ip("127.0.4.1")))
+        .await
+        .unwrap();
+    eventually("back", || node.peers().len() == 1).await;
+    // Three offences from one address (new identities are free): the
+    // address itself is banned, before any handshake.
+    let wire = garbage(&mut raw);
+    raw.send_raw(&wire).await;
+    raw.expect_closed().await;
+    offend("127.0.4.1", Keypair::generate().unwrap()).await;
+    eventually("address banned", || !node.banned_ips().is_empty()).await;
+    assert_eq!(node.banned_ips(), vec![ip("127.0.4.1")]);
+    let mut fresh = dial_from(&node, Some(ip("127.0.4.1"))).await;
+    assert!(closed_by_node(&mut fresh).await);
+    assert_eq!(banned(), 3);
+    // Its neighbours are not.
+    let ok = RawPeer::connect_as(&node, Keypair::generate().unwrap(), Some(ip("127.0.4.2"))).await;
+    assert!(ok.is_some());
+    still_serves(&node).await;
+    node.shutdown().await;
+}
+
+#[tokio::test]
+async fn node_ban_closes_the_connection_and_keeps_the_peer_out_both_ways() {
+    let node = node().await;
+    let other = common::node().await;
+    other.connect(node.addr().unwrap()).await.unwrap();
+    eventually("connected", || node.peers().len() == 1).await;
+    node.ban(&other.peer_id(), Duration::from_secs(60));
+    eventually("disconnected", || node.peers().is_empty()).await;
+    // It cannot dial us, and we do not dial it.
+    let _ = other.connect(node.addr().unwrap()).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(node.peers().is_empty());
+    assert!(matches!(
+        node.connect(other.addr().unwrap()).await,
+        Err(NetError::Banned(_))
+    ));
+    assert!(node.unban(&other.peer_id()));
+    node.connect(other.addr().unwrap()).await.unwrap();
+    other.shutdown().await;
     node.shutdown().await;
 }
 
@@ -317,5 +461,57 @@ async fn a_ping_flood_from_a_peer_that_never_reads_is_cut_off() {
     .await;
     eventually("peer removed", || node.peers().is_empty()).await;
     still_serves(&node).await;
+    node.shutdown().await;
+}
+
+/// Resident memory of this process, from /proc (Linux).
+fn rss() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * 4096)
+}
+
+#[tokio::test]
+async fn small_requests_padded_with_discarded_bytes_do_not_pin_the_padding() {
+    let node = node().await;
+    // A handler that holds every request without answering.
+    let mut held = node.serve("hold/1").unwrap();
+    let mut raw = RawPeer::connect(&node).await;
+    eventually("registered", || node.peers().len() == 1).await;
+    let Some(before) = rss() else {
+        eprintln!("skipped: no /proc/self/statm on this system");
+        return;
+    };
+    let frames = 64;
+    let pad = vec![0x5a; 1000 << 10];
+    for id in 0..frames {
+        let request = peerlink_proto::control::RrMessage::Request {
+            id,
+            protocol: "hold/1".into(),
+            body: bytes::Bytes::from_static(&[7; 40]),
+        }
+        .encode();
+        // Channel 999 has no inbox: its megabyte is dropped on arrival.
+        let wire = raw.frame(&[(REQUEST_CHANNEL, &request[..]), (999, &pad[..])]);
+        raw.send_raw(&wire).await;
+    }
+    let mut kept = Vec::new();
+    while kept.len() < frames as usize {
+        let r = tokio::time::timeout(Duration::from_secs(10), held.recv())
+            .await
+            .expect("requests arrive")
+            .unwrap();
+        assert_eq!(&r.body[..], &[7; 40]);
+        kept.push(r);
+    }
+    let grown = rss().unwrap_or(before).saturating_sub(before);
+    // Pinned, the padding would be 64 MB; copied out, the 64 held
+    // requests cost next to nothing.
+    assert!(
+        grown < 24 << 20,
+        "{} MiB resident after holding {frames} small requests",
+        grown >> 20
+    );
+    drop(kept);
     node.shutdown().await;
 }

@@ -263,6 +263,11 @@ impl Handshake {
         self.step == Step::Done
     }
 
+    /// A responder still waiting for the initiator's first message.
+    pub fn awaiting_first_message(&self) -> bool {
+        self.step == Step::AwaitMsg1
+    }
+
     /// The remote identity, once it has been authenticated.
     pub fn remote(&self) -> Option<PeerId> {
         self.remote

@@ -310,6 +310,12 @@ struct Missing {
     deadline: Instant,
 }
 
+/// Negative scores of departed peers are kept (and decay) until above
+/// this, so a reconnect does not wipe a penalty.
+const FORGIVEN: f64 = -1.0;
+/// Most departed peers whose score is remembered.
+const MAX_DEPARTED: usize = 4096;
+
 /// Most announcers remembered per missing message.
 const MAX_ANNOUNCERS: usize = 8;
 /// Largest backoff a peer may ask for.
@@ -327,6 +333,8 @@ pub struct Gossip {
     peers: BTreeMap<PeerId, Peer>,
     topics: BTreeMap<Topic, TopicState>,
     fanout: BTreeMap<Topic, Fanout>,
+    /// Scores of peers that left with a penalty.
+    departed: BTreeMap<PeerId, f64>,
     seen: HashSet<MessageId>,
     seen_order: VecDeque<(Instant, MessageId)>,
     cache: HashMap<MessageId, Cached>,
@@ -354,6 +362,7 @@ impl Gossip {
             peers: BTreeMap::new(),
             topics: BTreeMap::new(),
             fanout: BTreeMap::new(),
+            departed: BTreeMap::new(),
             seen: HashSet::new(),
             seen_order: VecDeque::new(),
             cache: HashMap::new(),
@@ -440,7 +449,15 @@ impl Gossip {
         if peer == self.local || self.peers.contains_key(&peer) {
             return;
         }
-        self.peers.insert(peer, Peer::default());
+        // A peer that left with a bad score comes back with it.
+        let score = self.departed.remove(&peer).unwrap_or(0.0);
+        self.peers.insert(
+            peer,
+            Peer {
+                score,
+                ..Peer::default()
+            },
+        );
         let topics: Vec<Topic> = self.topics.keys().cloned().collect();
         for t in topics {
             self.send(peer, Wire::Subscribe(t), Priority::Control);
@@ -449,7 +466,20 @@ impl Gossip {
 
     /// The connection to `peer` is gone.
     pub fn remove_peer(&mut self, peer: &PeerId) {
-        self.peers.remove(peer);
+        if let Some(p) = self.peers.remove(peer).filter(|p| p.score < FORGIVEN) {
+            if self.departed.len() >= MAX_DEPARTED {
+                // Full: the mildest is forgotten first.
+                let mildest = self
+                    .departed
+                    .iter()
+                    .max_by(|a, b| a.1.total_cmp(b.1))
+                    .map(|(id, _)| *id);
+                if let Some(id) = mildest {
+                    self.departed.remove(&id);
+                }
+            }
+            self.departed.insert(*peer, p.score);
+        }
         for t in self.topics.values_mut() {
             t.mesh.remove(peer);
         }
@@ -1203,6 +1233,10 @@ impl Gossip {
         self.stats.ignored += (before - self.pending.len()) as u64;
         // Peers: decay, per-heartbeat counters, expired state.
         let (decay, beat) = (self.config.scoring.decay, self.heartbeats);
+        self.departed.retain(|_, score| {
+            *score *= decay;
+            *score < FORGIVEN
+        });
         for p in self.peers.values_mut() {
             if p.score < 0.0 {
                 p.score *= decay;

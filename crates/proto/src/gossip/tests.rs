@@ -382,6 +382,32 @@ fn one_iwant_repeating_an_id_gets_it_sent_a_bounded_number_of_times() {
 }
 
 #[test]
+fn a_penalty_outlives_a_reconnect_and_decays_meanwhile() {
+    let config = GossipConfig {
+        max_iwant_per_heartbeat: 10,
+        ..GossipConfig::default()
+    };
+    let mut net = Net::new(2, config);
+    net.connect(0, 1);
+    net.subscribe_all("t");
+    net.run_for(Duration::from_millis(20));
+    let now = net.now;
+    let liar = net.ids[0];
+    net.nodes[1].on_wire(now, liar, Wire::IWant(vec![MessageId([1; 16]); 11]));
+    let penalised = net.nodes[1].score(&liar).unwrap();
+    assert!(penalised < 0.0);
+    net.nodes[1].remove_peer(&liar);
+    net.nodes[1].add_peer(liar);
+    assert_eq!(net.nodes[1].score(&liar), Some(penalised), "not wiped");
+    // Away for a while: it decays as it would have connected.
+    net.nodes[1].remove_peer(&liar);
+    net.run_for(Duration::from_secs(3));
+    net.nodes[1].add_peer(liar);
+    let back = net.nodes[1].score(&liar).unwrap();
+    assert!(penalised < back && back < 0.0, "{penalised} -> {back}");
+}
+
+#[test]
 fn a_full_seen_cache_refuses_new_messages_rather_than_redeliver_old_ones() {
     let config = GossipConfig {
         max_seen: 4,
