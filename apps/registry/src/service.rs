@@ -29,6 +29,7 @@
 //!   local index has too few hits.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, Weak};
@@ -110,6 +111,11 @@ pub struct RegistryConfig {
     /// sent). 8 chunks are 2 MiB: within what a connection queues for its
     /// responses, so a provider never has to drop one under demand.
     pub chunks_per_provider: usize,
+    /// Providers one archive is fetched from at most (provider lists are
+    /// unverified: anyone may announce).
+    pub max_providers: usize,
+    /// One archive must arrive within this, whoever provides it.
+    pub fetch_deadline: Duration,
 }
 
 impl RegistryConfig {
@@ -124,6 +130,8 @@ impl RegistryConfig {
             chunk_timeout: Duration::from_secs(3),
             parallel_fetches: 8,
             chunks_per_provider: 8,
+            max_providers: 16,
+            fetch_deadline: Duration::from_secs(120),
         }
     }
 }
@@ -812,23 +820,27 @@ impl Registry {
                 return Ok((Bytes::from(bytes), "cache".into()));
             }
         }
-        let me = inner.node.peer_id();
-        let mut providers: Vec<PeerAddr> = inner
+        let announced: Vec<PeerAddr> = inner
             .node
             .dht()
             .providers(blob_key(&r.blob))
             .await?
             .value
             .into_iter()
-            .filter(|c| c.id != me)
             .map(|c| PeerAddr::new(c.id, c.addr))
             .collect();
         let owner = signed.publisher;
-        if owner != me && !providers.iter().any(|p| p.id == owner) {
-            if let Some(addr) = inner.node.remote_addr(&owner) {
-                providers.push(PeerAddr::new(owner, addr));
-            }
-        }
+        let owner = inner
+            .node
+            .remote_addr(&owner)
+            .map(|addr| PeerAddr::new(owner, addr));
+        let providers = pick_providers(
+            owner,
+            announced,
+            inner.node.peer_id(),
+            inner.node.listen_addrs(),
+            inner.config.max_providers,
+        );
         let fail = |tried: usize, reasons: Vec<String>| RegistryError::Fetch {
             id: r.id(),
             tried,
@@ -894,12 +906,27 @@ impl Registry {
         }
         let mut parts: Vec<Option<Bytes>> = vec![None; r.chunks.len()];
         let mut used = BTreeSet::new();
-        while let Some(res) = calls.join_next().await {
-            if let Ok(Some((i, bytes, from))) = res {
-                if let Some(slot) = parts.get_mut(i) {
-                    *slot = Some(bytes);
+        let deadline = tokio::time::Instant::now() + inner.config.fetch_deadline;
+        loop {
+            match tokio::time::timeout_at(deadline, calls.join_next()).await {
+                Ok(Some(Ok(Some((i, bytes, from))))) => {
+                    if let Some(slot) = parts.get_mut(i) {
+                        *slot = Some(bytes);
+                    }
+                    used.insert(from);
                 }
-                used.insert(from);
+                Ok(Some(_)) => {}
+                Ok(None) => break,
+                Err(_) => {
+                    calls.abort_all();
+                    if let Ok(mut rs) = reasons.lock() {
+                        rs.push(format!(
+                            "not complete within {:?} (fetch_deadline)",
+                            inner.config.fetch_deadline
+                        ));
+                    }
+                    break;
+                }
             }
         }
         let reasons = reasons.lock().map(|r| r.clone()).unwrap_or_default();
@@ -1276,4 +1303,138 @@ fn unpack_all(
         done.push(dest);
     }
     Ok(out)
+}
+
+/// The providers to fetch from: the publisher first when connected (it
+/// pins what it published), then announced ones, without repeats or
+/// ourselves, only at addresses this node may dial, at most `max`.
+///
+/// Provider records are unverified (anyone may announce anything), so an
+/// announced address must be in a scope this node is in: loopback only
+/// when it listens on loopback, link-local only on link-local, private
+/// (RFC 1918, ULA, CGNAT) only when it listens on a private or
+/// unspecified address (a LAN); unspecified and multicast never. A node
+/// on a public address is never made to dial into private networks.
+fn pick_providers(
+    owner: Option<PeerAddr>,
+    announced: Vec<PeerAddr>,
+    me: PeerId,
+    listening: &[SocketAddr],
+    max: usize,
+) -> Vec<PeerAddr> {
+    let mut out: Vec<PeerAddr> = Vec::new();
+    for p in owner.into_iter().chain(announced) {
+        if out.len() >= max {
+            break;
+        }
+        if p.id == me || out.iter().any(|q| q.id == p.id) || !dialable(p.addr.ip(), listening) {
+            continue;
+        }
+        out.push(p);
+    }
+    out
+}
+
+#[derive(PartialEq, Eq)]
+enum Scope {
+    Never,
+    Loopback,
+    LinkLocal,
+    Private,
+    Public,
+}
+
+fn scope(ip: IpAddr) -> Scope {
+    let ip = match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    };
+    match ip {
+        IpAddr::V4(a) => {
+            let o = a.octets();
+            if a.is_unspecified() || a.is_multicast() || a.is_broadcast() {
+                Scope::Never
+            } else if a.is_loopback() {
+                Scope::Loopback
+            } else if a.is_link_local() {
+                Scope::LinkLocal
+            } else if a.is_private() || (o[0] == 100 && (o[1] & 0xc0) == 64) {
+                Scope::Private
+            } else {
+                Scope::Public
+            }
+        }
+        IpAddr::V6(a) => {
+            let first = a.segments()[0];
+            if a.is_unspecified() || a.is_multicast() {
+                Scope::Never
+            } else if a.is_loopback() {
+                Scope::Loopback
+            } else if first & 0xffc0 == 0xfe80 {
+                Scope::LinkLocal
+            } else if first & 0xfe00 == 0xfc00 {
+                Scope::Private
+            } else {
+                Scope::Public
+            }
+        }
+    }
+}
+
+/// May this node dial `ip`, learned from an unverified record?
+fn dialable(ip: IpAddr, listening: &[SocketAddr]) -> bool {
+    let ours = |s: Scope| listening.iter().any(|l| scope(l.ip()) == s);
+    match scope(ip) {
+        Scope::Never => false,
+        Scope::Public => true,
+        Scope::Loopback => ours(Scope::Loopback),
+        Scope::LinkLocal => ours(Scope::LinkLocal),
+        Scope::Private => ours(Scope::Private) || listening.iter().any(|l| l.ip().is_unspecified()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(i: u8, addr: &str) -> PeerAddr {
+        PeerAddr::new(PeerId::unverified([i; 32]), addr.parse().unwrap())
+    }
+
+    #[test]
+    fn announced_providers_are_capped_deduplicated_and_kept_in_scope() {
+        let me = PeerId::unverified([0; 32]);
+        let public: Vec<SocketAddr> = vec!["203.0.113.5:4001".parse().unwrap()];
+        let owner = at(1, "198.51.100.1:4001");
+        let mut announced = vec![
+            at(0, "198.51.100.9:1"),    // ourselves
+            at(1, "198.51.100.1:4001"), // the owner again
+            at(2, "10.0.0.2:4001"),     // private
+            at(3, "127.0.0.1:4001"),    // loopback
+            at(4, "169.254.1.1:4001"),  // link-local
+            at(5, "[fe80::1]:4001"),
+            at(6, "[fd00::1]:4001"),
+            at(7, "0.0.0.0:4001"),
+            at(8, "100.64.0.1:4001"), // CGNAT
+            at(9, "[::ffff:192.168.1.1]:4001"),
+            at(10, "198.51.100.10:4001"),
+        ];
+        announced.extend((11..100).map(|i| at(i, &format!("198.51.100.{i}:4001"))));
+        let picked = pick_providers(Some(owner), announced.clone(), me, &public, 16);
+        assert_eq!(picked.len(), 16, "capped");
+        assert_eq!(picked[0], owner, "the publisher first");
+        assert_eq!(picked[1].id, PeerId::unverified([10; 32]));
+        assert!(picked.iter().all(|p| scope(p.addr.ip()) == Scope::Public));
+        // On a LAN, private neighbours are fine; loopback and link-local
+        // still need a listener of their own kind.
+        let lan: Vec<SocketAddr> = vec!["0.0.0.0:4001".parse().unwrap()];
+        let picked = pick_providers(None, announced.clone(), me, &lan, 100);
+        let ids: Vec<u8> = picked.iter().map(|p| p.id.as_bytes()[0]).collect();
+        assert!(ids.contains(&2) && ids.contains(&6) && ids.contains(&8) && ids.contains(&9));
+        assert!(!ids.contains(&3) && !ids.contains(&4) && !ids.contains(&5) && !ids.contains(&7));
+        // A loopback testnet dials loopback.
+        let local: Vec<SocketAddr> = vec!["127.0.0.1:4001".parse().unwrap()];
+        let picked = pick_providers(None, announced, me, &local, 100);
+        assert!(picked.iter().any(|p| p.id == PeerId::unverified([3; 32])));
+    }
 }
