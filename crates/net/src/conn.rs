@@ -31,6 +31,11 @@ use crate::NetError;
 const READ_CHUNK: usize = 256 << 10;
 /// ...and this much when it is light.
 const IDLE_READ: usize = 4 << 10;
+/// A closing connection answers requests that crossed its go-away for at
+/// most this long...
+const DRAIN: Duration = Duration::from_secs(5);
+/// ...checking this often whether both sides are done.
+const DRAIN_POLL: Duration = Duration::from_millis(20);
 /// User pings carry nonces with the top bit set; keepalive's never do.
 const USER_PING_BIT: u64 = 1 << 63;
 
@@ -161,6 +166,19 @@ impl Conn {
 
     pub fn forget_request(&self, id: u64) {
         lock(&self.requests).remove(&id);
+        self.close_if_drained();
+    }
+
+    /// The peer said go-away and nothing is in flight either way: say
+    /// go-away too, so both sides close now rather than at the drain
+    /// deadline.
+    pub fn close_if_drained(&self) {
+        if self.peer_leaving.load(Ordering::Acquire) && !self.busy() && !self.out.is_closing() {
+            self.out.close(Close {
+                reason: GoAwayReason::Normal,
+                flush: true,
+            });
+        }
     }
 
     /// A request from the peer went to a handler; [`Conn::answered`] when
@@ -173,6 +191,7 @@ impl Conn {
         let _ = self
             .serving
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
+        self.close_if_drained();
     }
 
     /// Requests are in flight on this connection, either way: closing it
@@ -278,6 +297,7 @@ pub(crate) async fn reader(
                         }
                         Control::GoAway(reason) => {
                             conn.peer_leaving.store(true, Ordering::Release);
+                            conn.close_if_drained();
                             goaway = Some(reason)
                         }
                     },
@@ -482,16 +502,19 @@ fn on_rr(node: &Arc<Inner>, conn: &Arc<Conn>, msg: RrMessage) -> Result<(), NetE
     match msg {
         RrMessage::Request { id, protocol, body } => node.on_request(conn, id, protocol, body)?,
         RrMessage::Response { id, body } => {
-            if let Some(tx) = lock(&conn.requests).remove(&id) {
+            let tx = lock(&conn.requests).remove(&id);
+            if let Some(tx) = tx {
                 let _ = tx.send(Ok(body));
             }
         }
         RrMessage::Error { id, code, message } => {
-            if let Some(tx) = lock(&conn.requests).remove(&id) {
+            let tx = lock(&conn.requests).remove(&id);
+            if let Some(tx) = tx {
                 let _ = tx.send(Err(NetError::Remote { code, message }));
             }
         }
     }
+    conn.close_if_drained();
     Ok(())
 }
 
@@ -527,6 +550,8 @@ pub(crate) async fn writer(
 ) -> Result<(), NetError> {
     let stall = node.config.keepalive.timeout;
     let mut idle = false;
+    // Set once our go-away is out: the drain's deadline.
+    let mut draining: Option<tokio::time::Instant> = None;
     let mut held = Some(WriteSide {
         wr,
         sealer,
@@ -573,20 +598,40 @@ pub(crate) async fn writer(
             conn.out.recycle(frame);
         }
         if let Some(close) = batch.closing {
-            let mut frame = BytesMut::new();
-            peerlink_proto::frame::begin_frame(&mut frame);
-            peerlink_proto::frame::put_record(
-                &mut frame,
-                CONTROL_CHANNEL,
-                &Control::GoAway(close.reason).encode(),
-            );
-            ws.sealer.seal(&mut frame, 0)?;
-            write(&mut ws.wr, &frame, stall).await?;
+            let drain_until = match draining {
+                Some(t) => t,
+                None => {
+                    let mut frame = BytesMut::new();
+                    peerlink_proto::frame::begin_frame(&mut frame);
+                    peerlink_proto::frame::put_record(
+                        &mut frame,
+                        CONTROL_CHANNEL,
+                        &Control::GoAway(close.reason).encode(),
+                    );
+                    ws.sealer.seal(&mut frame, 0)?;
+                    write(&mut ws.wr, &frame, stall).await?;
+                    let t = tokio::time::Instant::now() + DRAIN;
+                    draining = Some(t);
+                    t
+                }
+            };
+            // Draining: a request the peer sent before it saw our go-away
+            // is still answered, until the peer says go-away too (it does
+            // once nothing of its own is in flight) and we have answered
+            // everything. A peer that broke the protocol gets no drain.
+            let done = conn.peer_leaving.load(Ordering::Acquire) && !conn.busy();
+            let abort = !close.flush || close.reason == GoAwayReason::ProtocolError;
+            if !(done || abort || tokio::time::Instant::now() >= drain_until) {
+                tokio::select! {
+                    _ = conn.out.wait_for_work() => {}
+                    _ = tokio::time::sleep(DRAIN_POLL) => {}
+                }
+                continue;
+            }
             let _ = ws.wr.shutdown().await;
-            // Give the peer a moment to close its side, then end regardless;
-            // a peer that broke the protocol gets no such grace.
-            if close.reason != GoAwayReason::ProtocolError {
-                tokio::time::sleep(Duration::from_secs(5)).await;
+            // Give the peer a moment to close its side, then end regardless.
+            if !abort {
+                tokio::time::sleep(DRAIN).await;
             }
             return Ok(());
         }

@@ -15,7 +15,7 @@ use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use peerlink_proto::cipher::TAG_LEN;
-use peerlink_proto::control::{GoAwayReason, CONTROL_CHANNEL};
+use peerlink_proto::control::{GoAwayReason, CONTROL_CHANNEL, REQUEST_CHANNEL};
 use peerlink_proto::frame::{self, DEFAULT_FRAME_TARGET, FRAME_HEADER_LEN};
 use peerlink_proto::{FrameSealer, PeerId};
 use tokio::net::tcp::OwnedWriteHalf;
@@ -265,7 +265,10 @@ impl Outbound {
     ) -> Result<(), Refused> {
         let mut guard = lock(&self.state);
         let st = &mut *guard;
-        if st.closing.is_some() && channel != CONTROL_CHANNEL {
+        // A graceful close still answers requests that crossed our
+        // go-away (see `conn::writer`); nothing else new goes out.
+        let answering = channel == REQUEST_CHANNEL && st.closing.is_some_and(|c| c.flush);
+        if st.closing.is_some() && channel != CONTROL_CHANNEL && !answering {
             return Err(Refused::Closed);
         }
         let idx = match st.channels.iter().position(|c| c.id == channel) {

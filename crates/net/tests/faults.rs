@@ -515,3 +515,60 @@ async fn small_requests_padded_with_discarded_bytes_do_not_pin_the_padding() {
     drop(kept);
     node.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_request_that_crosses_our_go_away_is_still_answered() {
+    use peerlink_proto::control::{Control, RrMessage};
+    use peerlink_proto::Records;
+    let node = node().await;
+    let mut echo = node.serve("echo/1").unwrap();
+    tokio::spawn(async move {
+        while let Some(req) = echo.recv().await {
+            let body = req.body.clone();
+            req.respond(body);
+        }
+    });
+    let mut raw = RawPeer::connect(&node).await;
+    eventually("registered", || node.peers().len() == 1).await;
+    // The node lets the connection go (its cap, idle, or by hand); the
+    // peer sent a request before it saw the go-away.
+    node.disconnect(&raw.keypair.peer_id());
+    let request = RrMessage::Request {
+        id: 1,
+        protocol: "echo/1".into(),
+        body: bytes::Bytes::from_static(b"in flight"),
+    }
+    .encode();
+    let wire = raw.frame(&[(REQUEST_CHANNEL, &request[..])]);
+    raw.send_raw(&wire).await;
+    let (mut goaway, mut answer) = (false, None);
+    let read = tokio::time::timeout(Duration::from_secs(4), async {
+        loop {
+            while let Some(plain) = raw.dec.decode(&mut raw.buf).unwrap() {
+                for r in Records::new(plain) {
+                    let r = r.unwrap();
+                    if r.channel == CONTROL_CHANNEL {
+                        goaway |= matches!(Control::decode(&r.payload), Ok(Control::GoAway(_)));
+                    } else if r.channel == REQUEST_CHANNEL {
+                        answer = Some(RrMessage::decode(&r.payload).unwrap());
+                    }
+                }
+            }
+            if answer.is_some() {
+                return;
+            }
+            raw.buf.reserve(4096);
+            if raw.stream.read_buf(&mut raw.buf).await.unwrap_or(0) == 0 {
+                return;
+            }
+        }
+    })
+    .await;
+    assert!(read.is_ok(), "no answer and no close within 4 s");
+    assert!(goaway, "the node said go-away");
+    match answer {
+        Some(RrMessage::Response { id: 1, body }) => assert_eq!(&body[..], b"in flight"),
+        other => panic!("the request was dropped: {other:?}"),
+    }
+    node.shutdown().await;
+}
