@@ -124,11 +124,31 @@ impl DhtHandle {
         .await
     }
 
-    /// The newest valid record under `key`, if any peer has it.
+    /// The record under `key` as the closest peers hold it: the publisher
+    /// most of them hold, at its newest sequence ([`crate::DhtConfig::get_quorum`]
+    /// answers, default 3; [`DhtHandle::get_first`] takes the first).
     pub async fn get(&self, key: impl AsRef<[u8]>) -> Result<Outcome<Option<Record>>, NetError> {
         let key = Key::hash(key.as_ref());
         self.query(
             move |d, now| Ok(d.get(now, key)),
+            |o| match o {
+                QueryOutput::Get(rec) => Some(rec),
+                _ => None,
+            },
+        )
+        .await
+    }
+
+    /// The first valid record any peer returns: about one round trip
+    /// sooner than [`DhtHandle::get`], but one peer near the key decides
+    /// what it is (use it for data whose value is checked elsewhere).
+    pub async fn get_first(
+        &self,
+        key: impl AsRef<[u8]>,
+    ) -> Result<Outcome<Option<Record>>, NetError> {
+        let key = Key::hash(key.as_ref());
+        self.query(
+            move |d, now| Ok(d.get_first(now, key)),
             |o| match o {
                 QueryOutput::Get(rec) => Some(rec),
                 _ => None,

@@ -63,6 +63,13 @@ impl Lookup {
         l
     }
 
+    /// Adds candidates (those seen before are skipped); how many are new.
+    pub fn extend(&mut self, contacts: Vec<Contact>) -> usize {
+        let before = self.seen.len();
+        self.add(contacts, 0);
+        self.seen.len() - before
+    }
+
     pub fn target(&self) -> &Key {
         &self.target
     }

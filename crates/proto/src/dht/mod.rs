@@ -60,7 +60,12 @@ pub struct DhtConfig {
     pub request_timeout: Duration,
     /// A query returns what it has after this long.
     pub query_timeout: Duration,
-    /// A GET finishes once this many peers returned the newest record.
+    /// A GET finishes once this many peers (our own store counts as one)
+    /// hold one publisher's record, and returns the publisher most of them
+    /// hold, at the newest sequence seen: one lying peer near a key cannot
+    /// pick a name's owner or serve an old sequence. It costs about one
+    /// round trip over the first answer ([`Dht::get_first`], which the
+    /// fast path and the DHT latency target use). Default 3.
     pub get_quorum: usize,
     pub max_record_size: usize,
     pub record_ttl: Duration,
@@ -102,7 +107,7 @@ impl Default for DhtConfig {
             slow_after: Duration::from_millis(500),
             request_timeout: Duration::from_secs(5),
             query_timeout: Duration::from_secs(30),
-            get_quorum: 1,
+            get_quorum: 3,
             max_record_size: 64 * 1024,
             record_ttl: Duration::from_secs(24 * 3600),
             max_record_ttl: Duration::from_secs(48 * 3600),
@@ -117,6 +122,10 @@ impl Default for DhtConfig {
         }
     }
 }
+
+/// Rounds of more contacts a lookup whose candidates failed takes from
+/// the routing table.
+const MAX_WIDENING: u8 = 3;
 
 /// The longest "retry after" we follow; a peer asking for more gets this.
 const MAX_SLOWDOWN: Duration = Duration::from_secs(30);
@@ -211,11 +220,12 @@ enum Kind {
         joining: bool,
     },
     Get {
-        best: Option<Record>,
-        best_hop: u8,
-        /// Peers that answered with an older or no record: repaired at the end.
-        stale: Vec<Contact>,
-        holders: usize,
+        /// Per publisher, in order of first sighting.
+        found: Vec<Found>,
+        /// Who answered, and the publisher and sequence they hold.
+        answers: Vec<(Contact, Option<(PeerId, u64)>)>,
+        /// Holders of one publisher's record that end the lookup early.
+        quorum: usize,
     },
     /// Lookup first, then write `what` to the k closest.
     Put {
@@ -230,6 +240,22 @@ enum Kind {
     },
 }
 
+/// One publisher's record as a GET saw it: the newest sequence, how many
+/// peers hold any of its records, and the hop it came from.
+struct Found {
+    record: Record,
+    holders: usize,
+    hop: u8,
+}
+
+/// The record a GET settles on: the publisher most peers hold (the first
+/// seen on a tie), at the newest sequence seen. One peer near the key
+/// cannot hand a fresh node a forged owner or an old sequence: it is one
+/// holder among several.
+fn leader(found: &[Found]) -> Option<&Found> {
+    found.iter().rev().max_by_key(|f| f.holders)
+}
+
 struct Query {
     kind: Kind,
     lookup: Lookup,
@@ -238,6 +264,9 @@ struct Query {
     writing: Option<WritePhase>,
     /// Background queries (refresh, republish, repair) report nothing.
     silent: bool,
+    /// Times the lookup took more contacts from the table because too
+    /// few of its candidates answered.
+    widened: u8,
 }
 
 struct WritePhase {
@@ -448,6 +477,7 @@ impl Dht {
                 started: now,
                 writing: None,
                 silent,
+                widened: 0,
             },
         );
         self.advance(now, id);
@@ -465,13 +495,33 @@ impl Dht {
         self.start(now, Kind::FindNode, target, vec![], false)
     }
 
+    /// The record under `key`, as `get_quorum` of the closest peers hold
+    /// it (see [`DhtConfig::get_quorum`]).
     pub fn get(&mut self, now: Instant, key: Key) -> QueryId {
-        // Our own copy counts: a later one from the network still wins.
+        self.get_with_quorum(now, key, self.config.get_quorum)
+    }
+
+    /// The first valid record any peer returns: one round trip sooner,
+    /// but a single peer near the key decides what it is.
+    pub fn get_first(&mut self, now: Instant, key: Key) -> QueryId {
+        self.get_with_quorum(now, key, 1)
+    }
+
+    fn get_with_quorum(&mut self, now: Instant, key: Key, quorum: usize) -> QueryId {
+        // Our own copy counts as one holder, and wins a tie.
+        let found = self
+            .live_record(now, &key)
+            .map(|record| Found {
+                record,
+                holders: 1,
+                hop: 0,
+            })
+            .into_iter()
+            .collect();
         let kind = Kind::Get {
-            best: self.live_record(now, &key),
-            best_hop: 0,
-            stale: Vec::new(),
-            holders: 0,
+            found,
+            answers: Vec::new(),
+            quorum: quorum.max(1),
         };
         self.start(now, kind, key, vec![], false)
     }
@@ -927,25 +977,25 @@ impl Dht {
         let hop = query.lookup.hop_of(&from.id);
         query.lookup.on_answer(&from.id, closer);
         match &mut query.kind {
-            Kind::Get {
-                best,
-                best_hop,
-                stale,
-                holders,
-            } => match (record, best.as_ref()) {
-                (Some(r), None) => {
-                    *best = Some(r);
-                    *best_hop = hop;
-                    *holders = 1;
+            Kind::Get { found, answers, .. } => {
+                answers.push((from, record.as_ref().map(|r| (r.publisher, r.seq))));
+                if let Some(r) = record {
+                    match found.iter_mut().find(|f| f.record.publisher == r.publisher) {
+                        Some(f) => {
+                            f.holders += 1;
+                            if r.seq > f.record.seq {
+                                f.record = r;
+                                f.hop = hop;
+                            }
+                        }
+                        None => found.push(Found {
+                            record: r,
+                            holders: 1,
+                            hop,
+                        }),
+                    }
                 }
-                (Some(r), Some(b)) if r.publisher == b.publisher && r.seq > b.seq => {
-                    *best = Some(r);
-                    *best_hop = hop;
-                    *holders = 1;
-                }
-                (Some(r), Some(b)) if r == *b => *holders += 1,
-                _ => stale.push(from),
-            },
+            }
             Kind::GetProviders { found, seen } => {
                 for p in providers.unwrap_or_default() {
                     if seen.insert(p.id) {
@@ -1023,19 +1073,29 @@ impl Dht {
             if query.writing.is_some() {
                 return;
             }
-            // A GET that has its record from enough peers need not wait.
-            if let Kind::Get {
-                best: Some(_),
-                holders,
-                ..
-            } = &query.kind
-            {
-                if *holders >= self.config.get_quorum {
+            // A GET that has one publisher's record from enough peers
+            // need not wait.
+            if let Kind::Get { found, quorum, .. } = &query.kind {
+                if leader(found).is_some_and(|f| f.holders >= *quorum) {
                     self.finish(now, q, false);
                     return;
                 }
             }
             if query.lookup.is_done() {
+                // Fewer than k answered (the closest known peers timed out
+                // or are gone): ask the next closest in the table before
+                // giving up, a few times at most.
+                let (answered, failed) = query.lookup.counts();
+                if answered < self.config.k && query.widened < MAX_WIDENING {
+                    query.widened += 1;
+                    let target = *query.lookup.target();
+                    let more = self
+                        .table
+                        .closest(&target, answered + failed + self.config.k);
+                    if query.lookup.extend(more) > 0 {
+                        continue;
+                    }
+                }
                 break;
             }
             let Some(to) = query.lookup.next_request(now) else {
@@ -1099,20 +1159,18 @@ impl Dht {
                     table: self.table.len(),
                 }
             }
-            Kind::Get {
-                best,
-                best_hop,
-                stale,
-                ..
-            } => {
-                if let Some(r) = &best {
-                    hops = best_hop as u32;
+            Kind::Get { found, answers, .. } => {
+                let best = leader(&found).map(|f| (f.record.clone(), f.hop));
+                if let Some((r, hop)) = &best {
+                    hops = *hop as u32;
                     // Repair the closest peers that answered with an older
-                    // copy or none.
-                    for c in stale
-                        .into_iter()
-                        .filter(|c| closest.iter().any(|x| x.0.id == c.id))
-                    {
+                    // copy or none (those holding another publisher's
+                    // record would refuse it).
+                    let stale = answers.into_iter().filter(|(_, held)| match held {
+                        None => true,
+                        Some((p, seq)) => *p == r.publisher && *seq < r.seq,
+                    });
+                    for (c, _) in stale.filter(|(c, _)| closest.iter().any(|x| x.0.id == c.id)) {
                         self.send(
                             now,
                             c,
@@ -1122,7 +1180,7 @@ impl Dht {
                     }
                     let _ = self.accept_record(now, r.clone());
                 }
-                QueryOutput::Get(best)
+                QueryOutput::Get(best.map(|(r, _)| r))
             }
             Kind::Put { .. } | Kind::Provide { .. } => {
                 let stored = query.writing.as_ref().map_or(0, |w| w.stored);

@@ -605,3 +605,116 @@ fn a_joining_node_asks_every_contact_at_once() {
     d.bootstrap(now, seeds);
     assert_eq!(sends(&mut d).len(), 12, "bootstrap_alpha (20) >= 12 seeds");
 }
+
+#[test]
+fn one_liar_nearest_the_key_cannot_pick_the_owner_or_an_old_sequence() {
+    let now = Instant::now();
+    let config = DhtConfig::default();
+    let mut nodes = network(60, now, &config);
+    let (liar, honest) = (7usize, 20usize);
+    // The key the liar is nearest to: it is asked first by everyone.
+    let key = Key::of_peer(&nodes[liar].local_id());
+    let expires = UNIX + 3_600_000;
+    let forged = Record::sign(
+        &kp(liar as u32),
+        key,
+        Bytes::from_static(b"forged"),
+        99,
+        expires,
+    );
+    assert!(nodes[liar].accept_record(now, forged).is_ok());
+    nodes[honest]
+        .put(now, key, Bytes::from_static(b"v1"))
+        .unwrap();
+    run(&mut nodes, &HashSet::new(), now);
+    let get = |nodes: &mut Vec<Dht>, n: usize, first: bool| {
+        if first {
+            nodes[n].get_first(now, key);
+        } else {
+            nodes[n].get(now, key);
+        }
+        let done = run(nodes, &HashSet::new(), now);
+        match &done.iter().find(|(i, _)| *i == n).unwrap().1.output {
+            QueryOutput::Get(Some(r)) => r.clone(),
+            other => panic!("{other:?}"),
+        }
+    };
+    // Fresh nodes: no copy of their own.
+    let fresh: Vec<usize> = (0..nodes.len())
+        .filter(|&i| nodes[i].store.get(&key).is_none())
+        .collect();
+    // The fast path takes the first answer: the liar's (the trade-off).
+    assert_eq!(
+        get(&mut nodes, fresh[0], true).publisher,
+        nodes[liar].local_id()
+    );
+    // A quorum get takes what most of the closest hold.
+    let r = get(&mut nodes, fresh[1], false);
+    assert_eq!(
+        (r.publisher, &r.value[..]),
+        (nodes[honest].local_id(), &b"v1"[..])
+    );
+    // The liar now serves the honest publisher's first version after a
+    // second one is out: the newest sequence still wins.
+    nodes[honest]
+        .put(now, key, Bytes::from_static(b"v2"))
+        .unwrap();
+    run(&mut nodes, &HashSet::new(), now);
+    let v1 = Record::sign(
+        &kp(honest as u32),
+        key,
+        Bytes::from_static(b"v1"),
+        1,
+        expires,
+    );
+    nodes[liar].store.remove(&key);
+    assert!(nodes[liar].store.put(v1).is_ok());
+    let r = get(&mut nodes, fresh[2], false);
+    assert_eq!((r.seq, &r.value[..]), (2, &b"v2"[..]));
+}
+
+#[test]
+fn when_the_closest_known_peers_are_all_gone_lookups_ask_the_next_closest() {
+    let now = Instant::now();
+    let config = DhtConfig::default();
+    let mut nodes = network(80, now, &config);
+    let key = Key::hash(b"behind the dead");
+    // Every contact the writer and the reader would ask first goes silent.
+    let mut by_distance: Vec<usize> = (0..80).collect();
+    by_distance.sort_by_key(|&i| Key::of_peer(&nodes[i].local_id()).distance(&key));
+    let (writer, reader) = (by_distance[70], by_distance[75]);
+    let index: HashMap<PeerId, usize> = (0..80).map(|i| (nodes[i].local_id(), i)).collect();
+    let dead: HashSet<usize> = [writer, reader]
+        .iter()
+        .flat_map(|&n| nodes[n].table().closest(&key, 20))
+        .filter_map(|c| index.get(&c.id).copied())
+        .collect();
+    assert!(!dead.contains(&writer) && !dead.contains(&reader));
+    // Until each query is done: requests to the dead time out on ticks.
+    let until_done = |nodes: &mut Vec<Dht>, t: &mut Instant, n: usize| -> QueryOutput {
+        for _ in 0..600 {
+            let done = run(nodes, &dead, *t);
+            if let Some((_, r)) = done.into_iter().find(|(i, _)| *i == n) {
+                return r.output;
+            }
+            *t += Duration::from_millis(100);
+            for (i, d) in nodes.iter_mut().enumerate() {
+                if !dead.contains(&i) {
+                    d.tick(*t);
+                }
+            }
+        }
+        panic!("query never finished");
+    };
+    let mut t = now;
+    nodes[writer].put(t, key, Bytes::from_static(b"v")).unwrap();
+    match until_done(&mut nodes, &mut t, writer) {
+        QueryOutput::Put { stored } => assert!(stored >= 10, "stored on {stored}"),
+        other => panic!("{other:?}"),
+    }
+    nodes[reader].get(t, key);
+    match until_done(&mut nodes, &mut t, reader) {
+        QueryOutput::Get(Some(r)) => assert_eq!(&r.value[..], b"v"),
+        other => panic!("{other:?}"),
+    }
+}
