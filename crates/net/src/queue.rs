@@ -431,7 +431,8 @@ impl Outbound {
     }
 
     /// Starts closing: the writer sends a go-away (after the queue if
-    /// `flush`) and shuts the socket down. Later pushes fail.
+    /// `flush`) and shuts the socket down. Later pushes fail, except, when
+    /// `flush`, request/response answers while the connection drains.
     pub fn close(&self, close: Close) {
         let mut st = lock(&self.state);
         if st.closing.is_none() || !close.flush {
