@@ -128,15 +128,7 @@ impl DhtHandle {
     /// most of them hold, at its newest sequence ([`crate::DhtConfig::get_quorum`]
     /// answers, default 3; [`DhtHandle::get_first`] takes the first).
     pub async fn get(&self, key: impl AsRef<[u8]>) -> Result<Outcome<Option<Record>>, NetError> {
-        let key = Key::hash(key.as_ref());
-        self.query(
-            move |d, now| Ok(d.get(now, key)),
-            |o| match o {
-                QueryOutput::Get(rec) => Some(rec),
-                _ => None,
-            },
-        )
-        .await
+        self.get_with(key, Dht::get).await
     }
 
     /// The first valid record any peer returns: about one round trip
@@ -146,9 +138,17 @@ impl DhtHandle {
         &self,
         key: impl AsRef<[u8]>,
     ) -> Result<Outcome<Option<Record>>, NetError> {
+        self.get_with(key, Dht::get_first).await
+    }
+
+    async fn get_with(
+        &self,
+        key: impl AsRef<[u8]>,
+        start: fn(&mut Dht, Instant, Key) -> QueryId,
+    ) -> Result<Outcome<Option<Record>>, NetError> {
         let key = Key::hash(key.as_ref());
         self.query(
-            move |d, now| Ok(d.get_first(now, key)),
+            move |d, now| Ok(start(d, now, key)),
             |o| match o {
                 QueryOutput::Get(rec) => Some(rec),
                 _ => None,

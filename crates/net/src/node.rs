@@ -371,6 +371,17 @@ fn jitter(max: Duration) -> Duration {
 }
 
 impl Inner {
+    /// A peer broke the protocol (connected from `ip`): counted in
+    /// `peer_errors` under `reason` and banned for the ban duration; its
+    /// address collects a strike (see [`crate::admission`]).
+    fn ban_offender(&self, peer: PeerId, ip: Option<IpAddr>, reason: &'static str) {
+        Metrics::inc(&self.metrics.peer_errors, "reason", reason);
+        let duration = self.config.ban_duration;
+        if self.bans.ban(Instant::now(), peer, ip, duration, reason) {
+            tracing::info!(?ip, "address banned: repeated offences");
+        }
+    }
+
     fn reject(&self, limit: &'static str) {
         Metrics::inc(&self.metrics.connections_rejected, "limit", limit);
     }
@@ -527,10 +538,7 @@ impl Inner {
             Err(e) => {
                 if e.is_peer_fault() {
                     tracing::info!(peer = %conn.peer, "peer broke the protocol: {e}");
-                    Metrics::inc(&self.metrics.peer_errors, "reason", e.label());
-                    let ban = self.config.ban_duration;
-                    let ip = Some(conn.addr.ip());
-                    self.bans.ban(Instant::now(), conn.peer, ip, ban, e.label());
+                    self.ban_offender(conn.peer, Some(conn.addr.ip()), e.label());
                 }
                 e.to_string()
             }
@@ -763,17 +771,9 @@ impl Node {
     /// (a go-away, no grace period) and banned for the ban duration; its
     /// address collects a strike (see [`crate::admission`]).
     pub(crate) fn punish(&self, peer: &PeerId, reason: &'static str) {
-        Metrics::inc(&self.inner.metrics.peer_errors, "reason", reason);
         let conn = lock(&self.inner.peers).get(peer).cloned();
-        let ip = conn.as_ref().map(|c| c.addr.ip());
-        let duration = self.inner.config.ban_duration;
-        if self
-            .inner
-            .bans
-            .ban(Instant::now(), *peer, ip, duration, reason)
-        {
-            tracing::info!(?ip, "address banned: repeated offences");
-        }
+        self.inner
+            .ban_offender(*peer, conn.as_ref().map(|c| c.addr.ip()), reason);
         if let Some(c) = conn {
             c.out.close(Close {
                 reason: GoAwayReason::ProtocolError,
