@@ -32,31 +32,7 @@ use tokio::sync::oneshot;
 use crate::config::Limits;
 use crate::queue::lock;
 
-/// The network an address belongs to for per-prefix limits: IPv4 /24,
-/// IPv6 /48 (IPv4-mapped IPv6 counts as IPv4).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Prefix([u8; 7]);
-
-impl Prefix {
-    pub fn of(ip: IpAddr) -> Prefix {
-        let ip = match ip {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-            v4 => v4,
-        };
-        let mut p = [0u8; 7];
-        match ip {
-            IpAddr::V4(v4) => {
-                p[0] = 4;
-                p[1..4].copy_from_slice(&v4.octets()[..3]);
-            }
-            IpAddr::V6(v6) => {
-                p[0] = 6;
-                p[1..7].copy_from_slice(&v6.octets()[..6]);
-            }
-        }
-        Prefix(p)
-    }
-}
+pub use peerlink_proto::prefix::Prefix;
 
 /// Why an inbound connection got no handshake slot.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -390,24 +366,6 @@ mod tests {
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
-    }
-
-    #[test]
-    fn prefixes_group_v4_by_24_and_v6_by_48() {
-        assert_eq!(Prefix::of(ip("10.1.2.3")), Prefix::of(ip("10.1.2.200")));
-        assert_ne!(Prefix::of(ip("10.1.2.3")), Prefix::of(ip("10.1.3.3")));
-        assert_eq!(
-            Prefix::of(ip("::ffff:10.1.2.3")),
-            Prefix::of(ip("10.1.2.9"))
-        );
-        assert_eq!(
-            Prefix::of(ip("2001:db8:1::1")),
-            Prefix::of(ip("2001:db8:1:ff::2"))
-        );
-        assert_ne!(
-            Prefix::of(ip("2001:db8:1::1")),
-            Prefix::of(ip("2001:db8:2::1"))
-        );
     }
 
     #[test]

@@ -403,7 +403,11 @@ async fn handle(node: &Node, req: ControlRequest) -> Result<Value, ControlError>
                 "dht": d.map(|d| json!({
                     "routing_table": d.routing_table,
                     "records": d.records,
+                    "held_bytes": d.held_bytes,
                     "queries": d.queries,
+                    "writes_slowed": d.stats.rate_limited,
+                    "writes_refused_far": d.stats.refused_far,
+                    "writes_refused_quota": d.stats.refused_quota,
                     "known_addresses": d.known_addresses,
                 })),
             })

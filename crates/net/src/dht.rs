@@ -22,6 +22,7 @@ use peerlink_proto::rng::Rng;
 use peerlink_proto::{PeerAddr, PeerId};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::dbwriter::{DbWriter, Ticket};
 use crate::node::{Inner, Node};
 use crate::NetError;
 
@@ -52,8 +53,12 @@ enum Command {
 pub struct DhtInfo {
     pub routing_table: usize,
     pub records: usize,
+    /// Bytes of others' records held, against `DhtConfig::max_store_bytes`.
+    pub held_bytes: usize,
     pub queries: usize,
     pub known_addresses: usize,
+    /// What the state machine counted: refused writes among them.
+    pub stats: peerlink_proto::dht::DhtStats,
 }
 
 /// The node's DHT ([`Node::dht`]). Cheap to clone. Keys are arbitrary
@@ -250,11 +255,14 @@ pub(crate) fn start(node: &Node, seeds: &[PeerAddr]) -> Result<DhtHandle, NetErr
     let Some(config) = inner.config.dht.clone() else {
         return Ok(DhtHandle::disabled());
     };
-    let store: Box<dyn RecordStore> = match &inner.config.data_dir {
-        Some(dir) => Box::new(
-            crate::store::RedbStore::open(dir).map_err(|e| NetError::Store(e.to_string()))?,
-        ),
-        None => Box::new(MemoryStore::default()),
+    let (store, writer): (Box<dyn RecordStore>, _) = match &inner.config.data_dir {
+        Some(dir) => {
+            let store =
+                crate::store::RedbStore::open(dir).map_err(|e| NetError::Store(e.to_string()))?;
+            let writer = store.writer();
+            (Box::new(store), Some(writer))
+        }
+        None => (Box::new(MemoryStore::default()), None),
     };
     let listen = inner.listen_addrs.first().copied();
     let mut rng = Rng::from_os();
@@ -287,6 +295,7 @@ pub(crate) fn start(node: &Node, seeds: &[PeerAddr]) -> Result<DhtHandle, NetErr
         book,
         rng,
         waiting: HashMap::new(),
+        writer,
         used: HashMap::new(),
         in_flight: HashMap::new(),
     };
@@ -303,8 +312,12 @@ struct Driver {
     dht: Dht,
     book: PeerBook,
     rng: Rng,
-    /// Callers waiting for a query.
-    waiting: HashMap<QueryId, oneshot::Sender<Result<QueryResult, NetError>>>,
+    /// Callers waiting for a query, and the store write the query made
+    /// on their behalf (their own record, a key they provide): they hear
+    /// back once it is on disk as well.
+    waiting: HashMap<QueryId, (Answer, Option<Ticket>)>,
+    /// The persistent store's writer thread, if the node has a data dir.
+    writer: Option<DbWriter>,
     /// Connections the DHT used, dialled or accepted, by last use; the
     /// least recently used beyond the cap are closed once nothing is in
     /// flight on them.
@@ -315,6 +328,8 @@ struct Driver {
 }
 
 type Reply = (RequestId, PeerId, Result<Response, NetError>);
+/// Where a query's result goes.
+type Answer = oneshot::Sender<Result<QueryResult, NetError>>;
 
 impl Driver {
     async fn run(
@@ -335,20 +350,26 @@ impl Driver {
                 cmd = commands.recv() => {
                     let now = Instant::now();
                     match cmd {
-                        Some(Command::Start(f, tx)) => match f(&mut self.dht, now) {
+                        Some(Command::Start(f, tx)) => {
+                            let before = self.writer.as_ref().map(DbWriter::last_ticket);
+                            match f(&mut self.dht, now) {
                             Ok(q) => {
-                                self.waiting.insert(q, tx);
+                                let after = self.writer.as_ref().map(DbWriter::last_ticket);
+                                self.waiting.insert(q, (tx, after.filter(|_| after != before)));
                             }
                             Err(e) => {
                                 let _ = tx.send(Err(e));
                             }
-                        },
+                            }
+                        }
                         Some(Command::Stats(tx)) => {
                             let _ = tx.send(DhtInfo {
                                 routing_table: self.dht.table().len(),
                                 records: self.dht.store().len(),
+                                held_bytes: self.dht.held_bytes(),
                                 queries: self.dht.queries_in_flight(),
                                 known_addresses: self.book.len(),
+                                stats: self.dht.stats.clone(),
                             });
                         }
                         None => return,
@@ -413,11 +434,34 @@ impl Driver {
             match action {
                 Action::Send { id, to, request } => self.send(node, id, to, request, replies),
                 Action::Done(r) => {
-                    if let Some(tx) = self.waiting.remove(&r.id) {
-                        let _ = tx.send(Ok(r));
+                    if let Some((tx, ticket)) = self.waiting.remove(&r.id) {
+                        self.answer(tx, r, ticket);
                     }
                 }
                 Action::Misbehaved { peer, reason } => self.punish(node, peer, reason),
+            }
+        }
+    }
+
+    /// Answers a caller once its query is done and its write on disk
+    /// (waiting, if it must, off this task).
+    fn answer(&self, tx: Answer, r: QueryResult, ticket: Option<Ticket>) {
+        let (Some(writer), Some(t)) = (&self.writer, ticket) else {
+            let _ = tx.send(Ok(r));
+            return;
+        };
+        let on_disk = |res: Result<(), crate::dbwriter::WriteError>| {
+            res.map(|()| r).map_err(|e| NetError::Store(e.to_string()))
+        };
+        match writer.outcome(t) {
+            Some(res) => {
+                let _ = tx.send(on_disk(res));
+            }
+            None => {
+                let writer = writer.clone();
+                tokio::spawn(async move {
+                    let _ = tx.send(on_disk(writer.durable(t).await));
+                });
             }
         }
     }

@@ -54,6 +54,7 @@ pub mod admission;
 mod config;
 mod conn;
 pub mod control;
+pub mod dbwriter;
 pub mod dht;
 mod error;
 pub mod fsutil;

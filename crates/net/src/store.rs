@@ -3,8 +3,13 @@
 //! records it signed and the keys it provides, so it goes on re-signing
 //! and re-announcing them.
 //!
-//! Reads are served from an in-memory copy loaded at open; every write goes
-//! to the database in its own transaction before it is acknowledged.
+//! Reads are served from an in-memory copy loaded at open. Writes change
+//! the copy and are queued to the database's writer thread
+//! ([`crate::dbwriter`]), which commits what has queued up as one
+//! transaction: the DHT task never waits on an fsync. Its own records and
+//! provided keys are acknowledged to the user only once committed (the
+//! driver waits for [`RedbStore::writer`]'s ticket); peers' records are
+//! refused ("full") while the writer is far behind.
 
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -14,6 +19,8 @@ use peerlink_proto::dht::{
 };
 use peerlink_proto::PeerId;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+
+use crate::dbwriter::{DbWriter, MAX_BACKLOG};
 
 const RECORDS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("records");
 /// Key: record key (32) ‖ provider id (32). Value: addr text ‖ expiry.
@@ -25,10 +32,10 @@ const PROVIDING: TableDefinition<&[u8], &[u8]> = TableDefinition::new("providing
 type Table = TableDefinition<'static, &'static [u8], &'static [u8]>;
 const TABLES: [Table; 4] = [RECORDS, PROVIDERS, OWN, PROVIDING];
 /// One row of a write: the table, the key, and the value (`None` removes).
-type Row<'a> = (Table, &'a [u8], Option<&'a [u8]>);
+type Row = (Table, Vec<u8>, Option<Vec<u8>>);
 
 pub struct RedbStore {
-    db: Database,
+    writer: DbWriter,
     mem: MemoryStore,
 }
 
@@ -96,22 +103,40 @@ impl RedbStore {
                 dir.display()
             );
         }
-        Ok(RedbStore { db, mem })
+        let writer = DbWriter::start(db, "dht").map_err(io)?;
+        Ok(RedbStore { writer, mem })
     }
 
-    /// One transaction: `rows` are (table, key, value to insert or `None`
-    /// to remove), committed together.
-    fn write(&self, rows: &[Row<'_>]) -> Result<(), StoreError> {
-        let tx = self.db.begin_write().map_err(io)?;
-        for (table, k, v) in rows {
-            let mut t = tx.open_table(*table).map_err(io)?;
-            match v {
-                Some(v) => t.insert(*k, *v).map(|_| ()),
-                None => t.remove(*k).map(|_| ()),
+    /// The database writer; a ticket from it says when a write is on disk.
+    pub fn writer(&self) -> DbWriter {
+        self.writer.clone()
+    }
+
+    /// Queues `rows` as one write. `own`: the user's data, queued whatever
+    /// the backlog; peers' data is refused while the writer is far behind.
+    fn write(&self, rows: Vec<Row>, own: bool) -> Result<(), StoreError> {
+        let write: crate::dbwriter::Write = Box::new(move |tx| {
+            for (table, k, v) in rows {
+                let mut t = tx.open_table(table).map_err(|e| e.to_string())?;
+                match v {
+                    Some(v) => t.insert(k.as_slice(), v.as_slice()).map(|_| ()),
+                    None => t.remove(k.as_slice()).map(|_| ()),
+                }
+                .map_err(|e| e.to_string())?;
             }
-            .map_err(io)?;
+            Ok(())
+        });
+        match own {
+            true => self.writer.write(write),
+            false => self.writer.try_write(write),
         }
-        tx.commit().map_err(io)
+        .map(|_| ())
+        .map_err(io)
+    }
+
+    /// Whether peers' writes are being refused for the writer's backlog.
+    fn behind(&self) -> bool {
+        self.writer.backlog() >= MAX_BACKLOG
     }
 }
 
@@ -141,16 +166,17 @@ impl RecordStore for RedbStore {
         self.mem.get(key)
     }
     fn put(&mut self, record: Record) -> Result<(), StoreError> {
-        if self.mem.get(&record.key).is_none() && self.mem.put(record.clone()).is_err() {
+        if self.behind() {
             return Err(StoreError::Full);
         }
-        let bytes = record.encode();
-        self.write(&[(RECORDS, &record.key.0, Some(&bytes))])?;
-        self.mem.put(record)
+        let bytes = record.encode().to_vec();
+        let key = record.key.0.to_vec();
+        self.mem.put(record)?;
+        self.write(vec![(RECORDS, key, Some(bytes))], false)
     }
     fn remove(&mut self, key: &Key) {
         self.mem.remove(key);
-        let _ = self.write(&[(RECORDS, &key.0, None)]);
+        let _ = self.write(vec![(RECORDS, key.0.to_vec(), None)], true);
     }
     fn keys(&self) -> Vec<Key> {
         self.mem.keys()
@@ -159,11 +185,14 @@ impl RecordStore for RedbStore {
         self.mem.len()
     }
     fn add_provider(&mut self, key: Key, record: ProviderRecord) -> Result<(), StoreError> {
+        if self.behind() {
+            return Err(StoreError::Full);
+        }
         self.mem.add_provider(key, record)?;
-        let k = provider_key(&key, &record.provider.id);
+        let k = provider_key(&key, &record.provider.id).to_vec();
         let mut v = record.expires_ms.to_be_bytes().to_vec();
         v.extend_from_slice(record.provider.addr.to_string().as_bytes());
-        self.write(&[(PROVIDERS, &k, Some(&v))])
+        self.write(vec![(PROVIDERS, k, Some(v))], false)
     }
     fn providers(&self, key: &Key) -> Vec<ProviderRecord> {
         self.mem.providers(key)
@@ -173,22 +202,28 @@ impl RecordStore for RedbStore {
     }
     fn remove_provider(&mut self, key: &Key, provider: &PeerId) {
         self.mem.remove_provider(key, provider);
-        let k = provider_key(key, provider);
-        let _ = self.write(&[(PROVIDERS, &k, None)]);
+        let k = provider_key(key, provider).to_vec();
+        let _ = self.write(vec![(PROVIDERS, k, None)], true);
     }
     fn put_own(&mut self, record: Record) -> Result<(), StoreError> {
-        let bytes = record.encode();
-        let key = record.key.0;
+        let bytes = record.encode().to_vec();
+        let key = record.key.0.to_vec();
         self.mem.put_own(record)?;
         // The held copy and the own copy in one transaction.
-        self.write(&[(RECORDS, &key, Some(&bytes)), (OWN, &key, Some(&bytes))])
+        self.write(
+            vec![
+                (RECORDS, key.clone(), Some(bytes.clone())),
+                (OWN, key, Some(bytes)),
+            ],
+            true,
+        )
     }
     fn own_records(&self) -> Vec<Record> {
         self.mem.own_records()
     }
     fn add_providing(&mut self, key: Key) -> Result<(), StoreError> {
         self.mem.add_providing(key)?;
-        self.write(&[(PROVIDING, &key.0, Some(&[]))])
+        self.write(vec![(PROVIDING, key.0.to_vec(), Some(Vec::new()))], true)
     }
     fn providing(&self) -> Vec<Key> {
         self.mem.providing()
@@ -223,7 +258,11 @@ mod tests {
                 .unwrap();
             s.remove(&Key::hash(b"gone"));
             // A corrupt row must not stop the node from starting.
-            s.write(&[(RECORDS, &[1u8; 32], Some(b"garbage"))]).unwrap();
+            s.write(
+                vec![(RECORDS, vec![1u8; 32], Some(b"garbage".to_vec()))],
+                true,
+            )
+            .unwrap();
             // Nor is a row someone edited on disk believed: the value
             // changed under its signature.
             let mut forged = Record::sign(&kp, Key::hash(b"forged"), Bytes::new(), 1, u64::MAX / 2);
@@ -242,6 +281,48 @@ mod tests {
                 expires_ms: 77
             }]
         );
+    }
+
+    #[test]
+    fn a_stalled_disk_stalls_no_write_and_a_backlog_refuses_only_peers() {
+        let dir = tempfile::tempdir().unwrap();
+        let kp = Keypair::from_secret([5; 32]);
+        let (release, rx) = std::sync::mpsc::channel::<()>();
+        {
+            let mut s = RedbStore::open(dir.path()).unwrap();
+            // The disk stops: the writer sits in a commit.
+            s.writer()
+                .write(Box::new(move |_| {
+                    let _ = rx.recv();
+                    Ok(())
+                }))
+                .unwrap();
+            for i in 0..100u32 {
+                let r = Record::sign(
+                    &kp,
+                    Key::hash(&i.to_le_bytes()),
+                    Bytes::new(),
+                    1,
+                    u64::MAX / 2,
+                );
+                s.put(r).unwrap();
+            }
+            assert_eq!(s.len(), 100, "served from memory meanwhile");
+            // Peers' writes are refused once the writer is far behind...
+            let filler: Vec<_> = (0..crate::dbwriter::MAX_BACKLOG)
+                .map(|_| s.writer().write(Box::new(|_| Ok(()))))
+                .collect();
+            assert!(filler.iter().all(Result::is_ok));
+            let late = Record::sign(&kp, Key::hash(b"late"), Bytes::new(), 1, u64::MAX / 2);
+            assert!(matches!(s.put(late), Err(StoreError::Full)));
+            // ...but not the user's own.
+            let own = Record::sign(&kp, Key::hash(b"own"), Bytes::new(), 1, u64::MAX / 2);
+            s.put_own(own).unwrap();
+            release.send(()).unwrap();
+        }
+        let s = RedbStore::open(dir.path()).unwrap();
+        assert_eq!(s.len(), 101);
+        assert_eq!(s.own_records().len(), 1);
     }
 
     /// Delivers every request between the two state machines until both

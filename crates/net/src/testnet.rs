@@ -51,6 +51,8 @@ impl Default for TestnetConfig {
             max_dht_connections: 64,
             // One address for every node: ban peers, never the address.
             ip_ban_strikes: 0,
+            // One address for the whole network: DHT quotas per prefix off.
+            dht: Some(peerlink_proto::dht::DhtConfig::default().shared_address()),
             ..NodeConfig::default()
         };
         TestnetConfig {

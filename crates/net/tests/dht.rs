@@ -44,6 +44,7 @@ async fn two_hundred_nodes_every_node_gets_every_record() {
     .await
     .unwrap();
     let n = net.nodes.len();
+    let started = std::time::Instant::now();
     // Every node puts one record.
     let puts = net.nodes.iter().enumerate().map(|(i, node)| {
         let node = node.clone();
@@ -84,6 +85,8 @@ async fn two_hundred_nodes_every_node_gets_every_record() {
             counters(&net)
         );
     }
+    eprintln!("puts: {:?}; {}", started.elapsed(), counters(&net));
+    let started = std::time::Instant::now();
     // Every node gets every other node's record.
     let gets = net.nodes.iter().enumerate().map(|(i, node)| {
         let node = node.clone();
@@ -110,6 +113,7 @@ async fn two_hundred_nodes_every_node_gets_every_record() {
             failures.push((i, m));
         }
     }
+    eprintln!("gets: {:?}; {}", started.elapsed(), counters(&net));
     watching.store(false, std::sync::atomic::Ordering::Relaxed);
     let peak = sampler.join().unwrap();
     assert!(

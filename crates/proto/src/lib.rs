@@ -27,6 +27,7 @@ pub mod handshake;
 pub mod identity;
 pub mod keepalive;
 pub mod peers;
+pub mod prefix;
 pub mod rng;
 pub mod varint;
 

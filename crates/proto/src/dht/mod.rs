@@ -20,6 +20,8 @@
 
 pub mod key;
 pub mod lookup;
+mod quota;
+mod recent;
 pub mod record;
 pub mod routing;
 pub mod wire;
@@ -36,6 +38,7 @@ pub use record::{MemoryStore, ProviderRecord, Record, RecordError, RecordStore, 
 pub use routing::{addr_usable, Insert, RoutingTable};
 pub use wire::{Contact, ErrorCode, Request, RequestBody, Response, WireError};
 
+use crate::prefix::Prefix;
 use crate::rng::Rng;
 use crate::{Keypair, PeerId};
 
@@ -95,6 +98,25 @@ pub struct DhtConfig {
     /// refused writes in one episode mean it ignores the answer
     /// ([`Action::Misbehaved`], "write_flood").
     pub slowdown_grace: Duration,
+    /// What others may store with us ([`quota`] has the policy): a key is
+    /// taken only if fewer than this many peers we know are closer to it
+    /// than we are (default 2k)...
+    pub store_radius: usize,
+    /// ...held records' bytes in total...
+    pub max_store_bytes: usize,
+    /// ...signed by one publisher...
+    pub max_records_per_publisher: usize,
+    pub max_bytes_per_publisher: usize,
+    /// ...first written from one IPv4 /24 or IPv6 /48...
+    pub max_records_per_prefix: usize,
+    pub max_bytes_per_prefix: usize,
+    /// ...and provider records announced from one.
+    pub max_providers_per_prefix: usize,
+    /// Held records one republish round re-stores at most.
+    pub republish_budget: usize,
+    /// Peers whose write allowance is remembered (least recently writing
+    /// forgotten first).
+    pub max_write_buckets: usize,
 }
 
 impl Default for DhtConfig {
@@ -119,7 +141,27 @@ impl Default for DhtConfig {
             writes_per_sec: 20.0,
             write_burst: 100.0,
             slowdown_grace: Duration::from_secs(1),
+            store_radius: 40,
+            max_store_bytes: 256 << 20,
+            max_records_per_publisher: 8192,
+            max_bytes_per_publisher: 32 << 20,
+            max_records_per_prefix: 8192,
+            max_bytes_per_prefix: 32 << 20,
+            max_providers_per_prefix: 16_384,
+            republish_budget: 4096,
+            max_write_buckets: 16_384,
         }
+    }
+}
+
+impl DhtConfig {
+    /// For networks whose nodes all share one address (a testnet on
+    /// loopback): per-prefix quotas would put the whole network in one.
+    pub fn shared_address(mut self) -> Self {
+        self.max_records_per_prefix = usize::MAX;
+        self.max_bytes_per_prefix = usize::MAX;
+        self.max_providers_per_prefix = usize::MAX;
+        self
     }
 }
 
@@ -290,6 +332,9 @@ pub struct DhtStats {
     pub store_errors: u64,
     /// Our writes a peer asked us to send again later.
     pub slowed_down: u64,
+    /// Writes refused for a key we are not close to, and over a quota.
+    pub refused_far: u64,
+    pub refused_quota: u64,
 }
 
 /// A peer's write allowance (token bucket) and the slots handed out to
@@ -340,7 +385,8 @@ pub struct Dht {
     next_query: u64,
     next_request: u64,
     verifying: HashSet<PeerId>,
-    write_buckets: HashMap<PeerId, WriteBucket>,
+    write_buckets: recent::Recent<PeerId, WriteBucket>,
+    quotas: quota::Quotas,
     /// Peers that asked us to slow down: when our next write to each may
     /// go, and the spacing they asked for. Forgotten once idle a while.
     pace: HashMap<PeerId, Pace>,
@@ -389,6 +435,15 @@ impl Dht {
         if !published.is_empty() || !providing.is_empty() {
             next_republish = next_republish.min(now + config.resume_after);
         }
+        // Others' records from a previous run count against the quotas
+        // (by publisher; who wrote them is not kept).
+        let write_buckets = recent::Recent::new(config.max_write_buckets);
+        let mut quotas = quota::Quotas::default();
+        for key in store.keys() {
+            if let Some(r) = store.get(&key).filter(|_| !published.contains_key(&key)) {
+                quotas.insert(&r, None, now);
+            }
+        }
         Dht {
             config,
             keypair,
@@ -404,7 +459,8 @@ impl Dht {
             next_query: 0,
             next_request: 0,
             verifying: HashSet::new(),
-            write_buckets: HashMap::new(),
+            write_buckets,
+            quotas,
             pace: HashMap::new(),
             delayed: BTreeMap::new(),
             published,
@@ -417,6 +473,11 @@ impl Dht {
 
     pub fn config(&self) -> &DhtConfig {
         &self.config
+    }
+
+    /// Bytes of others' records held ([`DhtConfig::max_store_bytes`]).
+    pub fn held_bytes(&self) -> usize {
+        self.quotas.bytes()
     }
 
     pub fn local_id(&self) -> PeerId {
@@ -648,15 +709,7 @@ impl Dht {
             self.config.writes_per_sec.max(0.001),
             self.config.write_burst,
         );
-        if self.write_buckets.len() > 4096 {
-            // Forget quiet peers; a flooder stays near zero tokens.
-            self.write_buckets
-                .retain(|_, b| b.tokens < burst * 0.5 || b.episode.is_some());
-            if self.write_buckets.len() > 8192 {
-                self.write_buckets.clear();
-            }
-        }
-        let b = self.write_buckets.entry(*peer).or_insert(WriteBucket {
+        let b = self.write_buckets.entry(*peer, || WriteBucket {
             tokens: burst,
             last: now,
             next_slot: now,
@@ -703,9 +756,20 @@ impl Dht {
         Err(slot.saturating_duration_since(now))
     }
 
-    /// Stores a record after every check; used for PUTs from peers and
-    /// for records found by GETs.
-    fn accept_record(&mut self, now: Instant, record: Record) -> Result<(), ErrorCode> {
+    /// Whether we are plausibly among the peers responsible for `key`.
+    fn is_close(&self, key: &Key) -> bool {
+        let radius = self.config.store_radius.max(self.config.k);
+        self.table.closer_than_local(key, radius) < radius
+    }
+
+    /// Stores a record after every check; used for PUTs from peers (from
+    /// `prefix`) and for records found by our own GETs (`None`).
+    fn accept_record(
+        &mut self,
+        now: Instant,
+        record: Record,
+        prefix: Option<Prefix>,
+    ) -> Result<(), ErrorCode> {
         let now_ms = self.unix_ms(now);
         let max_ttl = self.config.max_record_ttl.as_millis() as u64;
         if let Err(e) = record.validate(now_ms, self.config.max_record_size, max_ttl) {
@@ -715,11 +779,13 @@ impl Dht {
                 _ => ErrorCode::InvalidRecord,
             });
         }
-        if let Some(have) = self.live_record(now, &record.key) {
-            if have == record {
+        let held = self.live_record(now, &record.key);
+        if let Some(have) = &held {
+            if *have == record {
+                self.quotas.refreshed(&record.key, now);
                 return Ok(());
             }
-            if let Err(e) = record.supersedes(&have) {
+            if let Err(e) = record.supersedes(have) {
                 self.stats.records_rejected += 1;
                 return Err(match e {
                     RecordError::NotOwner => ErrorCode::NotOwner,
@@ -727,7 +793,59 @@ impl Dht {
                 });
             }
         }
-        self.store.put(record).map_err(|_| ErrorCode::StoreFull)
+        if self.published.contains_key(&record.key) {
+            // Ours; only we sign newer ones.
+            return Err(ErrorCode::Stale);
+        }
+        if held.is_none() && !self.is_close(&record.key) {
+            self.stats.refused_far += 1;
+            return Err(ErrorCode::NotClose);
+        }
+        if self.quotas.admit(&self.config, &record, prefix).is_err() {
+            self.stats.refused_quota += 1;
+            return Err(ErrorCode::StoreFull);
+        }
+        self.store
+            .put(record.clone())
+            .map_err(|_| ErrorCode::StoreFull)?;
+        self.quotas.insert(&record, prefix, now);
+        Ok(())
+    }
+
+    /// Stores `provider`'s announcement that it provides `key`.
+    fn accept_provider(
+        &mut self,
+        now: Instant,
+        key: Key,
+        provider: Contact,
+    ) -> Result<(), ErrorCode> {
+        let prefix = Prefix::of(provider.addr.ip());
+        let known = self
+            .store
+            .providers(&key)
+            .iter()
+            .any(|p| p.provider.id == provider.id);
+        if !known && !self.is_close(&key) {
+            self.stats.refused_far += 1;
+            return Err(ErrorCode::NotClose);
+        }
+        if !self
+            .quotas
+            .admit_provider(&self.config, &key, &provider.id, prefix)
+        {
+            self.stats.refused_quota += 1;
+            return Err(ErrorCode::StoreFull);
+        }
+        let id = provider.id;
+        let rec = ProviderRecord {
+            provider,
+            expires_ms: self.unix_ms(now) + self.config.provider_ttl.as_millis() as u64,
+        };
+        self.store
+            .add_provider(key, rec)
+            .map_err(|_| ErrorCode::StoreFull)?;
+        self.quotas.insert_provider(key, id, prefix);
+        Ok(())
     }
 
     /// Answers a request from `from`, whose listen address (as seen by
@@ -740,6 +858,7 @@ impl Dht {
         body: RequestBody,
     ) -> Response {
         self.stats.requests_in += 1;
+        let prefix = addr.map(|a| Prefix::of(a.ip()));
         let is_ping = matches!(body, RequestBody::Ping);
         let k = self.config.k;
         let closer = |t: &RoutingTable, key: &Key| -> Vec<Contact> {
@@ -759,7 +878,7 @@ impl Dht {
             },
             RequestBody::PutRecord { record } => match self.allow_write(now, &from) {
                 Err(wait) => Response::slow_down(wait, self.write_interval()),
-                Ok(()) => match self.accept_record(now, record) {
+                Ok(()) => match self.accept_record(now, record, prefix) {
                     Ok(()) => Response::Stored,
                     Err(code) => Response::Error(code),
                 },
@@ -768,17 +887,10 @@ impl Dht {
                 None => Response::Error(ErrorCode::Unsupported),
                 Some(a) => match self.allow_write(now, &from) {
                     Err(wait) => Response::slow_down(wait, self.write_interval()),
-                    Ok(()) => {
-                        let rec = ProviderRecord {
-                            provider: Contact::new(from, a),
-                            expires_ms: self.unix_ms(now)
-                                + self.config.provider_ttl.as_millis() as u64,
-                        };
-                        match self.store.add_provider(key, rec) {
-                            Ok(()) => Response::Stored,
-                            Err(_) => Response::Error(ErrorCode::StoreFull),
-                        }
-                    }
+                    Ok(()) => match self.accept_provider(now, key, Contact::new(from, a)) {
+                        Ok(()) => Response::Stored,
+                        Err(code) => Response::Error(code),
+                    },
                 },
             },
             RequestBody::GetProviders { key } => {
@@ -1166,9 +1278,23 @@ impl Dht {
                     // Repair the closest peers that answered with an older
                     // copy or none (those holding another publisher's
                     // record would refuse it).
-                    let stale = answers.into_iter().filter(|(_, held)| match held {
-                        None => true,
-                        Some((p, seq)) => *p == r.publisher && *seq < r.seq,
+                    // Only peers nearer the key than a holder that answered
+                    // are repaired: they are among those who should hold
+                    // it; a peer farther off was only on the way.
+                    let target = r.key;
+                    let farthest_holder = answers
+                        .iter()
+                        .filter(|(_, held)| held.is_some_and(|(p, _)| p == r.publisher))
+                        .map(|(c, _)| Key::of_peer(&c.id).distance(&target))
+                        .max();
+                    let stale = answers.into_iter().filter(|(c, held)| {
+                        let behind = match held {
+                            None => true,
+                            Some((p, seq)) => *p == r.publisher && *seq < r.seq,
+                        };
+                        behind
+                            && farthest_holder
+                                .is_some_and(|f| Key::of_peer(&c.id).distance(&target) < f)
                     });
                     for (c, _) in stale.filter(|(c, _)| closest.iter().any(|x| x.0.id == c.id)) {
                         self.send(
@@ -1178,7 +1304,7 @@ impl Dht {
                             Purpose::Write(None),
                         );
                     }
-                    let _ = self.accept_record(now, r.clone());
+                    let _ = self.accept_record(now, r.clone(), None);
                 }
                 QueryOutput::Get(best.map(|(r, _)| r))
             }
@@ -1289,22 +1415,32 @@ impl Dht {
                 self.start(now, Kind::Put { record: r.clone() }, r.key, vec![], true);
             }
         }
-        // Records we hold: drop the expired, re-store the rest on the
-        // current k closest (which may have changed since).
+        // Records we hold: drop the expired; re-store on the current k
+        // closest (which may have changed) those no other holder re-stored
+        // with us this interval, within the round's budget.
         for key in self.store.keys() {
-            match self.store.get(&key) {
-                Some(r) if r.expires_ms > now_ms => {
-                    if !self.published.contains_key(&key) {
-                        self.start(now, Kind::Put { record: r }, key, vec![], true);
-                    }
-                }
-                _ => self.store.remove(&key),
+            if self.store.get(&key).is_none_or(|r| r.expires_ms <= now_ms) {
+                self.store.remove(&key);
+                self.quotas.remove(&key);
+            }
+        }
+        let before = now
+            .checked_sub(self.config.republish_interval)
+            .unwrap_or(now);
+        for key in self
+            .quotas
+            .due_for_republish(before, self.config.republish_budget)
+        {
+            if let Some(r) = self.store.get(&key) {
+                self.quotas.refreshed(&key, now);
+                self.start(now, Kind::Put { record: r }, key, vec![], true);
             }
         }
         for key in self.store.provider_keys() {
             for p in self.store.providers(&key) {
                 if p.expires_ms <= now_ms {
                     self.store.remove_provider(&key, &p.provider.id);
+                    self.quotas.remove_provider(&key, &p.provider.id);
                 }
             }
         }

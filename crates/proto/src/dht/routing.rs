@@ -275,6 +275,24 @@ impl RoutingTable {
         out
     }
 
+    /// How many known contacts are closer to `target` than we are,
+    /// counting up to `limit`. Entries of buckets nearer us than the
+    /// target's bucket are all farther from it, so only the target's
+    /// bucket and deeper ones are compared.
+    pub fn closer_than_local(&self, target: &Key, limit: usize) -> usize {
+        let ours = self.local.distance(target);
+        let first = ours
+            .leading_zeros()
+            .min(self.buckets.len().saturating_sub(1));
+        self.buckets
+            .iter()
+            .skip(first)
+            .flat_map(|b| b.entries.iter())
+            .filter(|e| e.key.distance(target) < ours)
+            .take(limit)
+            .count()
+    }
+
     /// Every entry (for peer exchange and diagnostics).
     pub fn entries(&self) -> impl Iterator<Item = &Entry> {
         self.buckets.iter().flat_map(|b| b.entries.iter())
@@ -389,6 +407,17 @@ mod tests {
                 let want: Vec<_> = all.into_iter().take(n).map(|x| x.1).collect();
                 assert_eq!(c, want, "target {i} n {n}");
             }
+            let ours = local.distance(&target);
+            let closer = t
+                .entries()
+                .filter(|e| e.key.distance(&target) < ours)
+                .count();
+            assert_eq!(
+                t.closer_than_local(&target, usize::MAX),
+                closer,
+                "target {i}"
+            );
+            assert_eq!(t.closer_than_local(&target, 3), closer.min(3));
         }
         assert!(addr_usable(&"1.2.3.4:5".parse().unwrap()));
         for bad in [

@@ -622,7 +622,7 @@ fn one_liar_nearest_the_key_cannot_pick_the_owner_or_an_old_sequence() {
         99,
         expires,
     );
-    assert!(nodes[liar].accept_record(now, forged).is_ok());
+    assert!(nodes[liar].accept_record(now, forged, None).is_ok());
     nodes[honest]
         .put(now, key, Bytes::from_static(b"v1"))
         .unwrap();
@@ -717,4 +717,236 @@ fn when_the_closest_known_peers_are_all_gone_lookups_ask_the_next_closest() {
         QueryOutput::Get(Some(r)) => assert_eq!(&r.value[..], b"v"),
         other => panic!("{other:?}"),
     }
+}
+
+/// A node that knows `n` contacts (so closeness can be judged).
+fn node_knowing(n: u32, now: Instant, config: DhtConfig) -> Dht {
+    let mut d = node(0, now, config);
+    for i in 1..=n {
+        d.table
+            .on_answered(Contact::new(kp(i).peer_id(), addr(i)), now);
+    }
+    d
+}
+
+/// A key nearer to `d` than to any of its contacts, and one nearer to
+/// many of them than to `d`.
+fn near_and_far_keys(d: &Dht) -> (Key, Key) {
+    let near = *d.table.local();
+    let far = (0u32..)
+        .map(|i| Key::hash(&i.to_le_bytes()))
+        .find(|k| d.table.closer_than_local(k, usize::MAX) >= d.config.store_radius)
+        .unwrap();
+    (near, far)
+}
+
+fn put_from(d: &mut Dht, now: Instant, writer: u32, ip: [u8; 4], r: Record) -> Response {
+    d.handle_request(
+        now,
+        kp(writer).peer_id(),
+        Some(SocketAddr::from((ip, 4000))),
+        RequestBody::PutRecord { record: r },
+    )
+}
+
+#[test]
+fn records_and_providers_for_keys_we_are_far_from_are_refused() {
+    let now = Instant::now();
+    let mut d = node_knowing(300, now, DhtConfig::default());
+    let (near, far) = near_and_far_keys(&d);
+    let exp = UNIX + 60_000;
+    let rec = |key| Record::sign(&kp(900), key, Bytes::from_static(b"v"), 1, exp);
+    assert_eq!(
+        put_from(&mut d, now, 900, [10, 9, 9, 9], rec(far)),
+        Response::Error(ErrorCode::NotClose)
+    );
+    assert_eq!(
+        put_from(&mut d, now, 900, [10, 9, 9, 9], rec(near)),
+        Response::Stored
+    );
+    let provide = |d: &mut Dht, key| {
+        d.handle_request(
+            now,
+            kp(900).peer_id(),
+            Some(SocketAddr::from(([10, 9, 9, 9], 4000))),
+            RequestBody::AddProvider { key },
+        )
+    };
+    assert_eq!(provide(&mut d, far), Response::Error(ErrorCode::NotClose));
+    assert_eq!(provide(&mut d, near), Response::Stored);
+    assert_eq!(d.stats.refused_far, 2);
+    assert!(d.store().get(&far).is_none());
+}
+
+#[test]
+fn one_publisher_one_prefix_and_the_total_each_have_a_quota() {
+    let now = Instant::now();
+    // A node alone: every key is close to it.
+    let mut d = node(
+        0,
+        now,
+        DhtConfig {
+            max_records_per_publisher: 10,
+            max_records_per_prefix: 25,
+            max_providers_per_prefix: 5,
+            max_store_bytes: 60 * 400,
+            write_burst: 1e9,
+            ..Default::default()
+        },
+    );
+    let exp = UNIX + 60_000;
+    let rec = |publisher: u32, i: u32| {
+        Record::sign(
+            &kp(publisher),
+            Key::hash(&[publisher, i].map(u32::to_le_bytes).concat()),
+            Bytes::from(vec![7u8; 100]),
+            1,
+            exp,
+        )
+    };
+    // One publisher: 10 records, whoever writes them.
+    for i in 0..15 {
+        let want = if i < 10 {
+            Response::Stored
+        } else {
+            Response::Error(ErrorCode::StoreFull)
+        };
+        assert_eq!(
+            put_from(&mut d, now, 500 + i, [10, 1, i as u8, 1], rec(1, i)),
+            want,
+            "record {i}"
+        );
+    }
+    // One /24, many publishers (new keys are free): 25 records.
+    let mut stored = 0;
+    for p in 100..140 {
+        if put_from(&mut d, now, p, [10, 2, 0, p as u8], rec(p, 0)) == Response::Stored {
+            stored += 1;
+        }
+    }
+    assert_eq!(stored, 25);
+    assert_eq!(
+        d.quotas.prefix_records(&Prefix::of([10, 2, 0, 1].into())),
+        25
+    );
+    // A newer copy of a held record is still taken from a full prefix.
+    let newer = Record::sign(&kp(100), rec(100, 0).key, Bytes::from_static(b"v2"), 2, exp);
+    assert_eq!(
+        put_from(&mut d, now, 100, [10, 2, 0, 100], newer),
+        Response::Stored
+    );
+    // Bytes in total: others fill what is left, then the store refuses.
+    let mut fresh = 0;
+    for p in 200..260 {
+        if put_from(&mut d, now, p, [10, 3, p as u8, 1], rec(p, 0)) == Response::Stored {
+            fresh += 1;
+        }
+    }
+    assert!(
+        d.quotas.bytes() <= 60 * 400,
+        "{} bytes held",
+        d.quotas.bytes()
+    );
+    assert!(fresh > 0 && fresh < 60, "{fresh} stored");
+    // Our own records are outside every quota.
+    d.put(now, Key::hash(b"mine"), Bytes::from_static(b"ours"))
+        .unwrap();
+    assert!(d.store().get(&Key::hash(b"mine")).is_some());
+    // Expired records free their share.
+    let later = now + Duration::from_secs(120);
+    d.republish(later);
+    assert_eq!(d.quotas.bytes(), 0);
+    // Provider records per announcing prefix.
+    let mut provided = 0;
+    for p in 0..10u32 {
+        let resp = d.handle_request(
+            later,
+            kp(700 + p).peer_id(),
+            Some(SocketAddr::from(([10, 4, 0, p as u8 + 1], 4000))),
+            RequestBody::AddProvider {
+                key: Key::hash(&p.to_le_bytes()),
+            },
+        );
+        if resp == Response::Stored {
+            provided += 1;
+        }
+    }
+    assert_eq!(provided, 5);
+    assert!(d.stats.refused_quota > 0);
+}
+
+#[test]
+fn the_write_allowance_table_stays_bounded_under_fresh_identities() {
+    let now = Instant::now();
+    let mut d = node(
+        0,
+        now,
+        DhtConfig {
+            max_write_buckets: 1000,
+            ..Default::default()
+        },
+    );
+    let exp = UNIX + 60_000;
+    for i in 0..20_000u32 {
+        let r = Record::sign(&kp(1), Key::hash(b"k"), Bytes::from_static(b"v"), 1, exp);
+        put_from(&mut d, now, 10_000 + i, [10, 1, 1, 1], r);
+        assert!(d.write_buckets.len() <= 1000);
+    }
+}
+
+#[test]
+fn republishing_leaves_records_another_holder_refreshed_and_keeps_to_its_budget() {
+    let now = Instant::now();
+    let interval = Duration::from_secs(60);
+    let mut d = node(
+        0,
+        now,
+        DhtConfig {
+            republish_interval: interval,
+            republish_budget: 4,
+            write_burst: 1e9,
+            ..Default::default()
+        },
+    );
+    d.table
+        .on_answered(Contact::new(kp(1).peer_id(), addr(1)), now);
+    let exp = UNIX + 3_600_000;
+    let records: Vec<Record> = (0..10u32)
+        .map(|i| {
+            Record::sign(
+                &kp(2),
+                Key::hash(&i.to_le_bytes()),
+                Bytes::from_static(b"v"),
+                1,
+                exp,
+            )
+        })
+        .collect();
+    for r in &records {
+        assert_eq!(
+            put_from(&mut d, now, 2, [10, 1, 1, 1], r.clone()),
+            Response::Stored
+        );
+    }
+    // Another holder re-stores 8 of them half an interval later.
+    let half = now + interval / 2;
+    for r in &records[..8] {
+        assert_eq!(
+            put_from(&mut d, half, 3, [10, 1, 1, 2], r.clone()),
+            Response::Stored
+        );
+    }
+    drain(&mut d);
+    let puts = |d: &mut Dht| {
+        drain(d)
+            .into_iter()
+            .filter(|a| matches!(a, Action::Send { request, .. } if matches!(request.body, RequestBody::FindNode { .. })))
+            .count()
+    };
+    // One interval after the first store: only the 2 nobody refreshed.
+    d.republish(now + interval);
+    assert_eq!(puts(&mut d), 2);
+    // Much later, all 10 are due: the budget takes 4.
+    d.republish(now + 3 * interval);
+    assert_eq!(puts(&mut d), 4);
 }

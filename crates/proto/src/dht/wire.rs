@@ -76,6 +76,8 @@ pub enum ErrorCode {
     TooLarge = 5,
     StoreFull = 6,
     Unsupported = 7,
+    /// The key is not one this node is close to.
+    NotClose = 8,
 }
 
 impl ErrorCode {
@@ -88,6 +90,7 @@ impl ErrorCode {
             5 => ErrorCode::TooLarge,
             6 => ErrorCode::StoreFull,
             7 => ErrorCode::Unsupported,
+            8 => ErrorCode::NotClose,
             _ => return Err(WireError::UnknownErrorCode(v)),
         })
     }
