@@ -28,6 +28,7 @@ pub mod identity;
 pub mod keepalive;
 pub mod peers;
 pub mod prefix;
+pub mod recent;
 pub mod rng;
 pub mod varint;
 

@@ -21,7 +21,6 @@
 pub mod key;
 pub mod lookup;
 mod quota;
-mod recent;
 pub mod record;
 pub mod routing;
 pub mod wire;
@@ -385,7 +384,7 @@ pub struct Dht {
     next_query: u64,
     next_request: u64,
     verifying: HashSet<PeerId>,
-    write_buckets: recent::Recent<PeerId, WriteBucket>,
+    write_buckets: crate::recent::Recent<PeerId, WriteBucket>,
     quotas: quota::Quotas,
     /// Peers that asked us to slow down: when our next write to each may
     /// go, and the spacing they asked for. Forgotten once idle a while.
@@ -437,7 +436,7 @@ impl Dht {
         }
         // Others' records from a previous run count against the quotas
         // (by publisher; who wrote them is not kept).
-        let write_buckets = recent::Recent::new(config.max_write_buckets);
+        let write_buckets = crate::recent::Recent::new(config.max_write_buckets);
         let mut quotas = quota::Quotas::default();
         for key in store.keys() {
             if let Some(r) = store.get(&key).filter(|_| !published.contains_key(&key)) {

@@ -11,7 +11,9 @@
 use std::collections::HashMap;
 use std::hash::Hash;
 
-pub(super) struct Recent<K, V> {
+/// Keeps at most `max` entries, dropping the least recently used half
+/// at a time.
+pub struct Recent<K, V> {
     half: usize,
     new: HashMap<K, V>,
     old: HashMap<K, V>,
@@ -19,7 +21,7 @@ pub(super) struct Recent<K, V> {
 
 impl<K: Hash + Eq + Copy, V> Recent<K, V> {
     /// At most `max` entries (at least 2).
-    pub(super) fn new(max: usize) -> Self {
+    pub fn new(max: usize) -> Self {
         Recent {
             half: (max / 2).max(1),
             new: HashMap::new(),
@@ -28,7 +30,7 @@ impl<K: Hash + Eq + Copy, V> Recent<K, V> {
     }
 
     /// The entry for `k`, made with `make` if it was not held.
-    pub(super) fn entry(&mut self, k: K, make: impl FnOnce() -> V) -> &mut V {
+    pub fn entry(&mut self, k: K, make: impl FnOnce() -> V) -> &mut V {
         let v = match self.new.remove(&k) {
             Some(v) => v,
             None => {
@@ -42,9 +44,12 @@ impl<K: Hash + Eq + Copy, V> Recent<K, V> {
         self.new.entry(k).or_insert(v)
     }
 
-    #[cfg(test)]
-    pub(super) fn len(&self) -> usize {
+    pub fn len(&self) -> usize {
         self.new.len() + self.old.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 
