@@ -628,10 +628,18 @@ impl Dht {
     }
 
     pub fn providers(&mut self, now: Instant, key: Key) -> QueryId {
-        let kind = Kind::GetProviders {
-            found: Vec::new(),
-            seen: HashSet::new(),
-        };
+        // The provider records we hold count too: the node a provider
+        // announced to must find it as well as anyone.
+        let now_ms = self.unix_ms(now);
+        let found: Vec<Contact> = self
+            .store
+            .providers(&key)
+            .into_iter()
+            .filter(|p| p.expires_ms > now_ms)
+            .map(|p| p.provider)
+            .collect();
+        let seen = found.iter().map(|c| c.id).collect();
+        let kind = Kind::GetProviders { found, seen };
         self.start(now, kind, key, vec![], false)
     }
 
@@ -1303,7 +1311,10 @@ impl Dht {
                             Purpose::Write(None),
                         );
                     }
-                    let _ = self.accept_record(now, r.clone(), None);
+                    // Kept here too if this node is one of the key's holders.
+                    if self.is_close(&r.key) {
+                        let _ = self.accept_record(now, r.clone(), None);
+                    }
                 }
                 QueryOutput::Get(best.map(|(r, _)| r))
             }

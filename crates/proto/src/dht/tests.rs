@@ -950,3 +950,29 @@ fn republishing_leaves_records_another_holder_refreshed_and_keeps_to_its_budget(
     d.republish(now + 3 * interval);
     assert_eq!(puts(&mut d), 4);
 }
+
+#[test]
+fn a_node_holding_a_provider_record_finds_it_itself() {
+    let now = Instant::now();
+    let mut d = node(0, now, DhtConfig::default());
+    let key = Key::hash(b"blob");
+    let provider = Contact::new(kp(9).peer_id(), addr(9));
+    assert_eq!(
+        d.handle_request(
+            now,
+            provider.id,
+            Some(provider.addr),
+            RequestBody::AddProvider { key }
+        ),
+        Response::Stored
+    );
+    // Alone: nobody else to ask.
+    d.providers(now, key);
+    match drain(&mut d).into_iter().find_map(|a| match a {
+        Action::Done(r) => Some(r.output),
+        _ => None,
+    }) {
+        Some(QueryOutput::Providers(p)) => assert_eq!(p, vec![provider]),
+        other => panic!("{other:?}"),
+    }
+}
