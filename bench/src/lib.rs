@@ -78,6 +78,8 @@ fn bench_config() -> NodeConfig {
             ..Limits::default()
         },
         ip_ban_strikes: 0,
+        // One address for the whole network: DHT quotas per prefix off.
+        dht: Some(peerlink_proto::dht::DhtConfig::default().shared_address()),
         ..NodeConfig::default()
     }
 }

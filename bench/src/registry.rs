@@ -165,7 +165,7 @@ pub async fn remote_search(
     let key = peerlink_net::Keypair::generate()?;
     let releases = catalogue_releases(cat, &key);
     for r in &rn.registries[1..] {
-        r.import(releases.clone())?;
+        r.import(releases.clone()).await?;
     }
     let searcher_node = &rn.net.nodes[0];
     let mut rows = Vec::new();
@@ -331,7 +331,9 @@ pub async fn concurrent_searches(
 ) -> Result<Vec<ConcurrencyRow>> {
     let rn = RegistryNet::start(2, Duration::ZERO).await?;
     let key = peerlink_net::Keypair::generate()?;
-    rn.registries[1].import(catalogue_releases(cat, &key))?;
+    rn.registries[1]
+        .import(catalogue_releases(cat, &key))
+        .await?;
     let server = rn.net.nodes[1].peer_id();
     let queries = std::sync::Arc::new(queries.to_vec());
     let mut rows = Vec::new();

@@ -66,8 +66,8 @@ pub struct SearchIndex {
 /// Additions waiting for a commit. The tantivy writer (a 15 MB arena and
 /// a thread) exists only while a commit runs, so an idle node holds none.
 struct Writer {
-    /// Package name → its newest document.
-    pending: BTreeMap<String, TantivyDocument>,
+    /// Package name → its newest document, or `None` to drop it.
+    pending: BTreeMap<String, Option<TantivyDocument>>,
     /// When the oldest and the newest uncommitted additions were made.
     first_pending: Option<Instant>,
     last_pending: Option<Instant>,
@@ -121,8 +121,17 @@ impl SearchIndex {
         }
         doc.add_text(f.version, release.version.to_string());
         doc.add_u64(f.downloads, release.downloads);
+        self.pend(&release.name, Some(doc));
+    }
+
+    /// Drops `name` from the index (at the next commit).
+    pub fn remove(&self, name: &str) {
+        self.pend(name, None);
+    }
+
+    fn pend(&self, name: &str, doc: Option<TantivyDocument>) {
         let mut w = self.lock();
-        w.pending.insert(release.name.clone(), doc);
+        w.pending.insert(name.to_string(), doc);
         let now = Instant::now();
         w.first_pending.get_or_insert(now);
         w.last_pending = Some(now);
@@ -140,7 +149,9 @@ impl SearchIndex {
             let mut writer: IndexWriter = self.index.writer_with_num_threads(1, 15_000_000)?;
             for (name, doc) in std::mem::take(&mut w.pending) {
                 writer.delete_term(Term::from_field_text(self.fields.name_key, &name));
-                writer.add_document(doc)?;
+                if let Some(doc) = doc {
+                    writer.add_document(doc)?;
+                }
             }
             writer.commit()?;
             w.first_pending = None;

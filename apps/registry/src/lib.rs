@@ -22,6 +22,7 @@
 //! ```
 #![forbid(unsafe_code)]
 
+pub mod admit;
 pub mod archive;
 pub mod cache;
 pub mod catalogue;

@@ -36,12 +36,15 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
+use peerlink_net::dbwriter::Ticket;
 use peerlink_net::{GossipMessage, NetError, Node, PeerAddr, PeerId, Validation};
+use peerlink_proto::prefix::Prefix;
 use semver::{Version, VersionReq};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use crate::admit::{Allowance, NewReleases};
 use crate::archive::{self, ArchiveError, Limits};
 use crate::cache::{BlobCache, CacheLimits, CacheStats};
 use crate::index::{decode_hits, merge, Hit, IndexError, SearchIndex, MAX_HITS, MAX_QUERY_LEN};
@@ -50,7 +53,7 @@ use crate::release::{
     Hash, PackageRecord, Release, ReleaseError, SignedRelease, CHUNK_SIZE, MAX_BLOB_SIZE,
 };
 use crate::resolve::{self, ResolveError, Universe};
-use crate::store::{Inserted, MetaStore, StoreError};
+use crate::store::{Inserted, MetaStore, Origin, StoreError, StoreLimits};
 
 /// The gossip topic new releases are announced on.
 pub const ANNOUNCE_TOPIC: &str = "registry/announce";
@@ -116,6 +119,21 @@ pub struct RegistryConfig {
     pub max_providers: usize,
     /// One archive must arrive within this, whoever provides it.
     pub fetch_deadline: Duration,
+    /// New releases (names or versions) peers may make us store, per
+    /// publisher key and per network they arrive from ([`crate::admit`]).
+    pub per_publisher: Allowance,
+    pub per_prefix: Allowance,
+    /// Bounds on releases announced by peers ([`crate::store`]).
+    pub store: StoreLimits,
+    /// A release announced by a peer is checked for a provider this long
+    /// after it arrived; if nobody serves its archive it leaves the store
+    /// and the search index. Served ones are checked again every
+    /// `recheck_every`.
+    pub unserved_grace: Duration,
+    pub recheck_every: Duration,
+    /// How often due checks run, and how many releases one round checks.
+    pub sweep_every: Duration,
+    pub sweep_batch: usize,
 }
 
 impl RegistryConfig {
@@ -132,6 +150,19 @@ impl RegistryConfig {
             chunks_per_provider: 8,
             max_providers: 16,
             fetch_deadline: Duration::from_secs(120),
+            per_publisher: Allowance {
+                burst: 1000.0,
+                per_sec: 1.0,
+            },
+            per_prefix: Allowance {
+                burst: 2000.0,
+                per_sec: 2.0,
+            },
+            store: StoreLimits::default(),
+            unserved_grace: Duration::from_secs(600),
+            recheck_every: Duration::from_secs(6 * 3600),
+            sweep_every: Duration::from_secs(10),
+            sweep_batch: 64,
         }
     }
 }
@@ -208,6 +239,9 @@ enum Checked {
 struct Counters {
     announcements_accepted: AtomicU64,
     announcements_refused: AtomicU64,
+    announcements_throttled: AtomicU64,
+    announcements_over_quota: AtomicU64,
+    unserved_evicted: AtomicU64,
     searches_served: AtomicU64,
     chunks_served: AtomicU64,
     bad_chunks: AtomicU64,
@@ -225,6 +259,16 @@ pub struct RegistryStats {
     pub cache_hit_rate: f64,
     pub announcements_accepted: u64,
     pub announcements_refused: u64,
+    /// Announcements of new releases ignored: over a publisher's or a
+    /// network's allowance, or with the store full.
+    pub announcements_throttled: u64,
+    pub announcements_over_quota: u64,
+    /// Releases from peers and their bytes held (bounded by
+    /// [`RegistryConfig::store`]).
+    pub remote_releases: usize,
+    pub remote_bytes: usize,
+    /// Releases from peers that no provider served, evicted.
+    pub unserved_evicted: u64,
     pub searches_served: u64,
     pub chunks_served: u64,
     /// Chunks that failed their hash (the provider was disconnected).
@@ -317,6 +361,8 @@ struct Inner {
     node: Node,
     config: RegistryConfig,
     store: Mutex<MetaStore>,
+    /// Allowances for new releases from peers.
+    admit: Mutex<NewReleases>,
     index: SearchIndex,
     cache: BlobCache,
     counters: Counters,
@@ -342,7 +388,8 @@ impl Registry {
             let path = path.to_path_buf();
             move |source| RegistryError::Io { path, source }
         };
-        let store = MetaStore::open(&config.dir)?;
+        let store = MetaStore::open(&config.dir, config.store)?;
+        let admit = Mutex::new(NewReleases::new(config.per_publisher, config.per_prefix));
         let index = SearchIndex::new()?;
         for r in store.all_latest() {
             index.upsert(&r.release);
@@ -358,6 +405,7 @@ impl Registry {
             node,
             config,
             store: Mutex::new(store),
+            admit,
             index,
             cache,
             counters: Counters::default(),
@@ -367,7 +415,7 @@ impl Registry {
         let weak = Arc::downgrade(&inner);
         gossip.set_validator(ANNOUNCE_TOPIC, move |m: &GossipMessage| {
             match weak.upgrade() {
-                Some(inner) => inner.validate(&m.data),
+                Some(inner) => inner.validate(m),
                 None => Validation::Ignore,
             }
         })?;
@@ -376,6 +424,7 @@ impl Registry {
             tokio::spawn(serve_searches(Arc::downgrade(&inner), searches)),
             tokio::spawn(serve_chunks(Arc::downgrade(&inner), chunks)),
             tokio::spawn(commit_when_quiet(Arc::downgrade(&inner))),
+            tokio::spawn(sweep_unserved(Arc::downgrade(&inner))),
         ];
         *inner.tasks.lock().unwrap_or_else(|e| e.into_inner()) = tasks;
         // Keep serving what this node has: re-announce as a provider.
@@ -450,9 +499,7 @@ impl Registry {
         let check_ms = ms_since(check);
         let (record, signed) = match checked {
             Ok(Checked::New(mut record)) => {
-                for stored in inner.add(vec![signed.clone()]) {
-                    stored?;
-                }
+                inner.add_own(vec![signed.clone()]).await?;
                 record.releases.push(signed.clone());
                 (record, signed)
             }
@@ -566,10 +613,21 @@ impl Registry {
             from_dht = decoded.releases;
         }
         // Ownership as this node saw it first wins over the DHT's answer.
-        for result in self.inner.add(from_dht) {
-            result?;
+        // A store full of peers' releases does not keep these; they are
+        // used as the DHT gave them.
+        let mut full = false;
+        for result in self.inner.add(from_dht.clone(), Origin::Remote).0 {
+            match result {
+                Err(StoreError::Full { .. }) => full = true,
+                other => {
+                    other?;
+                }
+            }
         }
-        let releases: Vec<SignedRelease> = self.inner.store().releases(name).cloned().collect();
+        let mut releases: Vec<SignedRelease> = self.inner.store().releases(name).cloned().collect();
+        if full && releases.is_empty() {
+            releases = from_dht;
+        }
         Ok((!releases.is_empty()).then_some(PackageRecord { releases }))
     }
 
@@ -1009,9 +1067,9 @@ impl Registry {
     pub fn stats(&self) -> RegistryStats {
         let inner = &self.inner;
         let c = &inner.counters;
-        let (packages, releases) = {
+        let (packages, releases, (remote_releases, remote_bytes)) = {
             let s = inner.store();
-            (s.packages(), s.releases_total())
+            (s.packages(), s.releases_total(), s.remote_usage())
         };
         let cache = inner.cache.stats();
         RegistryStats {
@@ -1022,6 +1080,11 @@ impl Registry {
             cache,
             announcements_accepted: c.announcements_accepted.load(Relaxed),
             announcements_refused: c.announcements_refused.load(Relaxed),
+            announcements_throttled: c.announcements_throttled.load(Relaxed),
+            announcements_over_quota: c.announcements_over_quota.load(Relaxed),
+            remote_releases,
+            remote_bytes,
+            unserved_evicted: c.unserved_evicted.load(Relaxed),
             searches_served: c.searches_served.load(Relaxed),
             chunks_served: c.chunks_served.load(Relaxed),
             bad_chunks: c.bad_chunks.load(Relaxed),
@@ -1032,13 +1095,13 @@ impl Registry {
 
     /// Adds already signed releases (an imported catalogue, say) to the
     /// store and index without touching the network; searchable on return.
-    pub fn import(&self, releases: Vec<SignedRelease>) -> Result<usize, RegistryError> {
-        let results = self.inner.add(releases);
-        self.inner.index.commit()?;
-        Ok(results
-            .iter()
-            .filter(|r| matches!(r, Ok(Inserted::New)))
-            .count())
+    pub async fn import(&self, releases: Vec<SignedRelease>) -> Result<usize, RegistryError> {
+        let new = self.inner.add_own(releases).await?;
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || inner.index.commit())
+            .await
+            .map_err(task_failed)??;
+        Ok(new)
     }
 }
 
@@ -1055,38 +1118,177 @@ impl Inner {
         self.store.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Stores releases and indexes the new ones.
-    fn add(&self, releases: Vec<SignedRelease>) -> Vec<Result<Inserted, StoreError>> {
+    /// Stores releases and indexes the new ones; returns a result per
+    /// release and the ticket of their write.
+    fn add(
+        &self,
+        releases: Vec<SignedRelease>,
+        origin: Origin,
+    ) -> (Vec<Result<Inserted, StoreError>>, Option<Ticket>) {
         let ids: Vec<(String, Version)> = releases
             .iter()
             .map(|r| (r.release.name.clone(), r.release.version.clone()))
             .collect();
-        let mut store = self.store();
-        let results = store.insert_many(releases);
-        for ((name, version), res) in ids.iter().zip(&results) {
-            let newest = store.latest(name).filter(|l| l.release.version == *version);
-            if let (Ok(Inserted::New), Some(latest)) = (res, newest) {
-                self.index.upsert(&latest.release);
-            }
+        let (results, ticket, newest) = {
+            let mut store = self.store();
+            let (results, ticket) = store.insert_many(releases, origin);
+            let newest: Vec<Release> = ids
+                .iter()
+                .zip(&results)
+                .filter(|(_, res)| matches!(res, Ok(Inserted::New)))
+                .filter_map(|((name, version), _)| {
+                    store
+                        .latest(name)
+                        .filter(|l| l.release.version == *version)
+                        .map(|l| l.release.clone())
+                })
+                .collect();
+            (results, ticket, newest)
+        };
+        for release in &newest {
+            self.index.upsert(release);
         }
-        results
+        (results, ticket)
     }
 
-    /// The gossip validator: signature, bounds and ownership.
-    fn validate(&self, data: &[u8]) -> Validation {
-        let verdict = match SignedRelease::decode(data) {
-            Ok(r) => match self.store().check(&r) {
-                Ok(_) => Validation::Accept,
-                Err(_) => Validation::Reject,
-            },
+    /// [`Inner::add`] of the local user's releases, returning once they
+    /// are on disk.
+    async fn add_own(&self, releases: Vec<SignedRelease>) -> Result<usize, RegistryError> {
+        let (results, ticket) = self.add(releases, Origin::Local);
+        let mut new = 0;
+        for r in results {
+            if r? == Inserted::New {
+                new += 1;
+            }
+        }
+        if let Some(t) = ticket {
+            let writer = self.store().writer().clone();
+            writer.durable(t).await.map_err(StoreError::from)?;
+        }
+        Ok(new)
+    }
+
+    /// The gossip validator: signature, bounds and ownership; and for a
+    /// release new to us, the publisher's and the relay's network's
+    /// allowances and room in the store (over them: ignored, not held
+    /// against the relay).
+    fn validate(&self, m: &GossipMessage) -> Validation {
+        let verdict = match SignedRelease::decode(&m.data) {
+            Ok(r) => {
+                // The store's lock is let go before admit_new takes it.
+                let checked = self.store().check(&r);
+                match checked {
+                    Ok(Inserted::Known) => Validation::Accept,
+                    Ok(Inserted::New) => self.admit_new(m, &r),
+                    Err(_) => Validation::Reject,
+                }
+            }
             Err(_) => Validation::Reject,
         };
         let counter = match verdict {
             Validation::Accept => &self.counters.announcements_accepted,
-            _ => &self.counters.announcements_refused,
+            Validation::Reject => &self.counters.announcements_refused,
+            Validation::Ignore => &self.counters.announcements_throttled,
         };
         counter.fetch_add(1, Relaxed);
         verdict
+    }
+
+    fn admit_new(&self, m: &GossipMessage, r: &SignedRelease) -> Validation {
+        if r.publisher == self.node.peer_id() {
+            return Validation::Accept;
+        }
+        if self.store().has_room(m.data.len()).is_err() {
+            self.counters.announcements_over_quota.fetch_add(1, Relaxed);
+            return Validation::Ignore;
+        }
+        let prefix = self.node.remote_addr(&m.from).map(|a| Prefix::of(a.ip()));
+        let admitted = self.admit.lock().unwrap_or_else(|e| e.into_inner()).admit(
+            Instant::now(),
+            r.publisher,
+            prefix,
+        );
+        match admitted {
+            Ok(()) => Validation::Accept,
+            Err(_) => Validation::Ignore,
+        }
+    }
+
+    /// Checks due releases from peers for a provider: evicts those nobody
+    /// serves (from the store and the index), and puts the rest back in
+    /// line.
+    async fn check_served(self: &Arc<Self>, now: Instant) {
+        let c = &self.config;
+        let due = self
+            .store()
+            .due_for_check(now, c.unserved_grace, c.recheck_every, c.sweep_batch);
+        let dht = self.node.dht();
+        let mut checks = tokio::task::JoinSet::new();
+        for (name, version, blob) in due {
+            let (dht, inner) = (dht.clone(), self.clone());
+            checks.spawn(async move {
+                let served = match inner.cache.contains(&blob) {
+                    true => Some(true),
+                    false => match dht.providers(blob_key(&blob)).await {
+                        Ok(o) if !o.value.is_empty() => Some(true),
+                        // Peers answered and none knows a provider.
+                        Ok(o) if o.answered > 0 => Some(false),
+                        _ => None,
+                    },
+                };
+                (name, version, served)
+            });
+            if checks.len() >= PARALLEL_SERVICE_CHECKS {
+                if let Some(Ok(done)) = checks.join_next().await {
+                    self.settle(done);
+                }
+            }
+        }
+        while let Some(done) = checks.join_next().await {
+            if let Ok(done) = done {
+                self.settle(done);
+            }
+        }
+    }
+
+    /// Acts on one check: served (check again later), served by nobody
+    /// (evicted), or unknown (the lookup failed: try again after a grace).
+    fn settle(&self, (name, version, served): (String, Version, Option<bool>)) {
+        let now = Instant::now();
+        match served {
+            Some(true) => self.store().served(&name, &version, now),
+            Some(false) => {
+                let latest = {
+                    let mut store = self.store();
+                    store.evict(&name, &version);
+                    store.latest(&name).map(|l| l.release.clone())
+                };
+                match latest {
+                    Some(l) => self.index.upsert(&l),
+                    None => self.index.remove(&name),
+                }
+                self.counters.unserved_evicted.fetch_add(1, Relaxed);
+            }
+            None => self.store().check_later(&name, &version, now),
+        }
+    }
+}
+
+/// Provider lookups one sweep makes at once.
+const PARALLEL_SERVICE_CHECKS: usize = 8;
+
+/// Evicts releases from peers that nobody serves ([`Inner::check_served`]).
+async fn sweep_unserved(inner: Weak<Inner>) {
+    let every = match inner.upgrade() {
+        Some(i) => i.config.sweep_every,
+        None => return,
+    };
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(inner) = inner.upgrade() else { return };
+        inner.check_served(Instant::now()).await;
     }
 }
 
@@ -1106,7 +1308,7 @@ async fn receive_announcements(inner: Weak<Inner>, mut sub: peerlink_net::Subscr
             .filter_map(|m| SignedRelease::decode(&m.data).ok())
             .collect();
         // Ownership was checked by the validator; what fails here is I/O.
-        for result in inner.add(releases) {
+        for result in inner.add(releases, Origin::Remote).0 {
             if let Err(e @ StoreError::Io(_)) = result {
                 tracing::warn!("registry: could not store an announcement: {e}");
             }
@@ -1159,9 +1361,14 @@ async fn serve_searches(inner: Weak<Inner>, mut requests: peerlink_net::Requests
             continue;
         }
         inner.counters.searches_served.fetch_add(1, Relaxed);
-        match inner.index.search(&sr.q, sr.limit as usize) {
-            Ok(hits) => req.respond(serde_json::to_vec(&hits).unwrap_or_default()),
-            Err(e) => req.reject(&e.to_string()),
+        // A search may commit pending additions first: CPU work under the
+        // index lock, kept off the async workers.
+        let found =
+            tokio::task::spawn_blocking(move || inner.index.search(&sr.q, sr.limit as usize)).await;
+        match found {
+            Ok(Ok(hits)) => req.respond(serde_json::to_vec(&hits).unwrap_or_default()),
+            Ok(Err(e)) => req.reject(&e.to_string()),
+            Err(_) => req.reject("search failed"),
         }
     }
 }

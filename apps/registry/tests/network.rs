@@ -560,3 +560,107 @@ async fn concurrent_installs_all_succeed_even_into_one_directory() {
     }
     net.shutdown().await;
 }
+
+/// An outside review had one identity get 58 of 60 new names stored in
+/// 0.8 s, for archives that never existed. Now new releases from peers
+/// are limited per publisher key and per network they arrive from, and
+/// those no provider serves leave the store and the index after a grace.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn announcement_floods_are_limited_and_unserved_releases_leave_the_index() {
+    let net = Testnet::start(TestnetConfig {
+        nodes: 2,
+        ..TestnetConfig::default()
+    })
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let start = |i: usize| {
+        let mut config = RegistryConfig::new(dir.path().join(format!("node{i}")));
+        let slow = |burst| peerlink_registry::admit::Allowance {
+            burst,
+            per_sec: 0.001,
+        };
+        config.per_publisher = slow(10.0);
+        config.per_prefix = slow(30.0);
+        config.unserved_grace = Duration::from_secs(1);
+        config.sweep_every = Duration::from_millis(100);
+        Registry::start(net.nodes[i].clone(), config)
+    };
+    let (victim, honest) = (start(0).await.unwrap(), start(1).await.unwrap());
+    mesh_formed(&net.nodes).await;
+    let src = package(dir.path(), "realpkg", "1.0.0", &[], 100);
+    honest.publish(&src).await.unwrap();
+    eventually("the honest release arrives", async || {
+        victim.stats().announcements_accepted == 1
+    })
+    .await;
+
+    // The attacker: its own network (127.0.1.0/24), one connection, to
+    // the victim (which dials it, so the connection's address is its own).
+    let mut config = net.nodes[0].config().clone();
+    config.limits.max_peers = 1;
+    let attacker = Node::builder()
+        .listen("127.0.1.1:0".parse().unwrap())
+        .config(config)
+        .without_dht()
+        .build()
+        .await
+        .unwrap();
+    net.nodes[0]
+        .connect(attacker.addr().unwrap())
+        .await
+        .unwrap();
+    let manifest = |name: String| peerlink_registry::Manifest {
+        name,
+        version: "1.0.0".parse().unwrap(),
+        description: "spam".into(),
+        keywords: vec!["spamkw".into()],
+        license: "MIT".into(),
+        dependencies: Default::default(),
+    };
+    // It joins the announce mesh, as any peer may.
+    let _sub = attacker.gossip().subscribe(ANNOUNCE_TOPIC).unwrap();
+    mesh_formed(std::slice::from_ref(&attacker)).await;
+    let announce = async |signed: SignedRelease| {
+        let sent = attacker
+            .gossip()
+            .publish(ANNOUNCE_TOPIC, signed.encode())
+            .await;
+        assert!(sent.unwrap().peers > 0);
+    };
+    // 40 new names under the attacker's key, then 40 under fresh keys.
+    let key = attacker.keypair().clone();
+    for i in 0..80 {
+        let name = format!("spam{i}");
+        let release = Release::new(&manifest(name.clone()), name.as_bytes(), 1);
+        let signer = match i < 40 {
+            true => key.clone(),
+            false => peerlink_net::Keypair::generate().unwrap(),
+        };
+        announce(SignedRelease::sign(release, &signer)).await;
+    }
+    eventually("every announcement is judged", async || {
+        let s = victim.stats();
+        s.announcements_accepted + s.announcements_throttled == 81
+    })
+    .await;
+    let s = victim.stats();
+    // 10 under the key; 20 more under fresh keys, the rest of the
+    // network's 30.
+    assert_eq!(s.announcements_accepted, 1 + 30, "{s:?}");
+    assert_eq!(s.announcements_throttled, 50, "{s:?}");
+    // Nobody serves the spam: after the grace it is gone; the real
+    // package, served by its publisher, stays.
+    eventually("unserved releases are evicted", async || {
+        victim.stats().unserved_evicted == 30
+    })
+    .await;
+    let hits = victim.search("spamkw", 50, false).await.unwrap().hits;
+    assert!(hits.is_empty(), "{hits:?}");
+    let hits = victim.search("realpkg", 5, false).await.unwrap().hits;
+    assert_eq!(hits.len(), 1);
+    let s = victim.stats();
+    assert_eq!((s.remote_releases, s.packages), (1, 1), "{s:?}");
+    attacker.shutdown().await;
+    net.shutdown().await;
+}
