@@ -99,7 +99,8 @@ pub struct DhtConfig {
     pub slowdown_grace: Duration,
     /// What others may store with us ([`quota`] has the policy): a key is
     /// taken only if fewer than this many peers we know are closer to it
-    /// than we are (default 2k)...
+    /// than we are (default 3k: slack for a writer whose lookup saw less of
+    /// the network than we know)...
     pub store_radius: usize,
     /// ...held records' bytes in total...
     pub max_store_bytes: usize,
@@ -140,7 +141,7 @@ impl Default for DhtConfig {
             writes_per_sec: 20.0,
             write_burst: 100.0,
             slowdown_grace: Duration::from_secs(1),
-            store_radius: 40,
+            store_radius: 60,
             max_store_bytes: 256 << 20,
             max_records_per_publisher: 8192,
             max_bytes_per_publisher: 32 << 20,
@@ -310,7 +311,20 @@ struct Query {
     widened: u8,
 }
 
+impl Query {
+    /// When it returns what it has: the query timeout, or for writes
+    /// under way, their own deadline.
+    fn deadline(&self, timeout: Duration) -> Instant {
+        match &self.writing {
+            Some(w) => w.deadline,
+            None => self.started + timeout,
+        }
+    }
+}
+
 struct WritePhase {
+    /// Writes still out must be answered by then.
+    deadline: Instant,
     pending: usize,
     stored: usize,
     answered: usize,
@@ -1148,7 +1162,7 @@ impl Dht {
         let interval = interval.min(MAX_SLOWDOWN);
         let given = now + wait.min(MAX_SLOWDOWN);
         let at = self.pace.get(&to.id).map_or(given, |p| given.max(p.next));
-        if at >= query.started + self.config.query_timeout {
+        if at >= query.deadline(self.config.query_timeout) {
             return false;
         }
         self.stats.slowed_down += 1;
@@ -1228,7 +1242,12 @@ impl Dht {
             };
             self.send(now, to, body, Purpose::Lookup(q));
         }
-        // The lookup is over: writes go to the k closest, others finish.
+        self.begin_writes(now, q);
+    }
+
+    /// The lookup is over (or out of time): writes go to the k closest
+    /// that answered, other queries finish.
+    fn begin_writes(&mut self, now: Instant, q: QueryId) {
         let Some(query) = self.queries.get_mut(&q) else {
             return;
         };
@@ -1243,7 +1262,10 @@ impl Dht {
         match body {
             Some(body) if !closest.is_empty() => {
                 let (answered, failed) = query.lookup.counts();
+                let deadline = (query.started + self.config.query_timeout)
+                    .max(now + self.config.request_timeout);
                 query.writing = Some(WritePhase {
+                    deadline,
                     pending: closest.len(),
                     stored: 0,
                     answered,
@@ -1389,8 +1411,15 @@ impl Dht {
             let Some(query) = self.queries.get_mut(&q) else {
                 continue;
             };
-            if now.saturating_duration_since(query.started) >= self.config.query_timeout {
-                self.finish(now, q, true);
+            if now >= query.deadline(self.config.query_timeout) {
+                // A write whose lookup ran out of time still stores on the
+                // closest peers it found, rather than on none.
+                let writes = matches!(query.kind, Kind::Put { .. } | Kind::Provide { .. });
+                if writes && query.writing.is_none() && query.lookup.counts().0 > 0 {
+                    self.begin_writes(now, q);
+                } else {
+                    self.finish(now, q, true);
+                }
                 continue;
             }
             query.lookup.mark_slow(now, self.config.slow_after);
@@ -1469,10 +1498,8 @@ impl Dht {
         if let Some((_, o)) = self.outstanding.first_key_value() {
             at = at.min(o.sent + self.config.request_timeout);
         }
-        if let Some((_, q)) = self.queries.first_key_value() {
-            at = at.min(q.started + self.config.query_timeout);
-        }
         for q in self.queries.values() {
+            at = at.min(q.deadline(self.config.query_timeout));
             if let Some(s) = q.lookup.next_slow_at(self.config.slow_after) {
                 at = at.min(s);
             }

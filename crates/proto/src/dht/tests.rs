@@ -976,3 +976,36 @@ fn a_node_holding_a_provider_record_finds_it_itself() {
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn a_put_whose_lookup_runs_out_of_time_stores_on_the_closest_it_found() {
+    let now = Instant::now();
+    // Unanswered requests hold their slots past the query timeout: the
+    // lookup cannot end in time (an overloaded network looks like this).
+    let config = DhtConfig {
+        request_timeout: Duration::from_secs(20),
+        slow_after: Duration::from_secs(20),
+        query_timeout: Duration::from_secs(2),
+        ..Default::default()
+    };
+    let mut nodes = network(40, now, &config);
+    let dead: HashSet<usize> = (1..40).filter(|i| i % 3 == 0).collect();
+    nodes[1].put(now, Key::hash(b"late"), Bytes::from_static(b"v")).unwrap();
+    let mut done = run(&mut nodes, &dead, now);
+    let mut t = now;
+    while done.iter().all(|(i, _)| *i != 1) {
+        t += Duration::from_millis(250);
+        assert!(t < now + Duration::from_secs(30), "the put never finished");
+        for (i, n) in nodes.iter_mut().enumerate() {
+            if !dead.contains(&i) {
+                n.tick(t);
+            }
+        }
+        done.extend(run(&mut nodes, &dead, t));
+    }
+    let (_, r) = done.into_iter().find(|(i, _)| *i == 1).unwrap();
+    match r.output {
+        QueryOutput::Put { stored } => assert!(stored > 0, "stored on none: {r:?}"),
+        other => panic!("{other:?}"),
+    }
+}
