@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 pub mod churn;
 pub mod dht;
+pub mod flood;
 pub mod gossip;
 pub mod registry;
 

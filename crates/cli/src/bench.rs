@@ -125,9 +125,28 @@ enum Workload {
     /// The package registry: local and remote search, publish and install
     /// end to end, concurrent searches, cache hit rate.
     Registry(crate::bench_registry::Args),
+    /// One authenticated flooder (its own process) against a node (its
+    /// own process) serving honest peers: their request latency with and
+    /// without the flood, and the node's memory against a stated bound.
+    Flood {
+        /// Seconds of each phase (without, then with the flood).
+        #[arg(long, default_value_t = 8.0)]
+        secs: f64,
+        #[arg(long, default_value_t = 5)]
+        honest: usize,
+        /// Bytes of an honest request.
+        #[arg(long, default_value_t = 64)]
+        size: usize,
+    },
     /// One process's share of a `bench dht` network (started by it).
     #[command(hide = true)]
     DhtShard { spec: String },
+    /// The flooded node of `bench flood` (started by it).
+    #[command(hide = true)]
+    FloodTarget,
+    /// The flooder of `bench flood` (started by it).
+    #[command(hide = true)]
+    FloodAttacker { addr: String, secs: f64 },
     /// A fresh node joins an N-node network through one seed: time to the
     /// end of its bootstrap lookup and to a full routing table.
     Bootstrap {
@@ -396,6 +415,36 @@ pub async fn run(args: Args) -> Result<()> {
         }
         Workload::Registry(a) => crate::bench_registry::run(a).await?,
         Workload::DhtShard { spec } => return peerlink_bench::dht::serve_shard(&spec).await,
+        Workload::FloodTarget => return peerlink_bench::flood::serve_target().await,
+        Workload::FloodAttacker { addr, secs } => {
+            return peerlink_bench::flood::serve_flooder(&addr, secs).await
+        }
+        Workload::Flood { secs, honest, size } => {
+            let b = peerlink_bench::flood::FloodBench { secs, honest, size };
+            println!(
+                "{honest} honest peers, one request in flight each, {size} B; {secs} s without, then {secs} s with one flooder"
+            );
+            let r = peerlink_bench::flood::flood(&b).await?;
+            let ms = |l: &peerlink_bench::Latency| {
+                format!(
+                    "{:.2}/{:.2} ms ({} requests)",
+                    l.p50_us / 1e3,
+                    l.p99_us / 1e3,
+                    l.samples
+                )
+            };
+            println!("honest p50/p99 without the flood: {}", ms(&r.no_flood));
+            println!("honest p50/p99 with the flood:    {}", ms(&r.flood));
+            println!("p99 ratio: {:.2} (target <= 2)", r.p99_ratio);
+            println!(
+                "flooded node RSS: {:.1} MiB before, {:.1} MiB peak (bound {:.0} MiB)",
+                r.rss_before as f64 / 1048576.0,
+                r.rss_peak as f64 / 1048576.0,
+                r.rss_bound as f64 / 1048576.0
+            );
+            println!("flooder: {:?}", r.flooder);
+            serde_json::to_value(r)?
+        }
         Workload::Bootstrap {
             nodes,
             latency,

@@ -1,0 +1,388 @@
+//! The flood figure (TARGETS.md, Reliability): one authenticated peer, in
+//! a process of its own, sends as fast as it can — requests, DHT writes,
+//! gossip, registry announcements, a quarter of the time each — at a node
+//! (a process of its own too, so its memory is its own) that meanwhile
+//! serves 5 honest peers (this process). Measured in one run: the honest
+//! peers' request latency with and without the flood, and the flooded
+//! node's resident memory against [`RSS_BOUND`], stated before the run.
+//!
+//! The flooder is one identity and never paces itself: it ignores "slow
+//! down", floods with many requests in flight, and comes back when it is
+//! disconnected (a ban keeps it out). Every number it reports is what it
+//! saw; the node's own counters come from its process.
+
+use std::process::Stdio;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use bytes::Bytes;
+use peerlink_net::{Keypair, Node, NodeConfig, PeerAddr};
+use peerlink_proto::dht::{Key, Record, Request, RequestBody};
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+use crate::{rss_bytes, Latency};
+
+/// The flooded node's resident memory must stay under this for the whole
+/// run (its request queues, read buffers, stores and tables are bounded;
+/// this is their sum with room to spare, stated before measuring).
+pub const RSS_BOUND: u64 = 256 << 20;
+
+/// Arguments that make the `peerlink` binary run the flooded node
+/// ([`serve_target`]) and the flooder ([`serve_flooder`]).
+pub const TARGET_COMMAND: [&str; 2] = ["bench", "flood-target"];
+pub const FLOODER_COMMAND: [&str; 2] = ["bench", "flood-attacker"];
+
+/// The echo protocol the honest peers and the flooder use.
+const ECHO: &str = "bench/echo";
+
+#[derive(Clone, Debug)]
+pub struct FloodBench {
+    /// Seconds of each phase: without, then with the flood.
+    pub secs: f64,
+    pub honest: usize,
+    /// Bytes of an honest request.
+    pub size: usize,
+}
+
+/// What the flooder did and what it got.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct FlooderReport {
+    pub requests_sent: u64,
+    pub requests_answered: u64,
+    pub dht_writes_sent: u64,
+    pub dht_writes_stored: u64,
+    pub gossip_sent: u64,
+    pub announcements_sent: u64,
+    /// Times it found itself disconnected, and reconnects refused.
+    pub disconnected: u64,
+    pub reconnects_refused: u64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct FloodReport {
+    pub honest_peers: usize,
+    pub phase_secs: f64,
+    pub no_flood: Latency,
+    pub flood: Latency,
+    /// Honest p99 under the flood over honest p99 without it (target ≤ 2).
+    pub p99_ratio: f64,
+    pub rss_before: u64,
+    pub rss_peak: u64,
+    pub rss_bound: u64,
+    pub flooder: FlooderReport,
+}
+
+fn config() -> NodeConfig {
+    // Everyone is on 127.0.0.1: ban the flooder's identity, never the
+    // address the honest peers share. Every other limit is the default.
+    NodeConfig {
+        ip_ban_strikes: 0,
+        ..NodeConfig::default()
+    }
+}
+
+async fn echo_node(data_dir: Option<&std::path::Path>) -> Result<Node> {
+    let mut b = Node::builder()
+        .listen("127.0.0.1:0".parse()?)
+        .config(config());
+    if let Some(d) = data_dir {
+        b = b.data_dir(d);
+    }
+    let node = b.build().await?;
+    let mut requests = node.serve(ECHO)?;
+    tokio::spawn(async move {
+        while let Some(r) = requests.recv().await {
+            let body = r.body.clone();
+            r.respond(body);
+        }
+    });
+    Ok(node)
+}
+
+pub async fn flood(b: &FloodBench) -> Result<FloodReport> {
+    let exe = std::env::current_exe()?;
+    let mut target = tokio::process::Command::new(&exe)
+        .args(TARGET_COMMAND)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("starting {}", exe.display()))?;
+    let stdout = target.stdout.take().context("no stdout")?;
+    let mut lines = BufReader::new(stdout).lines();
+    let first = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
+        .await
+        .context("the flooded node did not start")??
+        .context("the flooded node exited")?;
+    let addr: PeerAddr = first
+        .strip_prefix("ready ")
+        .context("unexpected first line")?
+        .parse()
+        .map_err(|e| anyhow::anyhow!("bad address: {e:?}"))?;
+    // Its memory, as it reports it every 50 ms.
+    let rss = Arc::new((AtomicU64::new(0), AtomicU64::new(0)));
+    {
+        let rss = rss.clone();
+        tokio::spawn(async move {
+            while let Ok(Some(l)) = lines.next_line().await {
+                if let Some(v) = l.strip_prefix("rss ").and_then(|v| v.parse().ok()) {
+                    rss.0.store(v, Relaxed);
+                    rss.1.fetch_max(v, Relaxed);
+                }
+            }
+        });
+    }
+    let mut honest = Vec::new();
+    for _ in 0..b.honest {
+        let n = echo_node(None).await?;
+        n.connect(addr).await?;
+        honest.push(n);
+    }
+    let no_flood = honest_load(&honest, addr.id, b.size, b.secs).await?;
+    let rss_before = rss.0.load(Relaxed);
+    rss.1.store(rss_before, Relaxed);
+    let flooder = tokio::process::Command::new(&exe)
+        .args(FLOODER_COMMAND)
+        .arg(addr.to_string())
+        .arg(b.secs.to_string())
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()?;
+    // Let it connect and get going before measuring.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let flood = honest_load(&honest, addr.id, b.size, b.secs).await?;
+    let out = flooder.wait_with_output().await?;
+    let report: FlooderReport = serde_json::from_slice(&out.stdout)
+        .with_context(|| format!("flooder said {:?}", String::from_utf8_lossy(&out.stdout)))?;
+    for n in &honest {
+        n.shutdown().await;
+    }
+    drop(target);
+    Ok(FloodReport {
+        honest_peers: b.honest,
+        phase_secs: b.secs,
+        p99_ratio: flood.p99_us / no_flood.p99_us.max(1e-9),
+        no_flood,
+        flood,
+        rss_before,
+        rss_peak: rss.1.load(Relaxed),
+        rss_bound: RSS_BOUND,
+        flooder: report,
+    })
+}
+
+/// Every honest peer sends one request at a time for `secs`.
+async fn honest_load(
+    nodes: &[Node],
+    target: peerlink_net::PeerId,
+    size: usize,
+    secs: f64,
+) -> Result<Latency> {
+    let body = Bytes::from(vec![0x11u8; size]);
+    let mut tasks = Vec::new();
+    for n in nodes {
+        let (n, body) = (n.clone(), body.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut samples = Vec::new();
+            let start = Instant::now();
+            while start.elapsed().as_secs_f64() < secs {
+                let t = Instant::now();
+                let reply = n.request(&target, ECHO, body.clone()).await?;
+                samples.push(t.elapsed());
+                if reply.len() != body.len() {
+                    bail!("echo returned {} bytes", reply.len());
+                }
+            }
+            Ok(samples)
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await??);
+    }
+    Ok(Latency::from_samples(all))
+}
+
+/// The flooded node: an echo service, the DHT on a data dir, gossip and a
+/// registry. Prints `ready <addr>`, then its RSS every 50 ms until stdin
+/// closes.
+pub async fn serve_target() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let node = echo_node(Some(&dir.path().join("node"))).await?;
+    let _registry = peerlink_registry::Registry::start(
+        node.clone(),
+        peerlink_registry::RegistryConfig::new(dir.path().join("registry")),
+    )
+    .await?;
+    println!("ready {}", node.addr().context("no address")?);
+    let mut stdin = tokio::io::stdin();
+    let mut tick = tokio::time::interval(Duration::from_millis(50));
+    let mut buf = [0u8; 64];
+    loop {
+        tokio::select! {
+            _ = tick.tick() => println!("rss {}", rss_bytes().unwrap_or(0)),
+            n = tokio::io::AsyncReadExt::read(&mut stdin, &mut buf) => {
+                if n.map_or(true, |n| n == 0) {
+                    return Ok(());
+                }
+            }
+        }
+    }
+}
+
+/// Requests in flight at once while flooding.
+const IN_FLIGHT: usize = 64;
+
+/// The flooder: floods `addr` for `secs`, a quarter of the time with each
+/// kind, and prints what happened as one JSON line.
+pub async fn serve_flooder(addr: &str, secs: f64) -> Result<()> {
+    let addr: PeerAddr = addr
+        .parse()
+        .map_err(|e| anyhow::anyhow!("bad address: {e:?}"))?;
+    let node = Node::builder()
+        .listen("127.0.0.1:0".parse()?)
+        .config(config())
+        .build()
+        .await?;
+    let r = Arc::new(Counters::default());
+    let _sub = node.gossip().subscribe(peerlink_registry::ANNOUNCE_TOPIC)?;
+    let quarter = Duration::from_secs_f64(secs / 4.0);
+    for kind in 0..4u8 {
+        let until = Instant::now() + quarter;
+        let mut tasks = Vec::new();
+        for lane in 0..IN_FLIGHT as u64 {
+            let (node, r) = (node.clone(), r.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut i = lane;
+                while Instant::now() < until {
+                    if !node.is_connected(&addr.id) {
+                        r.disconnected.fetch_add(1, Relaxed);
+                        if node.connect(addr).await.is_err() {
+                            r.reconnects_refused.fetch_add(1, Relaxed);
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                            continue;
+                        }
+                    }
+                    flood_once(&node, addr.id, kind, i, &r).await;
+                    i += IN_FLIGHT as u64;
+                }
+            }));
+        }
+        for t in tasks {
+            let _ = t.await;
+        }
+    }
+    println!("{}", serde_json::to_string(&r.report())?);
+    node.shutdown().await;
+    Ok(())
+}
+
+#[derive(Default)]
+struct Counters {
+    requests_sent: AtomicU64,
+    requests_answered: AtomicU64,
+    dht_writes_sent: AtomicU64,
+    dht_writes_stored: AtomicU64,
+    gossip_sent: AtomicU64,
+    announcements_sent: AtomicU64,
+    disconnected: AtomicU64,
+    reconnects_refused: AtomicU64,
+}
+
+impl Counters {
+    fn report(&self) -> FlooderReport {
+        FlooderReport {
+            requests_sent: self.requests_sent.load(Relaxed),
+            requests_answered: self.requests_answered.load(Relaxed),
+            dht_writes_sent: self.dht_writes_sent.load(Relaxed),
+            dht_writes_stored: self.dht_writes_stored.load(Relaxed),
+            gossip_sent: self.gossip_sent.load(Relaxed),
+            announcements_sent: self.announcements_sent.load(Relaxed),
+            disconnected: self.disconnected.load(Relaxed),
+            reconnects_refused: self.reconnects_refused.load(Relaxed),
+        }
+    }
+}
+
+async fn flood_once(node: &Node, target: peerlink_net::PeerId, kind: u8, i: u64, r: &Counters) {
+    match kind {
+        // Requests: 16 KiB each, as fast as answers come.
+        0 => {
+            r.requests_sent.fetch_add(1, Relaxed);
+            if node
+                .request(&target, ECHO, vec![0xAAu8; 16 << 10])
+                .await
+                .is_ok()
+            {
+                r.requests_answered.fetch_add(1, Relaxed);
+            }
+        }
+        // DHT writes of fresh keys, "slow down" ignored.
+        1 => {
+            let record = Record::sign(
+                node.keypair(),
+                Key::hash(&i.to_le_bytes()),
+                Bytes::from(vec![0xBBu8; 4096]),
+                1,
+                unix_ms() + 3_600_000,
+            );
+            let req = Request {
+                listen: None,
+                body: RequestBody::PutRecord { record },
+            };
+            r.dht_writes_sent.fetch_add(1, Relaxed);
+            if let Ok(resp) = node.request(&target, "dht/1", req.encode()).await {
+                if matches!(
+                    peerlink_proto::dht::Response::decode(&resp),
+                    Ok(peerlink_proto::dht::Response::Stored)
+                ) {
+                    r.dht_writes_stored.fetch_add(1, Relaxed);
+                }
+            }
+        }
+        // Gossip nobody can use, on the topic the node validates.
+        2 => {
+            let mut junk = vec![0xCCu8; 1024];
+            junk[..8].copy_from_slice(&i.to_le_bytes());
+            r.gossip_sent.fetch_add(1, Relaxed);
+            let _ = node
+                .gossip()
+                .publish(peerlink_registry::ANNOUNCE_TOPIC, junk)
+                .await;
+            tokio::task::yield_now().await;
+        }
+        // Validly signed releases of new names under fresh keys, for
+        // archives that do not exist.
+        _ => {
+            let manifest = peerlink_registry::Manifest {
+                name: format!("flood{i}"),
+                version: semver::Version::new(1, 0, 0),
+                description: "flood".into(),
+                keywords: vec![],
+                license: "MIT".into(),
+                dependencies: Default::default(),
+            };
+            let release = peerlink_registry::Release::new(&manifest, &i.to_le_bytes(), unix_ms());
+            let key = match Keypair::generate() {
+                Ok(k) => k,
+                Err(_) => return,
+            };
+            let signed = peerlink_registry::SignedRelease::sign(release, &key);
+            r.announcements_sent.fetch_add(1, Relaxed);
+            let _ = node
+                .gossip()
+                .publish(peerlink_registry::ANNOUNCE_TOPIC, signed.encode())
+                .await;
+            tokio::task::yield_now().await;
+        }
+    }
+}
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
