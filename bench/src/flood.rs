@@ -73,6 +73,9 @@ pub struct FloodReport {
     pub rss_peak: u64,
     pub rss_bound: u64,
     pub flooder: FlooderReport,
+    /// The flooded node's own account: bans, refused writes, registry
+    /// counters.
+    pub target: serde_json::Value,
 }
 
 fn config() -> NodeConfig {
@@ -122,19 +125,22 @@ pub async fn flood(b: &FloodBench) -> Result<FloodReport> {
         .context("unexpected first line")?
         .parse()
         .map_err(|e| anyhow::anyhow!("bad address: {e:?}"))?;
-    // Its memory, as it reports it every 50 ms.
+    // Its memory, as it reports it every 50 ms, and its last word.
     let rss = Arc::new((AtomicU64::new(0), AtomicU64::new(0)));
-    {
+    let last_word = {
         let rss = rss.clone();
         tokio::spawn(async move {
             while let Ok(Some(l)) = lines.next_line().await {
                 if let Some(v) = l.strip_prefix("rss ").and_then(|v| v.parse().ok()) {
                     rss.0.store(v, Relaxed);
                     rss.1.fetch_max(v, Relaxed);
+                } else if let Some(stats) = l.strip_prefix("stats ") {
+                    return serde_json::from_str(stats).unwrap_or_default();
                 }
             }
-        });
-    }
+            serde_json::Value::Null
+        })
+    };
     let mut honest = Vec::new();
     for _ in 0..b.honest {
         let n = echo_node(None).await?;
@@ -160,6 +166,13 @@ pub async fn flood(b: &FloodBench) -> Result<FloodReport> {
     for n in &honest {
         n.shutdown().await;
     }
+    // End of its input: it says what it saw and exits.
+    drop(target.stdin.take());
+    let target_stats = tokio::time::timeout(Duration::from_secs(10), last_word)
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .unwrap_or_default();
     drop(target);
     Ok(FloodReport {
         honest_peers: b.honest,
@@ -171,6 +184,7 @@ pub async fn flood(b: &FloodBench) -> Result<FloodReport> {
         rss_peak: rss.1.load(Relaxed),
         rss_bound: RSS_BOUND,
         flooder: report,
+        target: target_stats,
     })
 }
 
@@ -212,7 +226,7 @@ async fn honest_load(
 pub async fn serve_target() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let node = echo_node(Some(&dir.path().join("node"))).await?;
-    let _registry = peerlink_registry::Registry::start(
+    let registry = peerlink_registry::Registry::start(
         node.clone(),
         peerlink_registry::RegistryConfig::new(dir.path().join("registry")),
     )
@@ -226,11 +240,31 @@ pub async fn serve_target() -> Result<()> {
             _ = tick.tick() => println!("rss {}", rss_bytes().unwrap_or(0)),
             n = tokio::io::AsyncReadExt::read(&mut stdin, &mut buf) => {
                 if n.map_or(true, |n| n == 0) {
-                    return Ok(());
+                    break;
                 }
             }
         }
     }
+    println!("stats {}", target_stats(&node, &registry).await);
+    Ok(())
+}
+
+/// The flooded node's account of the run, one JSON line.
+async fn target_stats(node: &Node, registry: &peerlink_registry::Registry) -> serde_json::Value {
+    let bans: Vec<String> = node.bans().into_iter().map(|b| b.reason).collect();
+    let dht = node.dht().info().await.ok();
+    let r = registry.stats();
+    serde_json::json!({
+        "bans": bans,
+        "dht_held_bytes": dht.as_ref().map(|d| d.held_bytes),
+        "dht_writes_slowed": dht.as_ref().map(|d| d.stats.rate_limited),
+        "dht_writes_refused_quota": dht.as_ref().map(|d| d.stats.refused_quota),
+        "gossip_rejected": node.gossip().info().await.ok().map(|g| g.stats.rejected),
+        "announcements_accepted": r.announcements_accepted,
+        "announcements_refused": r.announcements_refused,
+        "announcements_throttled": r.announcements_throttled,
+        "remote_releases": r.remote_releases,
+    })
 }
 
 /// Requests in flight at once while flooding.

@@ -443,6 +443,7 @@ pub async fn run(args: Args) -> Result<()> {
                 r.rss_bound as f64 / 1048576.0
             );
             println!("flooder: {:?}", r.flooder);
+            println!("flooded node: {}", r.target);
             serde_json::to_value(r)?
         }
         Workload::Bootstrap {

@@ -990,7 +990,9 @@ fn a_put_whose_lookup_runs_out_of_time_stores_on_the_closest_it_found() {
     };
     let mut nodes = network(40, now, &config);
     let dead: HashSet<usize> = (1..40).filter(|i| i % 3 == 0).collect();
-    nodes[1].put(now, Key::hash(b"late"), Bytes::from_static(b"v")).unwrap();
+    nodes[1]
+        .put(now, Key::hash(b"late"), Bytes::from_static(b"v"))
+        .unwrap();
     let mut done = run(&mut nodes, &dead, now);
     let mut t = now;
     while done.iter().all(|(i, _)| *i != 1) {
