@@ -141,7 +141,7 @@ impl MetaStore {
                     Some(_) => Origin::Local,
                     None => Origin::Remote,
                 };
-                loaded.push((r, origin));
+                loaded.push((r, origin, v.value().len()));
             }
         }
         drop(local);
@@ -157,9 +157,9 @@ impl MetaStore {
             rechecks: VecDeque::new(),
         };
         let now = Instant::now();
-        for (r, origin) in loaded {
+        for (r, origin, bytes) in loaded {
             if check(&store.packages, &r).is_ok() {
-                store.remember(r, origin, now);
+                store.remember(r, origin, bytes, now);
             }
         }
         Ok(store)
@@ -269,8 +269,8 @@ impl MetaStore {
             }
         };
         let now = Instant::now();
-        for (r, _) in new {
-            self.remember(r, origin, now);
+        for (r, bytes) in new {
+            self.remember(r, origin, bytes.len(), now);
         }
         (results, Some(ticket))
     }
@@ -288,10 +288,10 @@ impl MetaStore {
         Ok(())
     }
 
-    fn remember(&mut self, r: SignedRelease, origin: Origin, now: Instant) {
+    /// Holds `r`, whose encoding is `bytes` long.
+    fn remember(&mut self, r: SignedRelease, origin: Origin, bytes: usize, now: Instant) {
         let key = (r.release.name.clone(), r.release.version.clone());
         if origin == Origin::Remote && !self.remote.contains_key(&key) {
-            let bytes = r.encode().len();
             self.remote_bytes += bytes;
             self.remote.insert(
                 key.clone(),
