@@ -14,7 +14,10 @@
 //! peer id for `ban_duration`; an address whose peers were banned
 //! `ip_ban_strikes` times is banned too (new identities are free, new
 //! addresses are not; 0 turns this off, as testnets whose nodes all share
-//! 127.0.0.1 do). Bans are checked when a connection is accepted
+//! 127.0.0.1 do). A banned peer that completes a handshake anyway has
+//! offended again: that is a strike against its address too, so a banned
+//! identity that keeps reconnecting costs the node a few handshakes and
+//! then only accepts. Bans are checked when a connection is accepted
 //! (by address) and when a handshake completes, either way (by peer id):
 //! a banned peer gets no connection, not even for a moment. The tables
 //! are bounded; expired entries leave in expiry order, O(log n) each.
@@ -241,6 +244,28 @@ impl BanState {
         self.peers.len() + self.ips.len() + self.strikes.len()
     }
 
+    /// One more strike against `ip`, counting until `until`; bans the
+    /// address at `needed` strikes (0: never). Returns whether it is banned.
+    fn strike(&mut self, ip: IpAddr, until: Instant, needed: u32) -> bool {
+        if needed == 0 {
+            return false;
+        }
+        let strikes = {
+            let e = self.strikes.entry(ip).or_insert((0, until));
+            e.0 += 1;
+            e.1 = e.1.max(until);
+            e.0
+        };
+        self.due.push(Reverse((until, Banned::Strikes(ip))));
+        if strikes < needed {
+            return false;
+        }
+        let longer = self.ips.get(&ip).map_or(until, |u| (*u).max(until));
+        self.ips.insert(ip, longer);
+        self.due.push(Reverse((longer, Banned::Ip(ip))));
+        true
+    }
+
     /// Full: the entry nearest its end goes first.
     fn make_room(&mut self, max: usize) {
         while self.len() >= max {
@@ -282,22 +307,25 @@ impl Bans {
         if s.due.len() > 4 * self.max_entries {
             s.rebuild_due();
         }
-        let Some(ip) = ip.filter(|_| self.strikes_for_ip > 0) else {
+        match ip {
+            Some(ip) => s.strike(ip, until, self.strikes_for_ip),
+            None => false,
+        }
+    }
+
+    /// `peer`, banned, completed a handshake from `ip` anyway: coming back
+    /// while banned is an offence of its own, a strike against the address
+    /// that lasts as long as the peer's ban (so a banned peer that keeps
+    /// reconnecting soon costs the node no more handshakes, only accepts).
+    /// Returns whether the address is now banned; false when `peer` is not
+    /// banned.
+    pub fn returned(&self, now: Instant, peer: &PeerId, ip: IpAddr) -> bool {
+        let mut s = lock(&self.state);
+        let Some(until) = s.peers.get(peer).map(|(u, _)| *u).filter(|u| *u > now) else {
             return false;
         };
-        let strikes = {
-            let e = s.strikes.entry(ip).or_insert((0, until));
-            e.0 += 1;
-            e.1 = until;
-            e.0
-        };
-        s.due.push(Reverse((until, Banned::Strikes(ip))));
-        if self.strikes_for_ip > 0 && strikes >= self.strikes_for_ip {
-            s.ips.insert(ip, until);
-            s.due.push(Reverse((until, Banned::Ip(ip))));
-            return true;
-        }
-        false
+        s.make_room(self.max_entries);
+        s.strike(ip, until, self.strikes_for_ip)
     }
 
     pub fn unban(&self, peer: &PeerId) -> bool {
@@ -422,6 +450,30 @@ mod tests {
         bans.ban(later, peer(9), None, Duration::from_secs(60), "manual");
         assert!(bans.unban(&peer(9)));
         assert!(!bans.peer_banned(later, &peer(9)));
+    }
+
+    #[test]
+    fn a_banned_peer_that_keeps_coming_back_loses_its_address() {
+        let bans = Bans::new(100, 3);
+        let now = Instant::now();
+        let (flooder, honest) = (PeerId::unverified([1; 32]), PeerId::unverified([2; 32]));
+        let addr = ip("192.0.2.9");
+        assert!(!bans.returned(now, &honest, addr), "not banned: no strike");
+        assert!(!bans.ban(now, flooder, Some(addr), Duration::from_secs(60), "flood"));
+        assert!(!bans.returned(now, &flooder, addr));
+        assert!(bans.returned(now, &flooder, addr), "third offence");
+        assert!(bans.ip_banned(now, &addr));
+        // The strikes last as long as the peer's ban.
+        let later = now + Duration::from_secs(61);
+        assert!(!bans.ip_banned(later, &addr));
+        assert!(!bans.returned(later, &flooder, addr));
+        // Addresses are never banned with strikes off.
+        let off = Bans::new(100, 0);
+        off.ban(now, flooder, Some(addr), Duration::from_secs(60), "flood");
+        for _ in 0..10 {
+            assert!(!off.returned(now, &flooder, addr));
+        }
+        assert!(!off.ip_banned(now, &addr));
     }
 
     #[test]

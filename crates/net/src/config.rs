@@ -101,11 +101,16 @@ pub struct NodeConfig {
     /// Entries of the ban table (peers, addresses, strikes); when full,
     /// the ban nearest its end is lifted first.
     pub max_bans: usize,
+    /// Local address outgoing connections leave from (a multi-homed
+    /// host, or one of many loopback addresses on one machine); `None`:
+    /// the operating system picks.
+    pub dial_source: Option<std::net::IpAddr>,
     /// Default timeout of [`crate::Node::request`].
     pub request_timeout: Duration,
     /// Largest request body a served protocol accepts.
     pub max_request_size: usize,
-    /// Requests waiting for a handler, per protocol.
+    /// Requests waiting for a handler, per protocol; one peer may hold an
+    /// eighth of them, and the handler takes them in turn by peer.
     pub request_queue: usize,
     /// AEAD for connections this node dials.
     pub cipher: CipherSuite,
@@ -143,6 +148,7 @@ impl Default for NodeConfig {
             ban_duration: Duration::from_secs(600),
             ip_ban_strikes: 3,
             max_bans: 65_536,
+            dial_source: None,
             request_timeout: Duration::from_secs(10),
             max_request_size: 1 << 20,
             request_queue: 1024,

@@ -57,6 +57,7 @@ pub mod control;
 pub mod dbwriter;
 pub mod dht;
 mod error;
+mod fair;
 pub mod fsutil;
 pub mod gossip;
 pub mod keyfile;

@@ -15,12 +15,13 @@ use peerlink_proto::control::{
 use peerlink_proto::keepalive::Keepalive;
 use peerlink_proto::{Handshake, Keypair, NoiseIdentity, PeerAddr, PeerId};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
 
 use crate::admission::{Admitted, Ban, Bans, PendingHandshakes};
 use crate::config::{channel_config, ChannelConfig, Limits, NodeConfig, Policy};
 use crate::conn::{self, Conn};
+use crate::fair::{self, FairQueue};
 use crate::metrics::Metrics;
 use crate::queue::{lock, Close, Inbox, Message, Outbound, Refused};
 use crate::NetError;
@@ -212,7 +213,7 @@ pub(crate) struct Inner {
     bans: Bans,
     pub inboxes: Mutex<HashMap<u16, Arc<Inbox>>>,
     pub inbox_generation: AtomicU64,
-    handlers: Mutex<HashMap<String, mpsc::Sender<Request>>>,
+    handlers: Mutex<HashMap<String, Arc<FairQueue<Request>>>>,
     events: broadcast::Sender<PeerEvent>,
     next_conn_id: AtomicU64,
     pub listen_addrs: Vec<SocketAddr>,
@@ -443,8 +444,12 @@ impl Inner {
         let peer = est.remote;
         if self.bans.peer_banned(Instant::now(), &peer) {
             // Only now is the identity known: no connection, not even for
-            // a moment (the stream closes here).
+            // a moment (the stream closes here). Coming back while banned
+            // is a strike against the address it came from.
             self.reject("banned");
+            if inbound && self.bans.returned(Instant::now(), &peer, addr.ip()) {
+                tracing::info!(%addr, %peer, "address banned: a banned peer kept coming back");
+            }
             return Err(NetError::Banned(peer));
         }
         let keepalive = Keepalive::new(self.config.keepalive, Instant::now());
@@ -586,14 +591,14 @@ impl Inner {
             body,
             reply: Some((Arc::downgrade(conn), id)),
         };
-        match handler.try_send(request) {
+        match handler.push(conn.peer, request) {
             Ok(()) => Ok(()),
-            Err(mpsc::error::TrySendError::Full(mut r)) => {
+            Err(fair::Refused::Full(mut r)) => {
                 r.reply = None;
                 conn.answered();
                 conn::respond_error(conn, id, RemoteErrorCode::Overloaded, "request queue full")
             }
-            Err(mpsc::error::TrySendError::Closed(mut r)) => {
+            Err(fair::Refused::Closed(mut r)) => {
                 r.reply = None;
                 conn.answered();
                 conn::respond_error(
@@ -730,7 +735,18 @@ impl Node {
                 // The TCP handshake's round trip.
                 tokio::time::sleep(delay * 2).await;
             }
-            let mut stream = TcpStream::connect(addr.addr).await?;
+            let mut stream = match inner.config.dial_source {
+                None => TcpStream::connect(addr.addr).await?,
+                Some(ip) => {
+                    let socket = if ip.is_ipv4() {
+                        tokio::net::TcpSocket::new_v4()?
+                    } else {
+                        tokio::net::TcpSocket::new_v6()?
+                    };
+                    socket.bind(SocketAddr::new(ip, 0))?;
+                    socket.connect(addr.addr).await?
+                }
+            };
             stream.set_nodelay(true)?;
             let hs = Handshake::initiator(&inner.identity, addr.id, inner.config.cipher)?;
             let (est, buf) = conn::handshake(&mut stream, hs, delay, None).await?;
@@ -957,9 +973,9 @@ impl Node {
         if handlers.get(protocol).is_some_and(|h| !h.is_closed()) {
             return Err(NetError::ProtocolTaken(protocol.to_string()));
         }
-        let (tx, rx) = mpsc::channel(self.inner.config.request_queue.max(1));
-        handlers.insert(protocol.to_string(), tx);
-        Ok(Requests { rx })
+        let queue = Arc::new(FairQueue::new(self.inner.config.request_queue));
+        handlers.insert(protocol.to_string(), queue.clone());
+        Ok(Requests { queue })
     }
 
     /// Sends a request and waits for the response, with the node's default
@@ -1075,7 +1091,10 @@ impl Node {
         for inbox in lock(&inner.inboxes).values() {
             inbox.close(false);
         }
-        lock(&inner.handlers).clear();
+        let handlers = std::mem::take(&mut *lock(&inner.handlers));
+        for queue in handlers.values() {
+            queue.close();
+        }
     }
 }
 
@@ -1166,14 +1185,27 @@ impl Drop for Receiver {
 }
 
 /// Incoming requests of one served protocol; see [`Node::serve`].
+///
+/// Requests are taken in turn by peer, one from each peer with any
+/// waiting, and one peer may hold at most an eighth of the queue
+/// (`NodeConfig::request_queue`; beyond it the peer is answered
+/// "overloaded"), so a peer with many requests in flight does not delay
+/// one with a single request by more than one request's handling.
 pub struct Requests {
-    rx: mpsc::Receiver<Request>,
+    queue: Arc<FairQueue<Request>>,
 }
 
 impl Requests {
     /// The next request, or `None` once the node has shut down.
     pub async fn recv(&mut self) -> Option<Request> {
-        self.rx.recv().await
+        self.queue.recv().await
+    }
+}
+
+impl Drop for Requests {
+    /// No longer served: what is queued is answered "no response".
+    fn drop(&mut self) {
+        drop(self.queue.close_and_drain());
     }
 }
 

@@ -186,8 +186,9 @@ async fn a_kicked_peer_stays_out_and_repeat_offenders_lose_their_address() {
     offend("127.0.4.1", k.clone()).await;
     eventually("banned", || node.is_banned(&k.peer_id())).await;
     assert_eq!(node.bans()[0].peer, k.peer_id());
-    // The same identity is refused at handshake completion, from anywhere.
-    for from in ["127.0.4.1", "127.0.4.9"] {
+    // The same identity is refused at handshake completion, from anywhere
+    // (each a strike against that address: see the next test).
+    for from in ["127.0.4.8", "127.0.4.9"] {
         let back = RawPeer::connect_as(&node, k.clone(), Some(ip(from))).await;
         if let Some(mut raw) = back {
             raw.expect_closed().await;
@@ -215,6 +216,51 @@ async fn a_kicked_peer_stays_out_and_repeat_offenders_lose_their_address() {
     // Its neighbours are not.
     let ok = RawPeer::connect_as(&node, Keypair::generate().unwrap(), Some(ip("127.0.4.2"))).await;
     assert!(ok.is_some());
+    still_serves(&node).await;
+    node.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_banned_peer_that_keeps_reconnecting_soon_costs_no_handshakes() {
+    let node = node().await;
+    let k = Keypair::generate().unwrap();
+    let mut raw = RawPeer::connect_as(&node, k.clone(), Some(ip("127.0.5.1")))
+        .await
+        .expect("admitted");
+    let wire = raw.frame(&[(CONTROL_CHANNEL, &[0xee; 5][..])]);
+    raw.send_raw(&wire).await;
+    raw.expect_closed().await;
+    eventually("banned", || node.is_banned(&k.peer_id())).await;
+    let handshakes = || node.metrics().counter("connections_rejected", "banned");
+    // Back twice while banned: refused after its handshake each time, and
+    // with the ban itself that is three strikes against the address.
+    for _ in 0..2 {
+        if let Some(mut raw) = RawPeer::connect_as(&node, k.clone(), Some(ip("127.0.5.1"))).await {
+            raw.expect_closed().await;
+        }
+    }
+    eventually("address banned", || {
+        node.banned_ips() == vec![ip("127.0.5.1")]
+    })
+    .await;
+    let before = handshakes();
+    // From now on it is refused at accept, before a handshake starts.
+    for _ in 0..5 {
+        let mut s = dial_from(&node, Some(ip("127.0.5.1"))).await;
+        assert!(closed_by_node(&mut s).await);
+    }
+    assert_eq!(handshakes(), before + 5);
+    assert_eq!(
+        node.metrics()
+            .counter("handshake_failures", "first_message_timeout"),
+        0
+    );
+    // Honest neighbours and other addresses are not affected.
+    assert!(
+        RawPeer::connect_as(&node, Keypair::generate().unwrap(), Some(ip("127.0.5.2")))
+            .await
+            .is_some()
+    );
     still_serves(&node).await;
     node.shutdown().await;
 }

@@ -125,6 +125,71 @@ async fn request_response_timeouts_and_errors() {
 }
 
 #[tokio::test]
+async fn one_peer_gets_an_eighth_of_a_request_queue_and_the_rest_still_get_in() {
+    let config = NodeConfig {
+        request_queue: 64,
+        ..NodeConfig::default()
+    };
+    let (heavy, light, b) = (node().await, node().await, node_with(config).await);
+    heavy.connect(b.addr().unwrap()).await.unwrap();
+    light.connect(b.addr().unwrap()).await.unwrap();
+    let bob = b.peer_id();
+    let mut held = b.serve("hold/1").unwrap();
+    // 20 at once from one peer: its share of 64 is 8, the other 12 are
+    // answered "overloaded" straight away.
+    let mut sent = tokio::task::JoinSet::new();
+    for i in 0..20u8 {
+        let heavy = heavy.clone();
+        sent.spawn(async move {
+            heavy
+                .request_with(&bob, "hold/1", vec![i], Duration::from_secs(20), 1000)
+                .await
+        });
+    }
+    let mut overloaded = 0;
+    while overloaded < 12 {
+        let r = tokio::time::timeout(Duration::from_secs(10), sent.join_next())
+            .await
+            .expect("overloaded answers come at once")
+            .unwrap()
+            .unwrap();
+        assert!(
+            matches!(
+                r,
+                Err(NetError::Remote {
+                    code: RemoteErrorCode::Overloaded,
+                    ..
+                })
+            ),
+            "{r:?}"
+        );
+        overloaded += 1;
+    }
+    // Another peer still gets in, and the held ones are all there.
+    let one = {
+        let light = light.clone();
+        tokio::spawn(async move { light.request(&bob, "hold/1", &b"light"[..]).await })
+    };
+    let mut got = Vec::new();
+    while got.len() < 9 {
+        let r = tokio::time::timeout(Duration::from_secs(10), held.recv())
+            .await
+            .expect("queued requests")
+            .unwrap();
+        got.push(r.body.clone());
+        r.respond(Bytes::from_static(b"ok"));
+    }
+    assert_eq!(got.iter().filter(|b| &b[..] == b"light").count(), 1);
+    assert_eq!(one.await.unwrap().unwrap(), Bytes::from_static(b"ok"));
+    while let Some(r) = sent.join_next().await {
+        assert_eq!(r.unwrap().unwrap(), Bytes::from_static(b"ok"));
+    }
+    for n in [heavy, light, b] {
+        n.shutdown().await;
+    }
+}
+
+#[tokio::test]
 async fn ping_measures_rtt_and_peers_are_listed() {
     let (a, b) = (node().await, node().await);
     let mut events = b.events();

@@ -44,6 +44,11 @@ impl<K: Hash + Eq + Copy, V> Recent<K, V> {
         self.new.entry(k).or_insert(v)
     }
 
+    /// The entry for `k` if held, without touching it.
+    pub fn get(&self, k: &K) -> Option<&V> {
+        self.new.get(k).or_else(|| self.old.get(k))
+    }
+
     pub fn len(&self) -> usize {
         self.new.len() + self.old.len()
     }
