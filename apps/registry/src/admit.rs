@@ -7,7 +7,9 @@
 //! allowance is ignored — not delivered, not forwarded, and not held
 //! against the peer that relayed it (an honest relay forwards what others
 //! published). Its name is still found through the DHT by whoever looks
-//! it up. Both tables keep the most recently active entries only
+//! it up. A relay's network that has nothing left is checked first, before
+//! the signature: what it sends meanwhile costs a lookup, not a
+//! verification. Both tables keep the most recently active entries only
 //! ([`Recent`]), so fresh keys cannot grow them.
 
 use std::time::Instant;
@@ -63,6 +65,16 @@ impl NewReleases {
             publishers: Recent::new(TABLE),
             prefixes: Recent::new(TABLE),
         }
+    }
+
+    /// Whether `prefix` has nothing left for a new release: checked before
+    /// an announcement's signature, so a relay over its allowance costs us
+    /// a table lookup per announcement, not a verification. Takes nothing.
+    pub fn prefix_spent(&self, now: Instant, prefix: Prefix) -> bool {
+        let a = self.per_prefix;
+        self.prefixes
+            .get(&prefix)
+            .is_some_and(|b| b.refilled(a, now).tokens < 1.0)
     }
 
     /// Takes one release from `publisher`'s allowance and from `prefix`'s
@@ -124,6 +136,12 @@ mod tests {
         t.admit(now, id(2), net).unwrap();
         t.admit(now, id(3), net).unwrap();
         assert_eq!(t.admit(now, id(4), net), Err(Throttled::Prefix));
+        let spent = |at, p: Option<Prefix>| p.is_some_and(|p| t.prefix_spent(at, p));
+        assert!(spent(now, net));
+        assert!(!spent(now, other));
+        let unseen = Some(Prefix::of([192, 0, 2, 1].into()));
+        assert!(!spent(now, unseen), "never seen");
+        assert!(!spent(now + Duration::from_secs(1), net), "refilled");
         // A refused release took nothing from the publisher.
         t.admit(now, id(4), other).unwrap();
         // A second later, one more each.

@@ -1173,17 +1173,17 @@ impl Inner {
     /// allowances and room in the store (over them: ignored, not held
     /// against the relay).
     fn validate(&self, m: &GossipMessage) -> Validation {
-        let verdict = match SignedRelease::decode(&m.data) {
-            Ok(r) => {
-                // The store's lock is let go before admit_new takes it.
-                let checked = self.store().check(&r);
-                match checked {
-                    Ok(Inserted::Known) => Validation::Accept,
-                    Ok(Inserted::New) => self.admit_new(m, &r),
-                    Err(_) => Validation::Reject,
-                }
-            }
-            Err(_) => Validation::Reject,
+        let prefix = self.node.remote_addr(&m.from).map(|a| Prefix::of(a.ip()));
+        let spent = prefix.is_some_and(|p| {
+            let admit = self.admit.lock().unwrap_or_else(|e| e.into_inner());
+            admit.prefix_spent(Instant::now(), p)
+        });
+        // The relay's network is over its allowance: nothing new it sends
+        // is stored, so its signatures are not worth checking.
+        let verdict = if spent {
+            Validation::Ignore
+        } else {
+            self.judge(m, prefix)
         };
         let counter = match verdict {
             Validation::Accept => &self.counters.announcements_accepted,
@@ -1194,15 +1194,29 @@ impl Inner {
         verdict
     }
 
-    fn admit_new(&self, m: &GossipMessage, r: &SignedRelease) -> Validation {
+    fn judge(&self, m: &GossipMessage, prefix: Option<Prefix>) -> Validation {
+        match SignedRelease::decode(&m.data) {
+            Ok(r) => {
+                // The store's lock is let go before admit_new takes it.
+                let checked = self.store().check(&r);
+                match checked {
+                    Ok(Inserted::Known) => Validation::Accept,
+                    Ok(Inserted::New) => self.admit_new(&r, m.data.len(), prefix),
+                    Err(_) => Validation::Reject,
+                }
+            }
+            Err(_) => Validation::Reject,
+        }
+    }
+
+    fn admit_new(&self, r: &SignedRelease, len: usize, prefix: Option<Prefix>) -> Validation {
         if r.publisher == self.node.peer_id() {
             return Validation::Accept;
         }
-        if self.store().has_room(m.data.len()).is_err() {
+        if self.store().has_room(len).is_err() {
             self.counters.announcements_over_quota.fetch_add(1, Relaxed);
             return Validation::Ignore;
         }
-        let prefix = self.node.remote_addr(&m.from).map(|a| Prefix::of(a.ip()));
         let admitted = self.admit.lock().unwrap_or_else(|e| e.into_inner()).admit(
             Instant::now(),
             r.publisher,
