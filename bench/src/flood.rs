@@ -6,10 +6,14 @@
 //! peers' request latency with and without the flood, and the flooded
 //! node's resident memory against [`RSS_BOUND`], stated before the run.
 //!
-//! The flooder is one identity and never paces itself: it ignores "slow
-//! down", floods with many requests in flight, and comes back when it is
-//! disconnected (a ban keeps it out). Every number it reports is what it
-//! saw; the node's own counters come from its process.
+//! The flooder never paces itself: it ignores "slow down", floods with
+//! many requests in flight, and comes back when it is disconnected (a ban
+//! keeps it out). Each phase starts under a new identity from a new
+//! loopback address (127.0.0.20 + phase), as an attacker with free keys
+//! and a few addresses would, so a ban in one phase does not spare the
+//! node the next one. The honest peers' latency is reported per phase as
+//! well as overall. Every number the flooder reports is what it saw; the
+//! node's own counters come from its process.
 
 use std::process::Stdio;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -61,6 +65,18 @@ pub struct FlooderReport {
     pub reconnects_refused: u64,
 }
 
+/// The phases, in order: what the flooder sends in each.
+pub const PHASES: [&str; 4] = ["requests", "dht writes", "gossip", "announcements"];
+
+/// The honest peers' latency while the flooder was in one phase.
+#[derive(Clone, Debug, Serialize)]
+pub struct PhaseLatency {
+    pub phase: &'static str,
+    pub latency: Latency,
+    /// Its p99 over the no-flood p99.
+    pub p99_ratio: f64,
+}
+
 #[derive(Clone, Debug, Serialize)]
 pub struct FloodReport {
     pub honest_peers: usize,
@@ -69,6 +85,7 @@ pub struct FloodReport {
     pub flood: Latency,
     /// Honest p99 under the flood over honest p99 without it (target ≤ 2).
     pub p99_ratio: f64,
+    pub phases: Vec<PhaseLatency>,
     pub rss_before: u64,
     pub rss_peak: u64,
     pub rss_bound: u64,
@@ -78,19 +95,16 @@ pub struct FloodReport {
     pub target: serde_json::Value,
 }
 
-fn config() -> NodeConfig {
-    // Everyone is on 127.0.0.1: ban the flooder's identity, never the
-    // address the honest peers share. Every other limit is the default.
-    NodeConfig {
-        ip_ban_strikes: 0,
-        ..NodeConfig::default()
-    }
+/// Where the flooder comes from in `phase`; the honest peers and the
+/// node are on 127.0.0.1. Every limit is the default.
+fn flooder_ip(phase: usize) -> std::net::IpAddr {
+    std::net::Ipv4Addr::new(127, 0, 0, 20 + phase as u8).into()
 }
 
 async fn echo_node(data_dir: Option<&std::path::Path>) -> Result<Node> {
     let mut b = Node::builder()
         .listen("127.0.0.1:0".parse()?)
-        .config(config());
+        .config(NodeConfig::default());
     if let Some(d) = data_dir {
         b = b.data_dir(d);
     }
@@ -147,22 +161,68 @@ pub async fn flood(b: &FloodBench) -> Result<FloodReport> {
         n.connect(addr).await?;
         honest.push(n);
     }
-    let no_flood = honest_load(&honest, addr.id, b.size, b.secs).await?;
+    let no_flood = Latency::from_samples(
+        honest_samples(&honest, addr.id, b.size, b.secs)
+            .await?
+            .into_iter()
+            .map(|s| s.1)
+            .collect(),
+    );
     let rss_before = rss.0.load(Relaxed);
     rss.1.store(rss_before, Relaxed);
-    let flooder = tokio::process::Command::new(&exe)
+    let mut flooder = tokio::process::Command::new(&exe)
         .args(FLOODER_COMMAND)
         .arg(addr.to_string())
         .arg(b.secs.to_string())
         .stdout(Stdio::piped())
         .kill_on_drop(true)
         .spawn()?;
-    // Let it connect and get going before measuring.
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let flood = honest_load(&honest, addr.id, b.size, b.secs).await?;
-    let out = flooder.wait_with_output().await?;
-    let report: FlooderReport = serde_json::from_slice(&out.stdout)
-        .with_context(|| format!("flooder said {:?}", String::from_utf8_lossy(&out.stdout)))?;
+    // It says when each phase starts, then its report.
+    let mut said = BufReader::new(flooder.stdout.take().context("no stdout")?).lines();
+    let mut starts = Vec::new();
+    while starts.is_empty() {
+        let line = next_line(&mut said).await?;
+        if line.starts_with("phase ") {
+            starts.push(Instant::now());
+        }
+    }
+    let load = {
+        let honest = honest.clone();
+        let (id, size, secs) = (addr.id, b.size, b.secs);
+        tokio::spawn(async move { honest_samples(&honest, id, size, secs).await })
+    };
+    let report: FlooderReport = loop {
+        let line = next_line(&mut said).await?;
+        if line.starts_with("phase ") {
+            starts.push(Instant::now());
+        } else {
+            break serde_json::from_str(&line).with_context(|| format!("flooder said {line:?}"))?;
+        }
+    };
+    let samples = load.await??;
+    let _ = flooder.wait().await;
+    let flood = Latency::from_samples(samples.iter().map(|s| s.1).collect());
+    let ratio = |l: &Latency| l.p99_us / no_flood.p99_us.max(1e-9);
+    let phases = PHASES
+        .iter()
+        .enumerate()
+        .map(|(i, phase)| {
+            let from = starts.get(i).copied();
+            let to = starts.get(i + 1).copied();
+            let latency = Latency::from_samples(
+                samples
+                    .iter()
+                    .filter(|(at, _)| from.is_some_and(|f| *at >= f) && to.is_none_or(|t| *at < t))
+                    .map(|s| s.1)
+                    .collect(),
+            );
+            PhaseLatency {
+                phase,
+                p99_ratio: ratio(&latency),
+                latency,
+            }
+        })
+        .collect();
     for n in &honest {
         n.shutdown().await;
     }
@@ -177,7 +237,8 @@ pub async fn flood(b: &FloodBench) -> Result<FloodReport> {
     Ok(FloodReport {
         honest_peers: b.honest,
         phase_secs: b.secs,
-        p99_ratio: flood.p99_us / no_flood.p99_us.max(1e-9),
+        p99_ratio: ratio(&flood),
+        phases,
         no_flood,
         flood,
         rss_before,
@@ -188,13 +249,24 @@ pub async fn flood(b: &FloodBench) -> Result<FloodReport> {
     })
 }
 
-/// Every honest peer sends one request at a time for `secs`.
-async fn honest_load(
+/// The flooder's next line (it says something within a minute).
+async fn next_line<R: tokio::io::AsyncBufRead + Unpin>(
+    lines: &mut tokio::io::Lines<R>,
+) -> Result<String> {
+    tokio::time::timeout(Duration::from_secs(60), lines.next_line())
+        .await
+        .context("the flooder went quiet")??
+        .context("the flooder exited")
+}
+
+/// Every honest peer sends one request at a time for `secs`: when each
+/// was sent, and how long its answer took.
+async fn honest_samples(
     nodes: &[Node],
     target: peerlink_net::PeerId,
     size: usize,
     secs: f64,
-) -> Result<Latency> {
+) -> Result<Vec<(Instant, Duration)>> {
     let body = Bytes::from(vec![0x11u8; size]);
     let mut tasks = Vec::new();
     for n in nodes {
@@ -205,7 +277,7 @@ async fn honest_load(
             while start.elapsed().as_secs_f64() < secs {
                 let t = Instant::now();
                 let reply = n.request(&target, ECHO, body.clone()).await?;
-                samples.push(t.elapsed());
+                samples.push((t, t.elapsed()));
                 if reply.len() != body.len() {
                     bail!("echo returned {} bytes", reply.len());
                 }
@@ -217,7 +289,7 @@ async fn honest_load(
     for t in tasks {
         all.extend(t.await??);
     }
-    Ok(Latency::from_samples(all))
+    Ok(all)
 }
 
 /// The flooded node: an echo service, the DHT on a data dir, gossip and a
@@ -271,20 +343,27 @@ async fn target_stats(node: &Node, registry: &peerlink_registry::Registry) -> se
 const IN_FLIGHT: usize = 64;
 
 /// The flooder: floods `addr` for `secs`, a quarter of the time with each
-/// kind, and prints what happened as one JSON line.
+/// kind, each under a new identity from its own address; prints
+/// `phase N` as each starts and what happened as one JSON line at the end.
 pub async fn serve_flooder(addr: &str, secs: f64) -> Result<()> {
     let addr: PeerAddr = addr
         .parse()
         .map_err(|e| anyhow::anyhow!("bad address: {e:?}"))?;
-    let node = Node::builder()
-        .listen("127.0.0.1:0".parse()?)
-        .config(config())
-        .build()
-        .await?;
     let r = Arc::new(Counters::default());
-    let _sub = node.gossip().subscribe(peerlink_registry::ANNOUNCE_TOPIC)?;
     let quarter = Duration::from_secs_f64(secs / 4.0);
-    for kind in 0..4u8 {
+    for kind in 0..PHASES.len() {
+        let ip = flooder_ip(kind);
+        let node = Node::builder()
+            .listen(std::net::SocketAddr::new(ip, 0))
+            .config(NodeConfig {
+                dial_source: Some(ip),
+                ..NodeConfig::default()
+            })
+            .build()
+            .await?;
+        let _sub = node.gossip().subscribe(peerlink_registry::ANNOUNCE_TOPIC)?;
+        node.connect(addr).await?;
+        println!("phase {kind}");
         let until = Instant::now() + quarter;
         let mut tasks = Vec::new();
         for lane in 0..IN_FLIGHT as u64 {
@@ -300,7 +379,7 @@ pub async fn serve_flooder(addr: &str, secs: f64) -> Result<()> {
                             continue;
                         }
                     }
-                    flood_once(&node, addr.id, kind, i, &r).await;
+                    flood_once(&node, addr.id, kind as u8, i, &r).await;
                     i += IN_FLIGHT as u64;
                 }
             }));
@@ -308,9 +387,9 @@ pub async fn serve_flooder(addr: &str, secs: f64) -> Result<()> {
         for t in tasks {
             let _ = t.await;
         }
+        node.shutdown().await;
     }
     println!("{}", serde_json::to_string(&r.report())?);
-    node.shutdown().await;
     Ok(())
 }
 

@@ -436,6 +436,14 @@ pub async fn run(args: Args) -> Result<()> {
             println!("honest p50/p99 without the flood: {}", ms(&r.no_flood));
             println!("honest p50/p99 with the flood:    {}", ms(&r.flood));
             println!("p99 ratio: {:.2} (target <= 2)", r.p99_ratio);
+            for p in &r.phases {
+                println!(
+                    "  while flooding {:<13} {} — p99 ratio {:.2}",
+                    format!("{}:", p.phase),
+                    ms(&p.latency),
+                    p.p99_ratio
+                );
+            }
             println!(
                 "flooded node RSS: {:.1} MiB before, {:.1} MiB peak (bound {:.0} MiB)",
                 r.rss_before as f64 / 1048576.0,
