@@ -107,7 +107,12 @@ impl<T> FairQueue<T> {
     }
 
     /// The next item, in turn by peer; `None` once closed and empty.
+    /// Takes from the task's cooperative budget as a channel would, so a
+    /// handler kept busy by a flood still lets its worker run other tasks.
+    /// The budget is taken before an item is, so a `recv` dropped while it
+    /// yields loses nothing.
     pub async fn recv(&self) -> Option<T> {
+        tokio::task::coop::consume_budget().await;
         loop {
             match self.try_pop() {
                 Ok(Some(item)) => return Some(item),
@@ -194,6 +199,26 @@ mod tests {
         assert_eq!(drained.len(), 16);
         assert!(matches!(q.push(peer(1), (1, 0)), Err(Refused::Closed(_))));
         assert_eq!(q.try_pop(), Err(()));
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_handler_kept_busy_still_lets_other_tasks_run() {
+        let q = std::sync::Arc::new(FairQueue::new(4096));
+        for i in 0..1000 {
+            assert!(q.push(peer((i % 200) as u8), (0, i)).is_ok());
+        }
+        let ran = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let other = {
+            let ran = ran.clone();
+            tokio::spawn(async move { ran.store(true, std::sync::atomic::Ordering::SeqCst) })
+        };
+        let mut taken = 0;
+        while !ran.load(std::sync::atomic::Ordering::SeqCst) {
+            q.recv().await.unwrap();
+            taken += 1;
+            assert!(taken < 1000, "recv never yielded");
+        }
+        other.await.unwrap();
     }
 
     #[tokio::test]
