@@ -244,6 +244,15 @@ impl BanState {
         self.peers.len() + self.ips.len() + self.strikes.len()
     }
 
+    /// Schedules an expiry; renewals leave stale ones behind, so past a
+    /// few times the table's size the heap is rebuilt from the tables.
+    fn push_due(&mut self, at: Instant, what: Banned) {
+        self.due.push(Reverse((at, what)));
+        if self.due.len() > 4 * self.len().max(64) {
+            self.rebuild_due();
+        }
+    }
+
     /// One more strike against `ip`, counting until `until`; bans the
     /// address at `needed` strikes (0: never). Returns whether it is banned.
     fn strike(&mut self, ip: IpAddr, until: Instant, needed: u32) -> bool {
@@ -256,13 +265,13 @@ impl BanState {
             e.1 = e.1.max(until);
             e.0
         };
-        self.due.push(Reverse((until, Banned::Strikes(ip))));
+        self.push_due(until, Banned::Strikes(ip));
         if strikes < needed {
             return false;
         }
         let longer = self.ips.get(&ip).map_or(until, |u| (*u).max(until));
         self.ips.insert(ip, longer);
-        self.due.push(Reverse((longer, Banned::Ip(ip))));
+        self.push_due(longer, Banned::Ip(ip));
         true
     }
 
@@ -303,10 +312,7 @@ impl Bans {
         s.make_room(self.max_entries);
         let longer = s.peers.get(&peer).map_or(until, |(u, _)| (*u).max(until));
         s.peers.insert(peer, (longer, reason.to_string()));
-        s.due.push(Reverse((longer, Banned::Peer(peer))));
-        if s.due.len() > 4 * self.max_entries {
-            s.rebuild_due();
-        }
+        s.push_due(longer, Banned::Peer(peer));
         match ip {
             Some(ip) => s.strike(ip, until, self.strikes_for_ip),
             None => false,
