@@ -25,6 +25,7 @@ use tokio::task::AbortHandle;
 
 use crate::node::Inner;
 use crate::queue::{lock, Close, Inbox, Message, Outbound, WriteSide};
+use crate::share::Share;
 use crate::NetError;
 
 /// Read at least this much at a time while traffic flows...
@@ -117,6 +118,9 @@ pub(crate) struct Conn {
     requests: Mutex<HashMap<u64, Pending>>,
     /// Requests from the peer handed to a handler and not yet answered.
     serving: AtomicUsize,
+    /// What its served requests cost against its rate ([`crate::share`]);
+    /// `None` when the node sets no rate.
+    share: Option<Share>,
     /// The peer said go-away: it takes no new requests on this connection.
     peer_leaving: AtomicBool,
     pings: Mutex<HashMap<u64, oneshot::Sender<Instant>>>,
@@ -133,6 +137,7 @@ impl Conn {
         inbound: bool,
         keepalive: Keepalive,
         out: Outbound,
+        share: Option<Share>,
     ) -> Self {
         Conn {
             id,
@@ -144,6 +149,7 @@ impl Conn {
             keepalive: Mutex::new(keepalive),
             requests: Mutex::new(HashMap::new()),
             serving: AtomicUsize::new(0),
+            share,
             peer_leaving: AtomicBool::new(false),
             pings: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
@@ -185,6 +191,13 @@ impl Conn {
     /// its answer (or its drop) goes out.
     pub fn serving(&self) {
         self.serving.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Charges the peer `bytes` of served requests ([`crate::share`]).
+    pub fn charge(&self, bytes: u64) {
+        if let Some(share) = &self.share {
+            share.charge(bytes);
+        }
     }
 
     pub fn answered(&self) {
@@ -273,7 +286,17 @@ pub(crate) async fn reader(
     let mut goaway = None;
     let mut last_read = 0;
     loop {
-        while let Some(plain) = dec.decode(&mut buf)? {
+        loop {
+            // Over its share of our request handling, the peer waits in
+            // its own socket.
+            if let Some(wait) = conn.share.as_ref().and_then(Share::over) {
+                node.metrics.paused(wait);
+                tokio::time::sleep(wait).await;
+                continue;
+            }
+            let Some(plain) = dec.decode(&mut buf)? else {
+                break;
+            };
             let now = Instant::now();
             let mut app = false;
             let mut current: Option<Arc<Inbox>> = None;

@@ -65,6 +65,7 @@ mod metrics;
 mod metrics_http;
 mod node;
 mod queue;
+mod share;
 mod store;
 pub mod testnet;
 

@@ -34,6 +34,10 @@ pub struct Metrics {
     pub(crate) handshake_failures: Family<Labels, Counter>,
     pub(crate) peer_errors: Family<Labels, Counter>,
     pub(crate) requests: Family<Labels, Counter>,
+    /// Times a peer over its share of request handling was not read, and
+    /// for how long in all.
+    serve_pauses: Counter,
+    serve_paused_seconds: Counter<f64, std::sync::atomic::AtomicU64>,
 }
 
 fn label(k: &'static str, v: impl ToString) -> Labels {
@@ -56,6 +60,8 @@ impl Metrics {
             handshake_failures: Family::default(),
             peer_errors: Family::default(),
             requests: Family::default(),
+            serve_pauses: Counter::default(),
+            serve_paused_seconds: Counter::default(),
         };
         let r = &mut m.registry;
         r.register(
@@ -118,7 +124,22 @@ impl Metrics {
             "Outbound requests, by outcome",
             m.requests.clone(),
         );
+        r.register(
+            "serve_pauses",
+            "Times a peer over its share of request handling was not read",
+            m.serve_pauses.clone(),
+        );
+        r.register(
+            "serve_paused_seconds",
+            "Time peers over their share of request handling were not read",
+            m.serve_paused_seconds.clone(),
+        );
         m
+    }
+
+    pub(crate) fn paused(&self, wait: std::time::Duration) {
+        self.serve_pauses.inc();
+        self.serve_paused_seconds.inc_by(wait.as_secs_f64());
     }
 
     pub(crate) fn outbound(&self, channel: u16) -> ChannelCounters {
@@ -201,6 +222,12 @@ impl Metrics {
                 ("direction", direction.to_string()),
             ])
             .get()
+    }
+
+    /// Times a peer over its share of request handling was not read
+    /// ([`crate::NodeConfig::peer_serve_rate`]).
+    pub fn serve_pauses(&self) -> u64 {
+        self.serve_pauses.get()
     }
 
     /// The sum of a counter family over all its labels, e.g.

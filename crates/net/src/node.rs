@@ -24,6 +24,7 @@ use crate::conn::{self, Conn};
 use crate::fair::{self, FairQueue};
 use crate::metrics::Metrics;
 use crate::queue::{lock, Close, Inbox, Message, Outbound, Refused};
+use crate::share::{self, Share};
 use crate::NetError;
 
 /// Something that happened to a peer.
@@ -165,6 +166,7 @@ impl NodeBuilder {
             shutdown: AtomicBool::new(false),
             dht: std::sync::OnceLock::new(),
             gossip: std::sync::OnceLock::new(),
+            requesters: Arc::new(share::Requesters::new(Instant::now())),
         });
         for c in inner.channels.iter().filter(|c| c.id >= FIRST_APP_CHANNEL) {
             inner.inbox(c.id);
@@ -221,6 +223,8 @@ pub(crate) struct Inner {
     shutdown: AtomicBool,
     dht: std::sync::OnceLock<crate::dht::DhtHandle>,
     gossip: std::sync::OnceLock<crate::gossip::GossipHandle>,
+    /// Peers with requests served lately (see [`crate::share`]).
+    requesters: Arc<share::Requesters>,
 }
 
 /// Holds one slot of the per-IP connection limit until dropped.
@@ -455,7 +459,15 @@ impl Inner {
         let keepalive = Keepalive::new(self.config.keepalive, Instant::now());
         let id = self.next_conn_id.fetch_add(1, Ordering::Relaxed);
         let out = Outbound::new(self.channels.clone(), self.metrics.clone());
-        let conn = Arc::new(Conn::new(id, peer, addr, inbound, keepalive, out));
+        let conn = Arc::new(Conn::new(
+            id,
+            peer,
+            addr,
+            inbound,
+            keepalive,
+            out,
+            Share::new(self.config.peer_serve_rate, self.requesters.clone()),
+        ));
         let mut refused = None;
         {
             let mut peers = lock(&self.peers);
@@ -585,6 +597,7 @@ impl Inner {
             return conn::respond_error(conn, id, RemoteErrorCode::UnknownProtocol, &protocol);
         };
         conn.serving();
+        conn.charge(body.len() as u64 + share::REQUEST_COST);
         let request = Request {
             peer: conn.peer,
             protocol,

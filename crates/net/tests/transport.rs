@@ -190,6 +190,76 @@ async fn one_peer_gets_an_eighth_of_a_request_queue_and_the_rest_still_get_in() 
 }
 
 #[tokio::test]
+async fn a_peer_over_its_serve_rate_waits_while_others_are_served_but_not_alone() {
+    // 2 MiB/s: a burst of 256 KiB, far less than the heavy peer sends.
+    // No DHT: only the echoes below are served requests.
+    let config = NodeConfig {
+        peer_serve_rate: 2 << 20,
+        dht: None,
+        ..NodeConfig::default()
+    };
+    let (heavy, light, b) = (node().await, node().await, node_with(config).await);
+    heavy.connect(b.addr().unwrap()).await.unwrap();
+    light.connect(b.addr().unwrap()).await.unwrap();
+    let bob = b.peer_id();
+    let mut echo = b.serve("echo/1").unwrap();
+    tokio::spawn(async move {
+        while let Some(r) = echo.recv().await {
+            let body = r.body.clone();
+            r.respond(body);
+        }
+    });
+    let big = Bytes::from(vec![7u8; 64 << 10]);
+    let send_big = |n: usize| {
+        let (heavy, big) = (heavy.clone(), big.clone());
+        async move {
+            let mut calls = tokio::task::JoinSet::new();
+            for _ in 0..n {
+                let (heavy, big) = (heavy.clone(), big.clone());
+                calls.spawn(async move { heavy.request(&bob, "echo/1", big).await });
+            }
+            while let Some(r) = calls.join_next().await {
+                assert_eq!(r.unwrap().unwrap().len(), 64 << 10);
+            }
+        }
+    };
+    // Alone, a peer is served as fast as it asks: 2 MiB in and out
+    // against a 256 KiB burst, and never a pause.
+    send_big(16).await;
+    assert_eq!(b.metrics().serve_pauses(), 0);
+    // With another peer served too, the heavy one waits for its rate; the
+    // light one is answered throughout, and nothing is lost.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    light.request(&bob, "echo/1", &b"hi"[..]).await.unwrap();
+    let light_task = {
+        let (light, stop) = (light.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut answered = 0u32;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                assert_eq!(
+                    light.request(&bob, "echo/1", &b"hi"[..]).await.unwrap(),
+                    Bytes::from_static(b"hi")
+                );
+                answered += 1;
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            answered
+        })
+    };
+    send_big(16).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert!(light_task.await.unwrap() > 0);
+    assert!(b.metrics().serve_pauses() > 0);
+    assert!(b
+        .metrics()
+        .encode()
+        .contains("peerlink_serve_paused_seconds_total"));
+    for n in [heavy, light, b] {
+        n.shutdown().await;
+    }
+}
+
+#[tokio::test]
 async fn ping_measures_rtt_and_peers_are_listed() {
     let (a, b) = (node().await, node().await);
     let mut events = b.events();
