@@ -14,6 +14,12 @@
 //! node the next one. The honest peers' latency is reported per phase as
 //! well as overall. Every number the flooder reports is what it saw; the
 //! node's own counters come from its process.
+//!
+//! A run is several rounds, each a no-flood measurement followed by a
+//! flood with a fresh flooder (fresh identities and addresses): a sub-ms
+//! p99 on a shared machine drifts by more than the effect between one
+//! minute and the next, so each round's ratio compares neighbours, and
+//! the figure is the median of the rounds' ratios.
 
 use std::process::Stdio;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -44,14 +50,19 @@ const ECHO: &str = "bench/echo";
 
 #[derive(Clone, Debug)]
 pub struct FloodBench {
-    /// Seconds of each phase: without, then with the flood.
+    /// Seconds of each half of a round: without, then with the flood.
     pub secs: f64,
     pub honest: usize,
     /// Bytes of an honest request.
     pub size: usize,
+    /// Rounds (at most [`MAX_ROUNDS`]).
+    pub rounds: usize,
 }
 
-/// What the flooder did and what it got.
+/// Each round's flooder takes four loopback addresses of its own.
+pub const MAX_ROUNDS: usize = 50;
+
+/// What the flooder did and what it got (summed over rounds).
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct FlooderReport {
     pub requests_sent: u64,
@@ -77,15 +88,32 @@ pub struct PhaseLatency {
     pub p99_ratio: f64,
 }
 
+/// One round: the honest peers without, then with the flood.
+#[derive(Clone, Debug, Serialize)]
+pub struct Round {
+    pub no_flood: Latency,
+    pub flood: Latency,
+    /// Honest p99 under the flood over honest p99 without it.
+    pub p99_ratio: f64,
+    pub phases: Vec<PhaseLatency>,
+}
+
+/// A phase's ratio, the median over rounds.
+#[derive(Clone, Debug, Serialize)]
+pub struct PhaseRatio {
+    pub phase: &'static str,
+    pub p99_ratio: f64,
+}
+
 #[derive(Clone, Debug, Serialize)]
 pub struct FloodReport {
     pub honest_peers: usize,
     pub phase_secs: f64,
-    pub no_flood: Latency,
-    pub flood: Latency,
-    /// Honest p99 under the flood over honest p99 without it (target ≤ 2).
+    pub rounds: Vec<Round>,
+    /// The median of the rounds' p99 ratios (target ≤ 2).
     pub p99_ratio: f64,
-    pub phases: Vec<PhaseLatency>,
+    /// Each phase's median ratio.
+    pub phases: Vec<PhaseRatio>,
     pub rss_before: u64,
     pub rss_peak: u64,
     pub rss_bound: u64,
@@ -97,8 +125,31 @@ pub struct FloodReport {
 
 /// Where the flooder comes from in `phase`; the honest peers and the
 /// node are on 127.0.0.1. Every limit is the default.
-fn flooder_ip(phase: usize) -> std::net::IpAddr {
-    std::net::Ipv4Addr::new(127, 0, 0, 20 + phase as u8).into()
+fn flooder_ip(round: usize, phase: usize) -> std::net::IpAddr {
+    let last = 20 + PHASES.len() * round.min(MAX_ROUNDS - 1) + phase;
+    std::net::Ipv4Addr::new(127, 0, 0, last as u8).into()
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+impl FlooderReport {
+    fn add(&mut self, o: &FlooderReport) {
+        self.requests_sent += o.requests_sent;
+        self.requests_answered += o.requests_answered;
+        self.dht_writes_sent += o.dht_writes_sent;
+        self.dht_writes_stored += o.dht_writes_stored;
+        self.gossip_sent += o.gossip_sent;
+        self.announcements_sent += o.announcements_sent;
+        self.disconnected += o.disconnected;
+        self.reconnects_refused += o.reconnects_refused;
+    }
 }
 
 async fn echo_node(data_dir: Option<&std::path::Path>) -> Result<Node> {
@@ -161,19 +212,78 @@ pub async fn flood(b: &FloodBench) -> Result<FloodReport> {
         n.connect(addr).await?;
         honest.push(n);
     }
+    if b.rounds == 0 || b.rounds > MAX_ROUNDS {
+        bail!("rounds must be 1 to {MAX_ROUNDS}");
+    }
+    let rss_before = rss.0.load(Relaxed);
+    rss.1.store(rss_before, Relaxed);
+    let mut rounds = Vec::new();
+    let mut flooded = FlooderReport::default();
+    for round in 0..b.rounds {
+        let (r, report) = flood_round(b, &exe, &honest, addr, round).await?;
+        flooded.add(&report);
+        rounds.push(r);
+    }
+    for n in &honest {
+        n.shutdown().await;
+    }
+    // End of its input: it says what it saw and exits.
+    drop(target.stdin.take());
+    let target_stats = tokio::time::timeout(Duration::from_secs(10), last_word)
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .unwrap_or_default();
+    drop(target);
+    let phases = PHASES
+        .iter()
+        .enumerate()
+        .map(|(i, phase)| PhaseRatio {
+            phase,
+            p99_ratio: median(
+                rounds
+                    .iter()
+                    .filter_map(|r| r.phases.get(i).map(|p| p.p99_ratio))
+                    .collect(),
+            ),
+        })
+        .collect();
+    Ok(FloodReport {
+        honest_peers: b.honest,
+        phase_secs: b.secs,
+        p99_ratio: median(rounds.iter().map(|r| r.p99_ratio).collect()),
+        phases,
+        rounds,
+        rss_before,
+        rss_peak: rss.1.load(Relaxed),
+        rss_bound: RSS_BOUND,
+        flooder: flooded,
+        target: target_stats,
+    })
+}
+
+/// One round: the honest peers' latency for `secs` without the flood,
+/// then for `secs` while a fresh flooder runs its phases.
+async fn flood_round(
+    b: &FloodBench,
+    exe: &std::path::Path,
+    honest: &[Node],
+    addr: PeerAddr,
+    round: usize,
+) -> Result<(Round, FlooderReport)> {
+    let target = addr.id;
     let no_flood = Latency::from_samples(
-        honest_samples(&honest, addr.id, b.size, b.secs)
+        honest_samples(honest, target, b.size, b.secs)
             .await?
             .into_iter()
             .map(|s| s.1)
             .collect(),
     );
-    let rss_before = rss.0.load(Relaxed);
-    rss.1.store(rss_before, Relaxed);
-    let mut flooder = tokio::process::Command::new(&exe)
+    let mut flooder = tokio::process::Command::new(exe)
         .args(FLOODER_COMMAND)
         .arg(addr.to_string())
         .arg(b.secs.to_string())
+        .arg(round.to_string())
         .stdout(Stdio::piped())
         .kill_on_drop(true)
         .spawn()?;
@@ -187,9 +297,9 @@ pub async fn flood(b: &FloodBench) -> Result<FloodReport> {
         }
     }
     let load = {
-        let honest = honest.clone();
-        let (id, size, secs) = (addr.id, b.size, b.secs);
-        tokio::spawn(async move { honest_samples(&honest, id, size, secs).await })
+        let honest = honest.to_vec();
+        let (size, secs) = (b.size, b.secs);
+        tokio::spawn(async move { honest_samples(&honest, target, size, secs).await })
     };
     let report: FlooderReport = loop {
         let line = next_line(&mut said).await?;
@@ -223,30 +333,13 @@ pub async fn flood(b: &FloodBench) -> Result<FloodReport> {
             }
         })
         .collect();
-    for n in &honest {
-        n.shutdown().await;
-    }
-    // End of its input: it says what it saw and exits.
-    drop(target.stdin.take());
-    let target_stats = tokio::time::timeout(Duration::from_secs(10), last_word)
-        .await
-        .ok()
-        .and_then(Result::ok)
-        .unwrap_or_default();
-    drop(target);
-    Ok(FloodReport {
-        honest_peers: b.honest,
-        phase_secs: b.secs,
+    let round = Round {
         p99_ratio: ratio(&flood),
         phases,
         no_flood,
         flood,
-        rss_before,
-        rss_peak: rss.1.load(Relaxed),
-        rss_bound: RSS_BOUND,
-        flooder: report,
-        target: target_stats,
-    })
+    };
+    Ok((round, report))
 }
 
 /// The flooder's next line (it says something within a minute).
@@ -328,6 +421,7 @@ async fn target_stats(node: &Node, registry: &peerlink_registry::Registry) -> se
     let r = registry.stats();
     serde_json::json!({
         "bans": bans,
+        "serve_pauses": node.metrics().serve_pauses(),
         "dht_held_bytes": dht.as_ref().map(|d| d.held_bytes),
         "dht_writes_slowed": dht.as_ref().map(|d| d.stats.rate_limited),
         "dht_writes_refused_quota": dht.as_ref().map(|d| d.stats.refused_quota),
@@ -342,17 +436,18 @@ async fn target_stats(node: &Node, registry: &peerlink_registry::Registry) -> se
 /// Requests in flight at once while flooding.
 const IN_FLIGHT: usize = 64;
 
-/// The flooder: floods `addr` for `secs`, a quarter of the time with each
-/// kind, each under a new identity from its own address; prints
-/// `phase N` as each starts and what happened as one JSON line at the end.
-pub async fn serve_flooder(addr: &str, secs: f64) -> Result<()> {
+/// The flooder of round `round`: floods `addr` for `secs`, a quarter of
+/// the time with each kind, each under a new identity from its own
+/// address; prints `phase N` as each starts and what happened as one JSON
+/// line at the end.
+pub async fn serve_flooder(addr: &str, secs: f64, round: usize) -> Result<()> {
     let addr: PeerAddr = addr
         .parse()
         .map_err(|e| anyhow::anyhow!("bad address: {e:?}"))?;
     let r = Arc::new(Counters::default());
     let quarter = Duration::from_secs_f64(secs / 4.0);
     for kind in 0..PHASES.len() {
-        let ip = flooder_ip(kind);
+        let ip = flooder_ip(round, kind);
         let node = Node::builder()
             .listen(std::net::SocketAddr::new(ip, 0))
             .config(NodeConfig {

@@ -450,3 +450,44 @@ fn ban_lists_in_status_keeps_the_peer_out_and_unban_lifts_it() {
     let (ok, _, err) = run_in(home_a.path(), &["ban", &b_id, "--for", "forever"]);
     assert!(!ok && err.contains("not a duration"), "{err}");
 }
+
+#[test]
+fn bench_flood_runs_rounds_and_keeps_the_flooded_node_under_its_memory_bound() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("flood.json");
+    let out = peerlink()
+        .args([
+            "bench", "flood", "--secs", "1", "--rounds", "2", "--honest", "2",
+        ])
+        .arg("--json")
+        .arg(&json)
+        .stderr(Stdio::null())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(stdout.contains("p99 ratio, median of 2 rounds"), "{stdout}");
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let rounds = v["rounds"].as_array().unwrap();
+    assert_eq!(rounds.len(), 2);
+    for r in rounds {
+        assert!(r["no_flood"]["samples"].as_u64().unwrap() > 0);
+        assert!(r["flood"]["samples"].as_u64().unwrap() > 0);
+        assert_eq!(r["phases"].as_array().unwrap().len(), 4);
+    }
+    // Every phase flooded, each round under fresh identities.
+    let f = &v["flooder"];
+    for k in [
+        "requests_sent",
+        "dht_writes_sent",
+        "gossip_sent",
+        "announcements_sent",
+    ] {
+        assert!(f[k].as_u64().unwrap() > 0, "{k}: {f}");
+    }
+    let (peak, bound) = (
+        v["rss_peak"].as_u64().unwrap(),
+        v["rss_bound"].as_u64().unwrap(),
+    );
+    assert!(peak > 0 && peak < bound, "{peak} of {bound}");
+}

@@ -112,12 +112,13 @@ pub struct NodeConfig {
     /// Requests waiting for a handler, per protocol; one peer may hold an
     /// eighth of them, and the handler takes them in turn by peer.
     pub request_queue: usize,
-    /// Bytes a second of served requests (request, response, and 256 per
-    /// request for the fixed work) one peer gets while other peers have
-    /// requests served too; over it, its connection is not read until it
-    /// is back within it, so it waits in its own socket. A peer alone is
-    /// not limited. 0: no limit. The default, 32 MiB/s, is a thousand
-    /// 16 KiB echoes a second against a peer's 30,000 small requests.
+    /// While other peers have requests served too, one peer's served
+    /// requests (request and response bytes, plus 1 KiB each for the
+    /// fixed work) are held to the larger of this many bytes a second and
+    /// 1.5× what the others cost on average; over it, its connection is
+    /// not read until it is back within it, so it waits in its own socket.
+    /// A peer alone is not limited. 0: no limit. The default, 32 MiB/s,
+    /// is about a thousand 16 KiB echoes or 30,000 small requests a second.
     pub peer_serve_rate: u64,
     /// AEAD for connections this node dials.
     pub cipher: CipherSuite,
