@@ -30,6 +30,7 @@
 //! count; gossip, channels and responses to our own requests have their
 //! own bounds.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -156,6 +157,13 @@ impl Requesters {
     fn window(&self, now: Instant) -> u64 {
         (now.saturating_duration_since(self.epoch).as_nanos() / WINDOW.as_nanos()) as u64
     }
+
+    /// Window `w`'s tally so far and the one before it.
+    fn tallies(&self, w: u64) -> (Tally, Tally) {
+        let mut n = lock(&self.windows);
+        n.roll(w);
+        (n.current, n.previous)
+    }
 }
 
 /// One connection's account.
@@ -163,6 +171,9 @@ pub(crate) struct Share {
     floor: u64,
     requesters: Arc<Requesters>,
     account: Mutex<Account>,
+    /// Set by the first charge: a connection that never had a request
+    /// served (streams only) is never looked at.
+    charged: AtomicBool,
 }
 
 struct Account {
@@ -191,6 +202,7 @@ impl Share {
                 rated: w,
             }),
             requesters,
+            charged: AtomicBool::new(false),
         })
     }
 
@@ -206,6 +218,7 @@ impl Share {
     }
 
     fn charge_at(&self, bytes: u64, now: Instant) {
+        self.charged.store(true, Ordering::Relaxed);
         let w = self.requesters.window(now);
         let mut a = lock(&self.account);
         a.mine.roll(w);
@@ -221,20 +234,16 @@ impl Share {
     }
 
     fn over_at(&self, now: Instant) -> Option<Duration> {
-        let w = self.requesters.window(now);
-        let (current, previous) = {
-            let mut n = lock(&self.requesters.windows);
-            n.roll(w);
-            (n.current, n.previous)
-        };
-        if current.peers.max(previous.peers) < 2 {
+        if !self.charged.load(Ordering::Relaxed) {
             return None;
         }
+        let w = self.requesters.window(now);
         let mut a = lock(&self.account);
         a.mine.roll(w);
         if a.rated != w {
             a.rated = w;
             // The others' average over the window that just ended.
+            let previous = self.requesters.tallies(w).1;
             let others = Tally {
                 peers: previous.peers.saturating_sub(a.mine.previous.peers),
                 bytes: previous.bytes.saturating_sub(a.mine.previous.bytes),
@@ -242,7 +251,11 @@ impl Share {
             let rate = self.rate(others);
             a.budget.set_rate(rate, now);
         }
-        a.budget.debt(now)
+        // The node's tallies are looked at only when this peer is in debt.
+        let wait = a.budget.debt(now)?;
+        drop(a);
+        let (current, previous) = self.requesters.tallies(w);
+        (current.peers.max(previous.peers) >= 2).then_some(wait)
     }
 
     /// The floor, or 1.5× the others' average rate.
