@@ -29,6 +29,12 @@ use crate::NetError;
 /// The request/response protocol the DHT speaks.
 pub const PROTOCOL: &str = "dht/1";
 
+/// What a write answered "slow down" costs its peer's share of our
+/// request handling ([`crate::NodeConfig::peer_serve_rate`]), on top of
+/// its bytes: a writer that honours the answer pays it for the few writes
+/// it had in flight; one that ignores it is soon not read.
+const SLOWED_WRITE_COST: u64 = 64 << 10;
+
 /// The result of a DHT query: the value and how the network answered.
 #[derive(Clone, Debug)]
 pub struct Outcome<T> {
@@ -410,6 +416,11 @@ impl Driver {
                     .map(|(l, c)| SocketAddr::new(c.ip(), l.port()));
                 let now = Instant::now();
                 let resp = self.dht.handle_request(now, from, addr, r.body);
+                if matches!(resp, Response::SlowDown { .. }) {
+                    // A write past the peer's rate is worth nothing to us:
+                    // one that keeps writing soon waits in its own socket.
+                    req.charge(SLOWED_WRITE_COST);
+                }
                 req.respond(resp.encode());
                 self.used.insert(from, now);
                 self.close_idle(node, &from);

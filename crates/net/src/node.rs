@@ -1240,6 +1240,15 @@ impl Request {
         Some((conn, id))
     }
 
+    /// Counts `bytes` more against the peer's share of request handling
+    /// ([`NodeConfig::peer_serve_rate`]), for a request that cost more
+    /// than its bytes or was worth nothing to us.
+    pub(crate) fn charge(&self, bytes: u64) {
+        if let Some(conn) = self.reply.as_ref().and_then(|(c, _)| c.upgrade()) {
+            conn.charge(bytes);
+        }
+    }
+
     /// Sends `body` as the response (dropped if the peer has gone).
     pub fn respond(mut self, body: impl Into<Bytes>) {
         if let Some((conn, id)) = self.take_reply() {

@@ -288,3 +288,87 @@ async fn malformed_dht_requests_disconnect_and_count_while_others_are_served() {
         n.shutdown().await;
     }
 }
+
+#[tokio::test]
+async fn a_writer_that_ignores_slow_down_waits_in_its_own_socket_while_others_are_served() {
+    use peerlink_proto::dht::{Key, Record, Request, RequestBody, Response};
+    let listen = || "127.0.0.1:0".parse().unwrap();
+    let a = Node::builder().listen(listen()).build().await.unwrap();
+    let mut echo = a.serve("echo/1").unwrap();
+    tokio::spawn(async move {
+        while let Some(r) = echo.recv().await {
+            let body = r.body.clone();
+            r.respond(body);
+        }
+    });
+    let writer = Node::builder()
+        .listen(listen())
+        .without_dht()
+        .build()
+        .await
+        .unwrap();
+    let light = Node::builder()
+        .listen(listen())
+        .without_dht()
+        .build()
+        .await
+        .unwrap();
+    writer.connect(a.addr().unwrap()).await.unwrap();
+    light.connect(a.addr().unwrap()).await.unwrap();
+    let target = a.peer_id();
+    // Another peer is served throughout.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    light.request(&target, "echo/1", &b"hi"[..]).await.unwrap();
+    let light_task = {
+        let (light, stop) = (light.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut answered = 0u32;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                light.request(&target, "echo/1", &b"hi"[..]).await.unwrap();
+                answered += 1;
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            answered
+        })
+    };
+    // 600 writes of fresh keys, 16 at a time, "slow down" ignored: past
+    // the burst of 100 each costs 64 KiB of the writer's share, so it is
+    // soon paused.
+    let mut calls = tokio::task::JoinSet::new();
+    let (mut slowed, mut sent) = (0u32, 0u64);
+    while sent < 600 || !calls.is_empty() {
+        while sent < 600 && calls.len() < 16 {
+            let record = Record::sign(
+                writer.keypair(),
+                Key::hash(&sent.to_le_bytes()),
+                bytes::Bytes::from_static(b"v"),
+                1,
+                u64::MAX / 2,
+            );
+            let req = Request {
+                listen: None,
+                body: RequestBody::PutRecord { record },
+            };
+            let w = writer.clone();
+            calls.spawn(async move { w.request(&target, "dht/1", req.encode()).await });
+            sent += 1;
+        }
+        match calls.join_next().await {
+            Some(Ok(Ok(resp))) => {
+                if matches!(Response::decode(&resp), Ok(Response::SlowDown { .. })) {
+                    slowed += 1;
+                }
+            }
+            // Banned for write_flood before the end: the connection closed.
+            Some(_) => {}
+            None => break,
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert!(slowed > 100, "{slowed} writes slowed down");
+    assert!(a.metrics().serve_pauses() > 0);
+    assert!(light_task.await.unwrap() > 0);
+    for n in [a, writer, light] {
+        n.shutdown().await;
+    }
+}
