@@ -1,0 +1,279 @@
+//! Transactions and their wire form.
+//!
+//! ```text
+//! version  u8 = 1
+//! sender   32 bytes, an ed25519 public key
+//! nonce    u64 little-endian
+//! fee_rate u64 little-endian, per byte of this encoding
+//! length   u32 little-endian, at most MAX_PAYLOAD
+//! payload  length bytes
+//! signature 64 bytes, ed25519 by sender over everything before it
+//! ```
+//!
+//! A transaction's id is the BLAKE3 hash of the whole encoding. Decoding
+//! checks the length against [`MAX_ENCODED`] before anything else, never
+//! allocates more than the input, and verifies the signature last (the
+//! cheap checks first).
+
+use bytes::Bytes;
+use peerlink_net::{Keypair, PeerId};
+
+/// Largest payload.
+pub const MAX_PAYLOAD: usize = 4096;
+/// Fixed part of the encoding: version, sender, nonce, fee rate, length,
+/// signature.
+pub const OVERHEAD: usize = 1 + 32 + 8 + 8 + 4 + 64;
+/// Largest encoding.
+pub const MAX_ENCODED: usize = OVERHEAD + MAX_PAYLOAD;
+const VERSION: u8 = 1;
+const SIGNATURE: usize = 64;
+
+/// A transaction's id: the BLAKE3 hash of its encoding.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TxId(pub [u8; 32]);
+
+impl std::fmt::Display for TxId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for b in &self.0 {
+            write!(f, "{b:02x}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::fmt::Debug for TxId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "TxId({self})")
+    }
+}
+
+/// Why bytes are not a transaction.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TxError {
+    #[error("transaction of {0} bytes is over the {MAX_ENCODED}-byte limit")]
+    TooLarge(usize),
+    #[error("transaction truncated")]
+    Truncated,
+    #[error("unknown transaction version {0}")]
+    Version(u8),
+    #[error("payload of {0} bytes is over the {MAX_PAYLOAD}-byte limit")]
+    PayloadTooLarge(usize),
+    #[error("{0} bytes after the transaction")]
+    TrailingBytes(usize),
+    #[error("sender is not an ed25519 key")]
+    BadSender,
+    #[error("bad signature")]
+    BadSignature,
+}
+
+/// A signed transaction, as decoded or built.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Transaction {
+    pub sender: PeerId,
+    pub nonce: u64,
+    /// What the sender pays per byte of the encoding.
+    pub fee_rate: u64,
+    pub payload: Bytes,
+    signature: [u8; SIGNATURE],
+    id: TxId,
+    encoded: Bytes,
+}
+
+impl std::fmt::Debug for Transaction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Transaction")
+            .field("id", &self.id)
+            .field("sender", &self.sender)
+            .field("nonce", &self.nonce)
+            .field("fee_rate", &self.fee_rate)
+            .field("payload", &self.payload.len())
+            .finish()
+    }
+}
+
+fn unsigned(sender: &PeerId, nonce: u64, fee_rate: u64, payload: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(OVERHEAD + payload.len());
+    out.push(VERSION);
+    out.extend_from_slice(sender.as_bytes());
+    out.extend_from_slice(&nonce.to_le_bytes());
+    out.extend_from_slice(&fee_rate.to_le_bytes());
+    out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    out.extend_from_slice(payload);
+    out
+}
+
+impl Transaction {
+    /// Builds and signs a transaction; the payload must fit
+    /// [`MAX_PAYLOAD`].
+    pub fn sign(
+        key: &Keypair,
+        nonce: u64,
+        fee_rate: u64,
+        payload: impl Into<Bytes>,
+    ) -> Result<Transaction, TxError> {
+        let payload = payload.into();
+        if payload.len() > MAX_PAYLOAD {
+            return Err(TxError::PayloadTooLarge(payload.len()));
+        }
+        let sender = key.peer_id();
+        let mut out = unsigned(&sender, nonce, fee_rate, &payload);
+        let signature = key.sign(&out);
+        out.extend_from_slice(&signature);
+        let encoded = Bytes::from(out);
+        Ok(Transaction {
+            sender,
+            nonce,
+            fee_rate,
+            payload,
+            signature,
+            id: TxId(*blake3::hash(&encoded).as_bytes()),
+            encoded,
+        })
+    }
+
+    /// Decodes and verifies a transaction.
+    pub fn decode(input: &[u8]) -> Result<Transaction, TxError> {
+        let tx = Self::decode_unverified(input)?;
+        let signed = tx.encoded.len() - SIGNATURE;
+        tx.sender
+            .verify(&tx.encoded[..signed], &tx.signature)
+            .map_err(|_| TxError::BadSignature)?;
+        Ok(tx)
+    }
+
+    /// Decodes without checking the signature (for a caller that checks
+    /// many at once, or has checked this encoding before).
+    pub fn decode_unverified(input: &[u8]) -> Result<Transaction, TxError> {
+        if input.len() > MAX_ENCODED {
+            return Err(TxError::TooLarge(input.len()));
+        }
+        let mut r = input;
+        let version = take::<1>(&mut r)?[0];
+        if version != VERSION {
+            return Err(TxError::Version(version));
+        }
+        let sender = PeerId::from_bytes(take::<32>(&mut r)?).map_err(|_| TxError::BadSender)?;
+        let nonce = u64::from_le_bytes(take::<8>(&mut r)?);
+        let fee_rate = u64::from_le_bytes(take::<8>(&mut r)?);
+        let len = u32::from_le_bytes(take::<4>(&mut r)?) as usize;
+        if len > MAX_PAYLOAD {
+            return Err(TxError::PayloadTooLarge(len));
+        }
+        r = r.get(len..).ok_or(TxError::Truncated)?;
+        let signature = take::<SIGNATURE>(&mut r)?;
+        if !r.is_empty() {
+            return Err(TxError::TrailingBytes(r.len()));
+        }
+        let encoded = Bytes::copy_from_slice(input);
+        Ok(Transaction {
+            sender,
+            nonce,
+            fee_rate,
+            payload: encoded.slice(OVERHEAD - SIGNATURE..OVERHEAD - SIGNATURE + len),
+            signature,
+            id: TxId(*blake3::hash(input).as_bytes()),
+            encoded,
+        })
+    }
+
+    pub fn id(&self) -> TxId {
+        self.id
+    }
+
+    /// The wire form.
+    pub fn encoded(&self) -> &Bytes {
+        &self.encoded
+    }
+
+    /// Bytes of the wire form.
+    pub fn size(&self) -> usize {
+        self.encoded.len()
+    }
+
+    /// What including it costs the sender: its fee rate times its size.
+    pub fn cost(&self) -> u128 {
+        u128::from(self.fee_rate) * self.size() as u128
+    }
+}
+
+fn take<const N: usize>(r: &mut &[u8]) -> Result<[u8; N], TxError> {
+    let (head, rest) = r.split_first_chunk::<N>().ok_or(TxError::Truncated)?;
+    *r = rest;
+    Ok(*head)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key() -> Keypair {
+        Keypair::generate().unwrap()
+    }
+
+    #[test]
+    fn a_transaction_round_trips_and_its_id_is_the_hash_of_its_bytes() {
+        let k = key();
+        let tx = Transaction::sign(&k, 7, 3, &b"pay bob"[..]).unwrap();
+        let back = Transaction::decode(tx.encoded()).unwrap();
+        assert_eq!(back, tx);
+        assert_eq!(
+            (back.nonce, back.fee_rate, &back.payload[..]),
+            (7, 3, &b"pay bob"[..])
+        );
+        assert_eq!(back.sender, k.peer_id());
+        assert_eq!(tx.id().0, *blake3::hash(tx.encoded()).as_bytes());
+        assert_eq!(tx.size(), OVERHEAD + 7);
+        assert_eq!(tx.cost(), 3 * tx.size() as u128);
+    }
+
+    #[test]
+    fn malformed_truncated_oversized_and_forged_input_is_named() {
+        let k = key();
+        let tx = Transaction::sign(&k, 1, 1, vec![9u8; 100]).unwrap();
+        let wire = tx.encoded().to_vec();
+        for cut in 0..wire.len() {
+            assert_eq!(
+                Transaction::decode(&wire[..cut]),
+                Err(TxError::Truncated),
+                "cut at {cut}"
+            );
+        }
+        let mut long = wire.clone();
+        long.push(0);
+        assert_eq!(Transaction::decode(&long), Err(TxError::TrailingBytes(1)));
+        assert!(matches!(
+            Transaction::decode(&vec![0u8; MAX_ENCODED + 1]),
+            Err(TxError::TooLarge(_))
+        ));
+        let mut v = wire.clone();
+        v[0] = 2;
+        assert_eq!(Transaction::decode(&v), Err(TxError::Version(2)));
+        // A length field claiming 4 GiB is refused before anything is read.
+        let mut huge = wire.clone();
+        huge[49..53].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert_eq!(
+            Transaction::decode(&huge),
+            Err(TxError::PayloadTooLarge(u32::MAX as usize))
+        );
+        // Any flipped bit in the signed part or the signature is caught.
+        for i in [1, 40, 45, 60, wire.len() - 1] {
+            let mut f = wire.clone();
+            f[i] ^= 1;
+            assert!(Transaction::decode(&f).is_err(), "flip at {i}");
+        }
+        let mut other = wire.clone();
+        other[1..33].copy_from_slice(key().peer_id().as_bytes());
+        assert_eq!(Transaction::decode(&other), Err(TxError::BadSignature));
+        assert!(matches!(
+            Transaction::sign(&k, 0, 0, vec![0u8; MAX_PAYLOAD + 1]),
+            Err(TxError::PayloadTooLarge(_))
+        ));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn decoding_arbitrary_bytes_never_panics(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..300)) {
+            let _ = Transaction::decode(&bytes);
+        }
+    }
+}
