@@ -9,15 +9,20 @@
 //!   sender, checked against a [`pool::Ledger`] (next nonce, balance), with
 //!   per-sender and total bounds, replacement by fee bump, eviction of the
 //!   cheapest, expiry of queued ones, and [`pool::Pool::best`] in fee order
-//!   keeping each sender's nonce order.
+//!   keeping each sender's nonce order;
+//! * [`block`]: signed blocks and the [`block::Chain`] they extend
+//!   (producers in turn, applied whole or not at all, equivocation
+//!   recorded); a chain is the pool's ledger.
 //!
-//! Gossip (announce, fetch on demand), blocks, the redb ledger and the CLI
-//! come next (issue 15); see the README for what is true today.
+//! Gossip (announce, fetch on demand), block production, the redb ledger
+//! and the CLI come next (issue 15); see the README for what is true today.
 
 #![forbid(unsafe_code)]
 
+pub mod block;
 pub mod pool;
 pub mod tx;
 
+pub use block::{Applied, Block, BlockError, BlockId, Chain, Genesis};
 pub use pool::{Account, Inserted, Ledger, Placed, Pool, PoolConfig, Rejected, Status};
 pub use tx::{Transaction, TxError, TxId};
