@@ -61,6 +61,8 @@ pub struct SearchIndex {
     reader: IndexReader,
     index: Index,
     writer: Mutex<Writer>,
+    /// Held for the length of a commit.
+    committing: Mutex<()>,
 }
 
 /// Additions waiting for a commit. The tantivy writer (a 15 MB arena and
@@ -105,6 +107,7 @@ impl SearchIndex {
                 first_pending: None,
                 last_pending: None,
             }),
+            committing: Mutex::new(()),
         })
     }
 
@@ -141,21 +144,28 @@ impl SearchIndex {
         self.writer.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Makes pending additions searchable.
+    /// Makes pending additions searchable. The additions are taken out
+    /// under the lock and committed outside it, so an addition made
+    /// meanwhile (by the gossip validator, on an async worker) never waits
+    /// for a commit; commits themselves take turns, in order.
     pub fn commit(&self) -> Result<(), IndexError> {
-        let mut w = self.lock();
-        if !w.pending.is_empty() {
+        let _turn = self.committing.lock().unwrap_or_else(|e| e.into_inner());
+        let pending = {
+            let mut w = self.lock();
+            w.first_pending = None;
+            w.last_pending = None;
+            std::mem::take(&mut w.pending)
+        };
+        if !pending.is_empty() {
             // One indexing thread and tantivy's smallest arena.
             let mut writer: IndexWriter = self.index.writer_with_num_threads(1, 15_000_000)?;
-            for (name, doc) in std::mem::take(&mut w.pending) {
+            for (name, doc) in pending {
                 writer.delete_term(Term::from_field_text(self.fields.name_key, &name));
                 if let Some(doc) = doc {
                     writer.add_document(doc)?;
                 }
             }
             writer.commit()?;
-            w.first_pending = None;
-            w.last_pending = None;
             self.reader.reload()?;
         }
         Ok(())
@@ -264,4 +274,43 @@ pub fn decode_hits(bytes: &[u8], limit: usize) -> Option<Vec<Hit>> {
         crate::manifest::valid_name(&h.name) && h.description.len() <= 4096 && h.score.is_finite()
     });
     Some(hits)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn release(name: &str) -> Release {
+        let manifest = crate::Manifest {
+            name: name.into(),
+            version: semver::Version::new(1, 0, 0),
+            description: format!("the {name} package"),
+            keywords: vec![],
+            license: "MIT".into(),
+            dependencies: Default::default(),
+        };
+        Release::new(&manifest, name.as_bytes(), 0)
+    }
+
+    #[test]
+    fn additions_never_wait_for_a_commit_in_progress() {
+        let index = std::sync::Arc::new(SearchIndex::new().unwrap());
+        index.upsert(&release("first"));
+        // A commit in progress holds its turn; an addition and the
+        // commit timer's check go through meanwhile.
+        let turn = index.committing.lock().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let other = index.clone();
+        std::thread::spawn(move || {
+            other.upsert(&release("second"));
+            let _ = tx.send(other.pending_for().is_some());
+        });
+        let pending = rx.recv_timeout(Duration::from_secs(30));
+        assert_eq!(pending, Ok(true), "the addition waited for the commit");
+        drop(turn);
+        // The next search commits both.
+        assert_eq!(index.search("second", 10).unwrap().len(), 1);
+        assert_eq!(index.search("first", 10).unwrap().len(), 1);
+        assert!(index.pending_for().is_none());
+    }
 }
