@@ -124,9 +124,11 @@ struct Windows {
 }
 
 impl Windows {
-    /// Moves on to window `w`; true if it is a new one.
+    /// Moves on to window `w`; true if it is a new one. Never back: a
+    /// thread that read the clock just before another is counted in the
+    /// newer window rather than wiping it.
     fn roll(&mut self, w: u64) -> bool {
-        if w == self.window {
+        if w <= self.window {
             return false;
         }
         self.previous = if w == self.window + 1 {
@@ -314,6 +316,23 @@ mod tests {
 
     fn share(r: &Arc<Requesters>, floor: u64) -> Share {
         Share::new(floor, r.clone()).unwrap()
+    }
+
+    #[test]
+    fn a_late_clock_reading_does_not_wipe_the_window() {
+        let t = Instant::now();
+        let r = Arc::new(Requesters::new(t));
+        let (a, b) = (share(&r, 1_000_000), share(&r, 1_000_000));
+        a.charge_at(10, t + WINDOW);
+        // A charge stamped just before the window began, locked after.
+        b.charge_at(10, t + WINDOW - MS);
+        assert_eq!(
+            r.tallies(1).0,
+            Tally {
+                peers: 2,
+                bytes: 20
+            }
+        );
     }
 
     #[test]
