@@ -221,7 +221,10 @@ impl Pool {
         let (account, old, cost, run, len) = match self.senders.get(&peer) {
             Some(s) => {
                 fresh = None;
-                let old = s.txs.get(&tx.nonce).map(|e| (e.tx.fee_rate, e.tx.cost()));
+                let old = s
+                    .txs
+                    .get(&tx.nonce)
+                    .map(|e| (e.tx.fee_rate, e.tx.cost(), e.tx.size()));
                 (s.account, old, s.cost, s.run(), s.txs.len())
             }
             None => {
@@ -244,7 +247,7 @@ impl Pool {
                 limit,
             });
         }
-        if let Some((old_rate, _)) = old {
+        if let Some((old_rate, _, _)) = old {
             let bump = (u128::from(old_rate) * u128::from(c.price_bump_percent)).div_ceil(100);
             let needed = u64::try_from(u128::from(old_rate) + bump.max(1)).unwrap_or(u64::MAX);
             if tx.fee_rate < needed {
@@ -286,15 +289,8 @@ impl Pool {
         };
         // Room: evict the cheapest other senders' last transactions while
         // they are cheaper than this one.
-        let freed = old.map_or(0, |_| 1);
-        let old_size = match old {
-            Some(_) => self
-                .senders
-                .get(&peer)
-                .and_then(|s| s.txs.get(&tx.nonce))
-                .map_or(0, |e| e.tx.size()),
-            None => 0,
-        };
+        // A replacement frees its predecessor's slot and bytes.
+        let (freed, old_size) = old.map_or((0, 0), |o| (1, o.2));
         let (max_count, max_bytes, size) =
             (self.config.max_count, self.config.max_bytes, tx.size());
         let fits = |count: usize, bytes: usize| count < max_count && bytes + size <= max_bytes;

@@ -34,10 +34,7 @@ pub struct TxId(pub [u8; 32]);
 
 impl std::fmt::Display for TxId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        for b in &self.0 {
-            write!(f, "{b:02x}")?;
-        }
-        Ok(())
+        f.write_str(&blake3::Hash::from_bytes(self.0).to_hex())
     }
 }
 
