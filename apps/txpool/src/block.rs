@@ -26,7 +26,7 @@ use std::collections::HashMap;
 use peerlink_net::{Keypair, PeerId};
 
 use crate::pool::{Account, Ledger};
-use crate::tx::{Transaction, TxError, MAX_ENCODED};
+use crate::tx::{Transaction, TxError, TxId, MAX_ENCODED};
 
 /// Transactions in a block, at most.
 pub const MAX_BLOCK_TXS: usize = 10_000;
@@ -135,6 +135,27 @@ impl Block {
 
     /// Decodes a block and checks its signature and every transaction's.
     pub fn decode(input: &[u8]) -> Result<Block, BlockError> {
+        let block = Self::decode_producer_checked(input)?;
+        block.verify_txs(|_| false)?;
+        Ok(block)
+    }
+
+    /// Checks the signature of every transaction for which `known` is
+    /// false (those already verified, e.g. in the pool, are skipped).
+    pub fn verify_txs(&self, known: impl Fn(&TxId) -> bool) -> Result<(), BlockError> {
+        for (index, tx) in self.txs.iter().enumerate() {
+            if !known(&tx.id()) {
+                tx.verify()
+                    .map_err(|error| BlockError::BadTransaction { index, error })?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Decodes a block and checks the producer's signature only: one
+    /// verification, quick enough for a gossip validator. Follow with
+    /// [`Block::verify_txs`] before applying it.
+    pub fn decode_producer_checked(input: &[u8]) -> Result<Block, BlockError> {
         if input.len() > MAX_BLOCK_BYTES {
             return Err(BlockError::TooLarge(input.len()));
         }
@@ -182,7 +203,7 @@ impl Block {
             .into_iter()
             .enumerate()
             .map(|(index, bytes)| {
-                Transaction::decode(bytes)
+                Transaction::decode_unverified(bytes)
                     .map_err(|error| BlockError::BadTransaction { index, error })
             })
             .collect::<Result<Vec<_>, _>>()?;
@@ -229,6 +250,8 @@ pub struct Chain {
 #[derive(Debug)]
 pub struct Applied {
     pub senders: Vec<PeerId>,
+    /// Transactions it included.
+    pub txs: usize,
 }
 
 impl Chain {
@@ -317,7 +340,10 @@ impl Chain {
         self.recent.insert(block.height, block.id);
         self.recent
             .remove(&block.height.saturating_sub(KEPT_HEIGHTS));
-        Ok(Applied { senders })
+        Ok(Applied {
+            senders,
+            txs: block.txs.len(),
+        })
     }
 }
 

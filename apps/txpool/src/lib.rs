@@ -20,9 +20,15 @@
 #![forbid(unsafe_code)]
 
 pub mod block;
+pub mod fetch;
 pub mod pool;
+pub mod service;
 pub mod tx;
+pub mod wire;
 
 pub use block::{Applied, Block, BlockError, BlockId, Chain, Genesis};
+pub use fetch::{FetchConfig, Fetcher};
 pub use pool::{Account, Inserted, Ledger, Placed, Pool, PoolConfig, Rejected, Status};
+pub use service::{SubmitError, TxPool, TxPoolConfig, TxPoolStatus};
 pub use tx::{Transaction, TxError, TxId};
+pub use wire::{BLOCK_PROTOCOL, BLOCK_TOPIC, GET_PROTOCOL, TX_CHANNEL};

@@ -131,11 +131,17 @@ impl Transaction {
     /// Decodes and verifies a transaction.
     pub fn decode(input: &[u8]) -> Result<Transaction, TxError> {
         let tx = Self::decode_unverified(input)?;
-        let signed = tx.encoded.len() - SIGNATURE;
-        tx.sender
-            .verify(&tx.encoded[..signed], &tx.signature)
-            .map_err(|_| TxError::BadSignature)?;
+        tx.verify()?;
         Ok(tx)
+    }
+
+    /// Checks the sender's signature (for one from
+    /// [`Transaction::decode_unverified`]).
+    pub fn verify(&self) -> Result<(), TxError> {
+        let signed = self.encoded.len() - SIGNATURE;
+        self.sender
+            .verify(&self.encoded[..signed], &self.signature)
+            .map_err(|_| TxError::BadSignature)
     }
 
     /// Decodes without checking the signature (for a caller that checks

@@ -1,0 +1,792 @@
+//! The pool running on a [`Node`]: transactions announced and fetched on
+//! demand, blocks on their own gossip topic, a producer when the node
+//! holds a producer key.
+//!
+//! * **Entering.** [`TxPool::submit`] checks and inserts a transaction,
+//!   then pushes it in full to √peers and announces it (id, size, fee
+//!   rate) to the rest, as eth/65–68 do.
+//! * **Relaying.** Every other node only announces what it accepted, to
+//!   every peer but the one it came from, and fetches what it lacks over
+//!   [`GET_PROTOCOL`] from one announcer at a time ([`crate::fetch`]),
+//!   with a timeout and fallback, so each node receives about one full
+//!   copy. Nothing is announced before it passed the pool's checks
+//!   (signature, size, nonce not below the ledger's, fee floor, funds).
+//! * **Scoring.** A peer that sends something undecodable or badly signed
+//!   is banned at once; one that sends transactions the ledger refuses
+//!   (stale nonce, under the floor) or that it was not asked for gains a
+//!   point each and is banned at [`KICK_POINTS`] in one
+//!   [`SCORE_WINDOW`]: honest races after a block cost a few points, a
+//!   flood costs the connection.
+//! * **Blocks.** The gossip validator checks a block's producer signature
+//!   and turn (one signature, quick); the receiving task checks every
+//!   transaction signature it has not seen (off the async workers),
+//!   applies the block to the chain and the pool, and asks the sender for
+//!   the heights it skipped ([`BLOCK_PROTOCOL`]). A block at a height
+//!   ahead of the next is held (at most [`FUTURE_BLOCKS`]) until its
+//!   parent arrives.
+//! * **Producing.** With [`TxPoolConfig::produce_every`], at each tick
+//!   where the next height is this node's turn, `best()` is packed up to
+//!   the block limits, signed, applied and published.
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use peerlink_net::{GossipMessage, NetError, Node, PeerEvent, PeerId, Validation};
+use peerlink_proto::prefix::Prefix;
+use tokio::sync::broadcast;
+use tokio::task::JoinHandle;
+
+use crate::block::{Applied, Block, BlockError, Chain, Genesis, MAX_BLOCK_TXS};
+use crate::fetch::{FetchConfig, Fetcher};
+use crate::pool::{Placed, Pool, PoolConfig, Rejected, Status};
+use crate::tx::{Transaction, TxError, TxId};
+use crate::wire::{
+    self, Announced, TxMessage, BLOCK_PROTOCOL, BLOCK_TOPIC, GET_PROTOCOL, TX_CHANNEL,
+};
+
+/// Points at which a peer is banned, within one [`SCORE_WINDOW`].
+pub const KICK_POINTS: u32 = 200;
+pub const SCORE_WINDOW: Duration = Duration::from_secs(10);
+/// Blocks ahead of the next height held for their parents, at most.
+pub const FUTURE_BLOCKS: usize = 64;
+/// Recent blocks kept in memory to answer [`BLOCK_PROTOCOL`].
+const KEPT_BLOCKS: usize = 256;
+/// Ids of included transactions remembered, so a late announcement of
+/// one is not fetched.
+const RECENT_INCLUDED: usize = 65_536;
+/// Points for undecodable or forged input: a ban at once.
+const FORGED: u32 = KICK_POINTS;
+
+#[derive(Clone, Debug)]
+pub struct TxPoolConfig {
+    pub pool: PoolConfig,
+    pub fetch: FetchConfig,
+    pub genesis: Genesis,
+    /// Produce a block this often when the next height is our turn.
+    pub produce_every: Option<Duration>,
+    /// Transactions in a produced block, at most.
+    pub max_block_txs: usize,
+    /// Bytes of a produced block, at most (under the node's message limit).
+    pub max_block_bytes: usize,
+    /// A fetch not answered in this time moves to the next announcer.
+    pub fetch_timeout: Duration,
+    /// How long a misbehaving peer stays out.
+    pub ban: Duration,
+}
+
+impl TxPoolConfig {
+    pub fn new(genesis: Genesis) -> TxPoolConfig {
+        TxPoolConfig {
+            pool: PoolConfig::default(),
+            fetch: FetchConfig::default(),
+            genesis,
+            produce_every: None,
+            max_block_txs: MAX_BLOCK_TXS,
+            max_block_bytes: 768 << 10,
+            fetch_timeout: Duration::from_secs(2),
+            ban: Duration::from_secs(600),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SubmitError {
+    #[error(transparent)]
+    Invalid(#[from] TxError),
+    #[error(transparent)]
+    Rejected(#[from] Rejected),
+}
+
+/// Counters, all since start.
+#[derive(Default)]
+pub struct Counters {
+    pub submitted: AtomicU64,
+    /// Full transactions received (pushed or fetched)...
+    pub received: AtomicU64,
+    /// ...of which this node had already.
+    pub duplicates: AtomicU64,
+    pub fetched: AtomicU64,
+    pub fetch_failures: AtomicU64,
+    pub announcements: AtomicU64,
+    pub announcements_dropped: AtomicU64,
+    /// Received transactions the pool refused (any reason).
+    pub refused: AtomicU64,
+    pub forged: AtomicU64,
+    pub kicked: AtomicU64,
+    pub blocks_applied: AtomicU64,
+    pub blocks_refused: AtomicU64,
+    pub included: AtomicU64,
+}
+
+/// A snapshot for [`TxPool::status`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TxPoolStatus {
+    pub pool: Status,
+    pub height: u64,
+    pub wanted: usize,
+    pub held_blocks: usize,
+    pub equivocations: usize,
+}
+
+struct State {
+    pool: Pool,
+    chain: Chain,
+    fetcher: Fetcher,
+    included: HashSet<TxId>,
+    included_order: VecDeque<TxId>,
+    blocks: VecDeque<Block>,
+    future: BTreeMap<u64, Block>,
+    scores: HashMap<PeerId, (Instant, u32)>,
+}
+
+impl State {
+    fn knows(&self, id: &TxId) -> bool {
+        self.pool.contains(id) || self.included.contains(id)
+    }
+
+    /// Applies `block`; the pool follows. Held if it is ahead.
+    fn apply(&mut self, block: Block) -> Result<Applied, BlockError> {
+        let applied = self.chain.apply(&block)?;
+        self.pool
+            .update_accounts(applied.senders.iter(), &self.chain);
+        for tx in &block.txs {
+            self.fetcher.got(&tx.id());
+            if self.included.insert(tx.id()) {
+                self.included_order.push_back(tx.id());
+            }
+        }
+        while self.included_order.len() > RECENT_INCLUDED {
+            if let Some(old) = self.included_order.pop_front() {
+                self.included.remove(&old);
+            }
+        }
+        self.blocks.push_back(block);
+        if self.blocks.len() > KEPT_BLOCKS {
+            self.blocks.pop_front();
+        }
+        Ok(applied)
+    }
+}
+
+struct Inner {
+    node: Node,
+    config: TxPoolConfig,
+    state: Mutex<State>,
+    pending: broadcast::Sender<Transaction>,
+    counters: Counters,
+}
+
+/// The transaction pool service. Dropping it stops its tasks.
+pub struct TxPool {
+    inner: Arc<Inner>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Drop for TxPool {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+impl TxPool {
+    /// Starts the pool on `node` (inside a tokio runtime): claims
+    /// [`TX_CHANNEL`], serves [`GET_PROTOCOL`] and [`BLOCK_PROTOCOL`] and
+    /// subscribes to [`BLOCK_TOPIC`].
+    pub fn new(node: &Node, config: TxPoolConfig) -> Result<TxPool, NetError> {
+        let channel = node.channel(TX_CHANNEL)?;
+        let gets = node.serve(GET_PROTOCOL)?;
+        let block_gets = node.serve(BLOCK_PROTOCOL)?;
+        let events = node.events();
+        let state = State {
+            pool: Pool::new(config.pool.clone()),
+            chain: Chain::new(&config.genesis),
+            fetcher: Fetcher::new(config.fetch.clone()),
+            included: HashSet::new(),
+            included_order: VecDeque::new(),
+            blocks: VecDeque::new(),
+            future: BTreeMap::new(),
+            scores: HashMap::new(),
+        };
+        let inner = Arc::new(Inner {
+            node: node.clone(),
+            config,
+            state: Mutex::new(state),
+            pending: broadcast::channel(4096).0,
+            counters: Counters::default(),
+        });
+        let gossip = node.gossip();
+        let weak = Arc::downgrade(&inner);
+        gossip.set_validator(BLOCK_TOPIC, move |m| match weak.upgrade() {
+            Some(inner) => inner.validate_block(m),
+            None => Validation::Ignore,
+        })?;
+        let blocks = gossip.subscribe(BLOCK_TOPIC)?;
+        let w = || Arc::downgrade(&inner);
+        let mut tasks = vec![
+            tokio::spawn(receive_txs(w(), channel)),
+            tokio::spawn(serve_gets(w(), gets)),
+            tokio::spawn(serve_blocks(w(), block_gets)),
+            tokio::spawn(receive_blocks(w(), blocks)),
+            tokio::spawn(watch_peers(w(), events)),
+            tokio::spawn(prune(w())),
+        ];
+        if let Some(every) = inner.config.produce_every {
+            tasks.push(tokio::spawn(produce(w(), every)));
+        }
+        Ok(TxPool { inner, tasks })
+    }
+
+    pub fn node(&self) -> &Node {
+        &self.inner.node
+    }
+
+    /// Checks and inserts a transaction entering here, then pushes it to
+    /// √peers and announces it to the rest.
+    pub fn submit(&self, tx: Transaction) -> Result<Placed, SubmitError> {
+        tx.verify()?;
+        let placed = {
+            let mut s = self.inner.state();
+            let s = &mut *s;
+            let placed = s.pool.insert(tx.clone(), &s.chain, Instant::now())?.placed;
+            s.fetcher.got(&tx.id());
+            placed
+        };
+        self.inner.counters.submitted.fetch_add(1, Relaxed);
+        let _ = self.inner.pending.send(tx.clone());
+        self.inner.spread(&[tx], None, true);
+        Ok(placed)
+    }
+
+    /// Up to `n` executable transactions, best fee rate first, each
+    /// sender's in nonce order.
+    pub fn best(&self, n: usize) -> Vec<Transaction> {
+        self.inner.state().pool.best().take(n).cloned().collect()
+    }
+
+    pub fn get(&self, id: &TxId) -> Option<Transaction> {
+        self.inner.state().pool.get(id).cloned()
+    }
+
+    /// Every transaction newly in the pool (submitted or received).
+    pub fn subscribe(&self) -> broadcast::Receiver<Transaction> {
+        self.inner.pending.subscribe()
+    }
+
+    /// Applies a block (already decoded and verified) to the chain and
+    /// the pool. Refused blocks change nothing.
+    pub fn apply_block(&self, block: Block) -> Result<Applied, BlockError> {
+        let applied = self.inner.state().apply(block);
+        self.inner.count_block(&applied);
+        applied
+    }
+
+    /// Packs, signs, applies and publishes a block now, if the next
+    /// height is this node's turn. Returns it.
+    pub async fn produce(&self) -> Option<Block> {
+        self.inner.produce().await
+    }
+
+    pub fn status(&self) -> TxPoolStatus {
+        let s = self.inner.state();
+        TxPoolStatus {
+            pool: s.pool.status(),
+            height: s.chain.height(),
+            wanted: s.fetcher.wanted(),
+            held_blocks: s.future.len(),
+            equivocations: s.chain.equivocations.len(),
+        }
+    }
+
+    pub fn counters(&self) -> &Counters {
+        &self.inner.counters
+    }
+}
+
+impl Inner {
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn count_block<T>(&self, r: &Result<T, BlockError>) {
+        let c = match r {
+            Ok(_) => &self.counters.blocks_applied,
+            Err(_) => &self.counters.blocks_refused,
+        };
+        c.fetch_add(1, Relaxed);
+    }
+
+    /// Adds `points` to `peer`'s score; bans it at [`KICK_POINTS`].
+    fn penalise(&self, peer: &PeerId, points: u32) {
+        if points == 0 {
+            return;
+        }
+        let now = Instant::now();
+        let kick = {
+            let mut s = self.state();
+            let (since, score) = s.scores.entry(*peer).or_insert((now, 0));
+            if now.duration_since(*since) > SCORE_WINDOW {
+                (*since, *score) = (now, 0);
+            }
+            *score = score.saturating_add(points);
+            *score >= KICK_POINTS
+        };
+        if kick {
+            self.state().scores.remove(peer);
+            self.counters.kicked.fetch_add(1, Relaxed);
+            tracing::info!(%peer, "txpool: banned a peer for invalid transactions or blocks");
+            self.node.ban(peer, self.config.ban);
+            self.state().fetcher.peer_gone(peer);
+        }
+    }
+
+    /// Sends accepted transactions on: in full to √peers when they
+    /// entered here, announced to every other peer but `from`.
+    fn spread(&self, txs: &[Transaction], from: Option<PeerId>, entered_here: bool) {
+        if txs.is_empty() {
+            return;
+        }
+        let peers: Vec<PeerId> = self
+            .node
+            .peers()
+            .into_iter()
+            .map(|p| p.id)
+            .filter(|p| Some(*p) != from)
+            .collect();
+        let full = if entered_here {
+            (peers.len() as f64).sqrt().ceil() as usize
+        } else {
+            0
+        };
+        let items: Vec<Announced> = txs
+            .iter()
+            .map(|t| Announced {
+                id: t.id(),
+                size: t.size() as u32,
+                fee_rate: t.fee_rate,
+            })
+            .collect();
+        let pushes: Vec<Bytes> = txs
+            .chunks(wire::MAX_TXS)
+            .map(|c| Bytes::from(wire::push(c.iter().map(|t| t.encoded().as_ref()))))
+            .collect();
+        let announces: Vec<Bytes> = items
+            .chunks(wire::MAX_IDS)
+            .map(|c| Bytes::from(wire::announce(c)))
+            .collect();
+        // A different √peers for each push, so no peer carries them all.
+        let offset = txs[0].id().0[0] as usize;
+        for (i, peer) in peers.iter().enumerate() {
+            let in_full =
+                (i + peers.len() - offset % peers.len().max(1)) % peers.len().max(1) < full;
+            let msgs = if in_full { &pushes } else { &announces };
+            for m in msgs {
+                // A full queue drops: the peer will hear of it from others.
+                let _ = self.node.try_send(peer, TX_CHANNEL, m.clone());
+            }
+        }
+    }
+
+    /// Inserts checked transactions from `from`, scores what the ledger
+    /// refuses, and sends on what was accepted.
+    fn admit(&self, from: PeerId, txs: Vec<Transaction>) {
+        let now = Instant::now();
+        let (mut accepted, mut points) = (Vec::new(), 0u32);
+        {
+            let mut s = self.state();
+            let s = &mut *s;
+            for tx in txs {
+                s.fetcher.got(&tx.id());
+                if s.knows(&tx.id()) {
+                    self.counters.duplicates.fetch_add(1, Relaxed);
+                    continue;
+                }
+                match s.pool.insert(tx.clone(), &s.chain, now) {
+                    Ok(_) => accepted.push(tx),
+                    Err(e) => {
+                        self.counters.refused.fetch_add(1, Relaxed);
+                        // Stale nonces and prices under the floor are what
+                        // a relay should have caught; the others can be
+                        // honest races (a full pool, a replacement).
+                        if matches!(e, Rejected::NonceTooLow { .. } | Rejected::FeeTooLow { .. }) {
+                            points += 1;
+                        }
+                    }
+                }
+            }
+        }
+        self.penalise(&from, points);
+        for tx in &accepted {
+            let _ = self.pending.send(tx.clone());
+        }
+        self.spread(&accepted, Some(from), false);
+    }
+
+    /// Sends the fetches the fetcher wants now.
+    fn dispatch(self: &Arc<Self>) {
+        let requests = self.state().fetcher.requests();
+        for (peer, ids) in requests {
+            let this = Arc::downgrade(self);
+            tokio::spawn(async move {
+                let Some(inner) = this.upgrade() else { return };
+                inner.fetch(peer, ids).await;
+                inner.dispatch();
+            });
+        }
+    }
+
+    async fn fetch(self: &Arc<Self>, peer: PeerId, ids: Vec<TxId>) {
+        let max = self.node.config().limits.max_message_size;
+        let body = wire::encode_get(&ids);
+        let answer = self
+            .node
+            .request_with(&peer, GET_PROTOCOL, body, self.config.fetch_timeout, max)
+            .await;
+        let Ok(answer) = answer else {
+            self.counters.fetch_failures.fetch_add(1, Relaxed);
+            self.state().fetcher.failed(&peer);
+            return;
+        };
+        match verify_all(answer).await {
+            Ok(txs) => {
+                let got: Vec<TxId> = txs.iter().map(|t| t.id()).collect();
+                let unasked = self.state().fetcher.answered(&peer, &got);
+                self.counters.fetched.fetch_add(got.len() as u64, Relaxed);
+                self.counters.received.fetch_add(got.len() as u64, Relaxed);
+                self.penalise(&peer, unasked as u32);
+                self.admit(peer, txs);
+            }
+            Err(_) => {
+                self.state().fetcher.failed(&peer);
+                self.forged(&peer);
+            }
+        }
+    }
+
+    fn forged(&self, peer: &PeerId) {
+        self.counters.forged.fetch_add(1, Relaxed);
+        self.penalise(peer, FORGED);
+    }
+
+    fn on_message(self: &Arc<Self>, peer: PeerId, payload: Bytes) -> Option<Bytes> {
+        match TxMessage::decode(&payload) {
+            Err(_) => {
+                self.forged(&peer);
+                None
+            }
+            Ok(TxMessage::Txs(_)) => Some(payload),
+            Ok(TxMessage::Announce(items)) => {
+                self.counters
+                    .announcements
+                    .fetch_add(items.len() as u64, Relaxed);
+                let prefix = self
+                    .node
+                    .remote_addr(&peer)
+                    .map(|a| Prefix::of(a.ip()))
+                    .unwrap_or_else(|| Prefix::of(std::net::Ipv4Addr::UNSPECIFIED.into()));
+                let dropped = {
+                    let mut s = self.state();
+                    let unknown: Vec<Announced> =
+                        items.into_iter().filter(|a| !s.knows(&a.id)).collect();
+                    s.fetcher.announced(peer, prefix, &unknown).dropped
+                };
+                self.counters
+                    .announcements_dropped
+                    .fetch_add(dropped as u64, Relaxed);
+                self.dispatch();
+                None
+            }
+        }
+    }
+
+    /// The gossip validator: producer signature and turn, quickly.
+    fn validate_block(&self, m: &GossipMessage) -> Validation {
+        let Ok(block) = Block::decode_producer_checked(&m.data) else {
+            return Validation::Reject;
+        };
+        let s = self.state();
+        if s.chain.producer_of(block.height) != Some(block.producer) {
+            return Validation::Reject;
+        }
+        if block.height <= s.chain.height() {
+            return Validation::Ignore;
+        }
+        Validation::Accept
+    }
+
+    /// A block from `from`: its transactions checked off the async
+    /// workers, then applied, with held successors; gaps are asked for.
+    async fn on_block(self: &Arc<Self>, from: PeerId, block: Block) {
+        let known: HashSet<TxId> = {
+            let s = self.state();
+            block
+                .txs
+                .iter()
+                .map(|t| t.id())
+                .filter(|id| s.pool.contains(id))
+                .collect()
+        };
+        let checked = tokio::task::spawn_blocking(move || {
+            block.verify_txs(|id| known.contains(id)).map(|()| block)
+        })
+        .await;
+        let block = match checked {
+            Ok(Ok(b)) => b,
+            Ok(Err(_)) => {
+                self.counters.blocks_refused.fetch_add(1, Relaxed);
+                self.forged(&from);
+                return;
+            }
+            Err(_) => return,
+        };
+        let missing = {
+            let mut s = self.state();
+            let next = s.chain.height() + 1;
+            if block.height > next {
+                if s.future.len() < FUTURE_BLOCKS || s.future.contains_key(&block.height) {
+                    s.future.insert(block.height, block);
+                }
+                true
+            } else {
+                let r = s.apply(block);
+                self.count_block(&r);
+                self.count_included(&r);
+                // Successors that were waiting for this one.
+                while let Some(h) = s.future.first_key_value().map(|(h, _)| *h) {
+                    let height = s.chain.height();
+                    if h > height + 1 {
+                        break;
+                    }
+                    if let Some(b) = s.future.remove(&h).filter(|_| h == height + 1) {
+                        let r = s.apply(b);
+                        self.count_block(&r);
+                        self.count_included(&r);
+                    }
+                }
+                false
+            }
+        };
+        if missing {
+            self.fill_gap(from).await;
+        }
+    }
+
+    fn count_included(&self, r: &Result<Applied, BlockError>) {
+        if let Ok(a) = r {
+            self.counters.included.fetch_add(a.txs as u64, Relaxed);
+        }
+    }
+
+    /// Asks `peer` for the next blocks while held ones wait for them.
+    async fn fill_gap(self: &Arc<Self>, peer: PeerId) {
+        let max = self.node.config().limits.max_message_size;
+        for _ in 0..KEPT_BLOCKS {
+            let height = {
+                let s = self.state();
+                if s.future.is_empty() {
+                    return;
+                }
+                s.chain.height() + 1
+            };
+            let r = self
+                .node
+                .request_with(
+                    &peer,
+                    BLOCK_PROTOCOL,
+                    height.to_le_bytes().to_vec(),
+                    self.config.fetch_timeout,
+                    max,
+                )
+                .await;
+            let Ok(bytes) = r else { return };
+            let block = match Block::decode_producer_checked(&bytes) {
+                Ok(b) if b.height == height => b,
+                _ => return self.forged(&peer),
+            };
+            if self.state().chain.producer_of(height) != Some(block.producer) {
+                return self.forged(&peer);
+            }
+            Box::pin(self.on_block(peer, block)).await;
+        }
+    }
+
+    async fn produce(&self) -> Option<Block> {
+        let me = self.node.peer_id();
+        let block = {
+            let mut s = self.state();
+            let height = s.chain.height() + 1;
+            if s.chain.producer_of(height) != Some(me) {
+                return None;
+            }
+            let mut bytes = 0;
+            let txs: Vec<Transaction> = s
+                .pool
+                .best()
+                .take(self.config.max_block_txs)
+                .take_while(|t| {
+                    bytes += 4 + t.size();
+                    bytes + 1024 <= self.config.max_block_bytes
+                })
+                .cloned()
+                .collect();
+            let block =
+                Block::sign(self.node.keypair(), height, s.chain.tip(), unix_ms(), txs).ok()?;
+            let r = s.apply(block.clone());
+            self.count_block(&r);
+            self.count_included(&r);
+            r.ok()?;
+            block
+        };
+        let _ = self
+            .node
+            .gossip()
+            .publish(BLOCK_TOPIC, block.encoded().to_vec())
+            .await;
+        Some(block)
+    }
+}
+
+/// Decodes a `Txs` body and checks every signature, off the async
+/// workers. Any bad one fails the lot: its sender forged it.
+async fn verify_all(body: Bytes) -> Result<Vec<Transaction>, TxError> {
+    tokio::task::spawn_blocking(move || {
+        let raw = wire::decode_txs(&body).map_err(|_| TxError::Truncated)?;
+        raw.into_iter()
+            .map(Transaction::decode)
+            .collect::<Result<Vec<_>, _>>()
+    })
+    .await
+    .map_err(|_| TxError::Truncated)?
+}
+
+async fn receive_txs(inner: Weak<Inner>, mut channel: peerlink_net::Receiver) {
+    let mut batch = Vec::new();
+    loop {
+        batch.clear();
+        if channel.recv_many(&mut batch, 64).await == 0 {
+            return;
+        }
+        let Some(inner) = inner.upgrade() else { return };
+        for m in batch.drain(..) {
+            let Some(push) = inner.on_message(m.peer, m.payload) else {
+                continue;
+            };
+            let this = inner.clone();
+            let peer = m.peer;
+            // Checked in order per message, off this task.
+            match verify_all(push.slice(1..)).await {
+                Ok(txs) => {
+                    this.counters.received.fetch_add(txs.len() as u64, Relaxed);
+                    this.admit(peer, txs);
+                }
+                Err(_) => this.forged(&peer),
+            }
+        }
+    }
+}
+
+async fn serve_gets(inner: Weak<Inner>, mut requests: peerlink_net::Requests) {
+    while let Some(req) = requests.recv().await {
+        let Some(inner) = inner.upgrade() else { return };
+        let Ok(ids) = wire::decode_get(&req.body) else {
+            inner.forged(&req.peer);
+            req.reject("malformed request");
+            continue;
+        };
+        let max = inner.node.config().limits.max_message_size.saturating_sub(1024);
+        let txs: Vec<Bytes> = {
+            let s = inner.state();
+            let mut bytes = 2;
+            ids.iter()
+                .filter_map(|id| s.pool.get(id))
+                .take(wire::MAX_TXS)
+                .take_while(|t| {
+                    bytes += 4 + t.size();
+                    bytes <= max
+                })
+                .map(|t| t.encoded().clone())
+                .collect()
+        };
+        req.respond(wire::encode_txs(txs.iter().map(|b| b.as_ref())));
+    }
+}
+
+async fn serve_blocks(inner: Weak<Inner>, mut requests: peerlink_net::Requests) {
+    while let Some(req) = requests.recv().await {
+        let Some(inner) = inner.upgrade() else { return };
+        let Ok(height) = <[u8; 8]>::try_from(req.body.as_ref()).map(u64::from_le_bytes) else {
+            inner.forged(&req.peer);
+            req.reject("malformed request");
+            continue;
+        };
+        let block = {
+            let s = inner.state();
+            s.blocks
+                .iter()
+                .find(|b| b.height == height)
+                .map(|b| b.encoded().to_vec())
+        };
+        match block {
+            Some(b) => req.respond(b),
+            None => req.reject("no block at that height here"),
+        }
+    }
+}
+
+async fn receive_blocks(inner: Weak<Inner>, mut sub: peerlink_net::Subscription) {
+    while let Some(m) = sub.recv().await {
+        let Some(inner) = inner.upgrade() else { return };
+        // The validator checked the producer's signature.
+        if let Ok(block) = Block::decode_producer_checked(&m.data) {
+            inner.on_block(m.from, block).await;
+        }
+    }
+}
+
+async fn watch_peers(inner: Weak<Inner>, mut events: broadcast::Receiver<PeerEvent>) {
+    loop {
+        let event = match events.recv().await {
+            Ok(e) => e,
+            Err(broadcast::error::RecvError::Lagged(_)) => continue,
+            Err(broadcast::error::RecvError::Closed) => return,
+        };
+        let Some(inner) = inner.upgrade() else { return };
+        if let PeerEvent::Disconnected { peer, .. } = event {
+            inner.state().fetcher.peer_gone(&peer);
+            inner.dispatch();
+        }
+    }
+}
+
+async fn prune(inner: Weak<Inner>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(30));
+    loop {
+        tick.tick().await;
+        let Some(inner) = inner.upgrade() else { return };
+        let now = Instant::now();
+        let mut s = inner.state();
+        s.pool.prune(now);
+        s.scores
+            .retain(|_, (since, _)| now.duration_since(*since) <= SCORE_WINDOW);
+    }
+}
+
+async fn produce(inner: Weak<Inner>, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(inner) = inner.upgrade() else { return };
+        inner.produce().await;
+    }
+}
