@@ -142,14 +142,20 @@ impl Block {
 
     /// Checks the signature of every transaction for which `known` is
     /// false (those already verified, e.g. in the pool, are skipped).
+    /// They are checked in one batch ([`Transaction::verify_many`]).
     pub fn verify_txs(&self, known: impl Fn(&TxId) -> bool) -> Result<(), BlockError> {
-        for (index, tx) in self.txs.iter().enumerate() {
-            if !known(&tx.id()) {
-                tx.verify()
-                    .map_err(|error| BlockError::BadTransaction { index, error })?;
+        let unknown: Vec<(usize, &Transaction)> = self
+            .txs
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| !known(&t.id()))
+            .collect();
+        Transaction::verify_many(unknown.iter().map(|(_, t)| *t)).map_err(|i| {
+            BlockError::BadTransaction {
+                index: unknown.get(i).map_or(0, |(index, _)| *index),
+                error: TxError::BadSignature,
             }
-        }
-        Ok(())
+        })
     }
 
     /// Decodes a block and checks the producer's signature only: one

@@ -661,9 +661,12 @@ impl Inner {
 async fn verify_all(body: Bytes) -> Result<Vec<Transaction>, TxError> {
     tokio::task::spawn_blocking(move || {
         let raw = wire::decode_txs(&body).map_err(|_| TxError::Truncated)?;
-        raw.into_iter()
-            .map(Transaction::decode)
-            .collect::<Result<Vec<_>, _>>()
+        let txs = raw
+            .into_iter()
+            .map(Transaction::decode_unverified)
+            .collect::<Result<Vec<_>, _>>()?;
+        Transaction::verify_many(&txs).map_err(|_| TxError::BadSignature)?;
+        Ok(txs)
     })
     .await
     .map_err(|_| TxError::Truncated)?
@@ -703,7 +706,12 @@ async fn serve_gets(inner: Weak<Inner>, mut requests: peerlink_net::Requests) {
             req.reject("malformed request");
             continue;
         };
-        let max = inner.node.config().limits.max_message_size.saturating_sub(1024);
+        let max = inner
+            .node
+            .config()
+            .limits
+            .max_message_size
+            .saturating_sub(1024);
         let txs: Vec<Bytes> = {
             let s = inner.state();
             let mut bytes = 2;

@@ -144,6 +144,40 @@ impl Transaction {
             .map_err(|_| TxError::BadSignature)
     }
 
+    /// Checks the signatures of `txs` in one ed25519 batch verification
+    /// (about twice as fast per signature as one by one; small-order
+    /// keys are refused first, as strict verification does). When the
+    /// batch fails, each is checked alone and the first bad one's index
+    /// is the error.
+    pub fn verify_many<'a>(txs: impl IntoIterator<Item = &'a Transaction>) -> Result<(), usize> {
+        let txs: Vec<&Transaction> = txs.into_iter().collect();
+        if txs.len() < 2 {
+            return txs.first().map_or(Ok(()), |t| t.verify().map_err(|_| 0));
+        }
+        let mut keys = Vec::with_capacity(txs.len());
+        for (i, t) in txs.iter().enumerate() {
+            match ed25519_dalek::VerifyingKey::from_bytes(t.sender.as_bytes()) {
+                Ok(k) if !k.is_weak() => keys.push(k),
+                _ => return Err(i),
+            }
+        }
+        let messages: Vec<&[u8]> = txs
+            .iter()
+            .map(|t| &t.encoded[..t.encoded.len() - SIGNATURE])
+            .collect();
+        let signatures: Vec<ed25519_dalek::Signature> = txs
+            .iter()
+            .map(|t| ed25519_dalek::Signature::from_bytes(&t.signature))
+            .collect();
+        if ed25519_dalek::verify_batch(&messages, &signatures, &keys).is_ok() {
+            return Ok(());
+        }
+        match txs.iter().position(|t| t.verify().is_err()) {
+            Some(i) => Err(i),
+            None => Ok(()),
+        }
+    }
+
     /// Decodes without checking the signature (for a caller that checks
     /// many at once, or has checked this encoding before).
     pub fn decode_unverified(input: &[u8]) -> Result<Transaction, TxError> {
@@ -271,6 +305,26 @@ mod tests {
             Transaction::sign(&k, 0, 0, vec![0u8; MAX_PAYLOAD + 1]),
             Err(TxError::PayloadTooLarge(_))
         ));
+    }
+
+    #[test]
+    fn a_batch_passes_whole_or_names_its_first_forgery() {
+        let k = key();
+        let txs: Vec<Transaction> = (0..10)
+            .map(|n| Transaction::sign(&k, n, 1, vec![n as u8; 30]).unwrap())
+            .collect();
+        assert_eq!(Transaction::verify_many(&txs), Ok(()));
+        assert_eq!(Transaction::verify_many(&txs[..1]), Ok(()));
+        assert_eq!(Transaction::verify_many(&[]), Ok(()));
+        let mut forged = txs.clone();
+        for i in [6, 2] {
+            let mut bytes = txs[i].encoded().to_vec();
+            let last = bytes.len() - 1;
+            bytes[last] ^= 1;
+            forged[i] = Transaction::decode_unverified(&bytes).unwrap();
+        }
+        assert_eq!(Transaction::verify_many(&forged), Err(2));
+        assert_eq!(Transaction::verify_many(&forged[6..7]), Err(0));
     }
 
     proptest::proptest! {
