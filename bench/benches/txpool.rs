@@ -1,6 +1,8 @@
 //! The transaction pool's core (issue 15 targets): inserting 100,000
 //! signed transactions from 10,000 senders (signatures checked before, as
 //! the pool expects), and taking them back out in `best()` order.
+//! Then admission: decoding and checking signatures one by one and in
+//! batches, on one and two threads.
 //! `cargo bench -p peerlink-bench --bench txpool`
 
 use std::collections::HashMap;
@@ -74,6 +76,45 @@ fn txpool(c: &mut Criterion) {
                 taken += black_box(tx.nonce) & 1;
             }
             black_box(taken)
+        })
+    });
+    group.finish();
+
+    // Admission: decode and check signatures as they arrive from peers,
+    // in batches of 256 (a `Txs` message), one batch verification each;
+    // on one thread and split over two.
+    let wires: Vec<Vec<u8>> = txs
+        .iter()
+        .take(25_600)
+        .map(|t| t.encoded().to_vec())
+        .collect();
+    let admit = |batch: &[Vec<u8>]| {
+        let decoded: Vec<Transaction> = batch
+            .iter()
+            .map(|w| Transaction::decode_unverified(w).unwrap())
+            .collect();
+        assert_eq!(Transaction::verify_many(&decoded), Ok(()));
+    };
+    let mut group = c.benchmark_group("txpool admission");
+    group.throughput(Throughput::Elements(wires.len() as u64));
+    group.sample_size(10);
+    group.bench_function("decode + verify one by one, 1 thread", |b| {
+        b.iter(|| {
+            for w in &wires {
+                black_box(Transaction::decode(w).unwrap());
+            }
+        })
+    });
+    group.bench_function("decode + batch verify (256), 1 thread", |b| {
+        b.iter(|| wires.chunks(256).for_each(admit))
+    });
+    group.bench_function("decode + batch verify (256), 2 threads", |b| {
+        b.iter(|| {
+            let (left, right) = wires.split_at(wires.len() / 2);
+            std::thread::scope(|s| {
+                s.spawn(|| left.chunks(256).for_each(admit));
+                right.chunks(256).for_each(admit);
+            })
         })
     });
     group.finish();
