@@ -339,14 +339,17 @@ impl Inner {
                 (*since, *score) = (now, 0);
             }
             *score = score.saturating_add(points);
-            *score >= KICK_POINTS
+            let kick = *score >= KICK_POINTS;
+            if kick {
+                s.scores.remove(peer);
+                s.fetcher.peer_gone(peer);
+            }
+            kick
         };
         if kick {
-            self.state().scores.remove(peer);
             self.counters.kicked.fetch_add(1, Relaxed);
             tracing::info!(%peer, "txpool: banned a peer for invalid transactions or blocks");
             self.node.ban(peer, self.config.ban);
-            self.state().fetcher.peer_gone(peer);
         }
     }
 
@@ -684,15 +687,13 @@ async fn receive_txs(inner: Weak<Inner>, mut channel: peerlink_net::Receiver) {
             let Some(push) = inner.on_message(m.peer, m.payload) else {
                 continue;
             };
-            let this = inner.clone();
-            let peer = m.peer;
             // Checked in order per message, off this task.
             match verify_all(push.slice(1..)).await {
                 Ok(txs) => {
-                    this.counters.received.fetch_add(txs.len() as u64, Relaxed);
-                    this.admit(peer, txs);
+                    inner.counters.received.fetch_add(txs.len() as u64, Relaxed);
+                    inner.admit(m.peer, txs);
                 }
-                Err(_) => this.forged(&peer),
+                Err(_) => inner.forged(&m.peer),
             }
         }
     }
