@@ -19,6 +19,7 @@ pub mod dht;
 pub mod flood;
 pub mod gossip;
 pub mod registry;
+pub mod txpool;
 
 use anyhow::{bail, Context, Result};
 use bytes::{BufMut, Bytes, BytesMut};

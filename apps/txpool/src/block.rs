@@ -234,10 +234,117 @@ impl Block {
 }
 
 /// Who may produce, and what everyone starts with.
-#[derive(Clone, Debug)]
+///
+/// As a file ([`Genesis::from_toml`], [`Genesis::to_toml`]):
+///
+/// ```toml
+/// producers = ["<peer id>", "<peer id>"]
+///
+/// [accounts]
+/// "<peer id>" = 1000000000
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Genesis {
     pub producers: Vec<PeerId>,
     pub accounts: Vec<(PeerId, u128)>,
+}
+
+/// A genesis file that does not read.
+#[derive(Debug, thiserror::Error)]
+pub enum GenesisError {
+    #[error("genesis file: {0}")]
+    Syntax(String),
+    #[error("genesis file: {0:?} is not a peer id")]
+    BadKey(String),
+    #[error("genesis file: no producers")]
+    NoProducers,
+    #[error("genesis file: {0} named twice")]
+    Duplicate(String),
+    #[error("genesis file: more than {MAX_GENESIS_ENTRIES} producers or accounts")]
+    TooLarge,
+}
+
+/// Producers and accounts a genesis file may name, each at most.
+pub const MAX_GENESIS_ENTRIES: usize = 1_000_000;
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GenesisFile {
+    producers: Vec<String>,
+    #[serde(default)]
+    accounts: std::collections::BTreeMap<String, u64>,
+}
+
+impl Genesis {
+    /// Reads a genesis file (TOML, see [`Genesis`]). Balances are
+    /// integers up to 2^63 − 1 (TOML's range).
+    pub fn from_toml(text: &str) -> Result<Genesis, GenesisError> {
+        let f: GenesisFile =
+            toml::from_str(text).map_err(|e| GenesisError::Syntax(e.to_string()))?;
+        if f.producers.len() > MAX_GENESIS_ENTRIES || f.accounts.len() > MAX_GENESIS_ENTRIES {
+            return Err(GenesisError::TooLarge);
+        }
+        let id = |s: &String| {
+            s.parse::<PeerId>()
+                .map_err(|_| GenesisError::BadKey(s.clone()))
+        };
+        let producers = f.producers.iter().map(id).collect::<Result<Vec<_>, _>>()?;
+        if producers.is_empty() {
+            return Err(GenesisError::NoProducers);
+        }
+        let mut seen = std::collections::HashSet::new();
+        if let Some(p) = producers.iter().find(|p| !seen.insert(**p)) {
+            return Err(GenesisError::Duplicate(p.to_string()));
+        }
+        let accounts = f
+            .accounts
+            .iter()
+            .map(|(k, b)| Ok((id(k)?, u128::from(*b))))
+            .collect::<Result<Vec<_>, GenesisError>>()?;
+        // Two spellings of one key would be two entries in the map.
+        let mut seen = std::collections::HashSet::new();
+        if let Some((k, _)) = accounts.iter().find(|(k, _)| !seen.insert(*k)) {
+            return Err(GenesisError::Duplicate(k.to_string()));
+        }
+        Ok(Genesis {
+            producers,
+            accounts,
+        })
+    }
+
+    /// The file [`Genesis::from_toml`] reads (balances above 2^63 − 1
+    /// are written as that).
+    pub fn to_toml(&self) -> String {
+        let mut out = String::from("# peerlink txpool genesis: who produces blocks (in turn), and the opening balances\nproducers = [\n");
+        for p in &self.producers {
+            out.push_str(&format!("    \"{p}\",\n"));
+        }
+        out.push_str("]\n\n[accounts]\n");
+        for (k, b) in &self.accounts {
+            let b = u64::try_from(*b).unwrap_or(u64::MAX).min(i64::MAX as u64);
+            out.push_str(&format!("\"{k}\" = {b}\n"));
+        }
+        out
+    }
+
+    /// The hash a store is tied to: producers in order, then accounts in
+    /// key order.
+    pub fn hash(&self) -> [u8; 32] {
+        let mut h = blake3::Hasher::new();
+        h.update(b"peerlink-txpool-genesis-1");
+        h.update(&(self.producers.len() as u64).to_le_bytes());
+        for p in &self.producers {
+            h.update(p.as_bytes());
+        }
+        let mut accounts = self.accounts.clone();
+        accounts.sort_unstable_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+        h.update(&(accounts.len() as u64).to_le_bytes());
+        for (k, b) in &accounts {
+            h.update(k.as_bytes());
+            h.update(&b.to_le_bytes());
+        }
+        *h.finalize().as_bytes()
+    }
 }
 
 /// The chain's tip and the ledger it leads to (in memory).
@@ -282,6 +389,19 @@ impl Chain {
         }
     }
 
+    /// The chain a store held ([`crate::store::Loaded`]): the genesis's
+    /// accounts with the stored ones over them, the height and tip, the
+    /// recent blocks' ids and the equivocations seen.
+    pub fn restore(genesis: &Genesis, loaded: &crate::store::Loaded) -> Chain {
+        let mut chain = Chain::new(genesis);
+        chain.accounts.extend(loaded.accounts.iter().copied());
+        chain.height = loaded.height;
+        chain.tip = loaded.tip;
+        chain.recent = loaded.blocks.iter().map(|b| (b.height, b.id)).collect();
+        chain.equivocations = loaded.equivocations.clone();
+        chain
+    }
+
     pub fn height(&self) -> u64 {
         self.height
     }
@@ -306,7 +426,12 @@ impl Chain {
         }
         let filled = self.recent.get(&block.height);
         if block.height <= self.height && filled.is_some_and(|id| *id != block.id) {
-            self.equivocations.push((block.height, block.producer));
+            // Once per height: a producer signing many blocks for one
+            // height does not grow the record.
+            let e = (block.height, block.producer);
+            if !self.equivocations.contains(&e) {
+                self.equivocations.push(e);
+            }
             return Err(BlockError::Equivocation {
                 height: block.height,
             });

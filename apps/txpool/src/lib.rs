@@ -41,15 +41,18 @@
 #![forbid(unsafe_code)]
 
 pub mod block;
+pub mod control;
 pub mod fetch;
 pub mod pool;
 pub mod service;
+pub mod store;
 pub mod tx;
 pub mod wire;
 
-pub use block::{Applied, Block, BlockError, BlockId, Chain, Genesis};
+pub use block::{Applied, Block, BlockError, BlockId, Chain, Genesis, GenesisError};
 pub use fetch::{FetchConfig, Fetcher};
 pub use pool::{Account, Inserted, Ledger, Placed, Pool, PoolConfig, Rejected, Status};
-pub use service::{SubmitError, TxPool, TxPoolConfig, TxPoolStatus};
+pub use service::{Located, OpenError, SubmitError, TxPool, TxPoolConfig, TxPoolStatus};
+pub use store::{Store, StoreError};
 pub use tx::{Transaction, TxError, TxId};
 pub use wire::{BLOCK_PROTOCOL, BLOCK_TOPIC, GET_PROTOCOL, TX_CHANNEL};

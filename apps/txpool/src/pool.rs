@@ -199,6 +199,27 @@ impl Pool {
         Some(&self.senders.get(peer)?.txs.get(nonce)?.tx)
     }
 
+    /// Whether `id` is pending or queued, if it is here.
+    pub fn placement(&self, id: &TxId) -> Option<Placed> {
+        let (peer, nonce) = self.by_id.get(id)?;
+        let s = self.senders.get(peer)?;
+        let pending = s.run().min(self.config.max_pending_per_sender) as u64;
+        Some(if *nonce < s.account.next_nonce.saturating_add(pending) {
+            Placed::Pending
+        } else {
+            Placed::Queued
+        })
+    }
+
+    /// The nonce a sender's next transaction should carry: the ledger's
+    /// next, past the sender's consecutive run in the pool.
+    pub fn next_nonce(&self, sender: &PeerId, ledger: &impl Ledger) -> u64 {
+        match self.senders.get(sender) {
+            Some(s) => s.account.next_nonce.saturating_add(s.run() as u64),
+            None => ledger.account(sender).next_nonce,
+        }
+    }
+
     /// Adds a transaction whose signature was checked.
     pub fn insert(
         &mut self,

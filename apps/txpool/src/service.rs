@@ -27,8 +27,16 @@
 //! * **Producing.** With [`TxPoolConfig::produce_every`], at each tick
 //!   where the next height is this node's turn, `best()` is packed up to
 //!   the block limits, signed, applied and published.
+//! * **Restarts.** [`TxPool::open`] keeps the chain (accounts, height,
+//!   tip, recent blocks, equivocations) and the transactions submitted
+//!   here in a redb store ([`crate::store`]); reopened, the node starts
+//!   at its last height and announces its own transactions again.
+//! * **New peers.** A peer that connects is announced the pool's
+//!   pending transactions (at most [`ANNOUNCE_ON_CONNECT`]), as eth
+//!   nodes do, so a node that joins or restarts catches up.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -41,7 +49,8 @@ use tokio::task::JoinHandle;
 
 use crate::block::{Applied, Block, BlockError, Chain, Genesis, MAX_BLOCK_TXS};
 use crate::fetch::{FetchConfig, Fetcher};
-use crate::pool::{Placed, Pool, PoolConfig, Rejected, Status};
+use crate::pool::{Ledger, Placed, Pool, PoolConfig, Rejected, Status};
+use crate::store::{Loaded, Store, StoreError, KEPT_BLOCKS};
 use crate::tx::{Transaction, TxError, TxId};
 use crate::wire::{
     self, Announced, TxMessage, BLOCK_PROTOCOL, BLOCK_TOPIC, GET_PROTOCOL, TX_CHANNEL,
@@ -52,8 +61,8 @@ pub const KICK_POINTS: u32 = 200;
 pub const SCORE_WINDOW: Duration = Duration::from_secs(10);
 /// Blocks ahead of the next height held for their parents, at most.
 pub const FUTURE_BLOCKS: usize = 64;
-/// Recent blocks kept in memory to answer [`BLOCK_PROTOCOL`].
-const KEPT_BLOCKS: usize = 256;
+/// Pending transactions announced to a peer when it connects, at most.
+pub const ANNOUNCE_ON_CONNECT: usize = wire::MAX_IDS;
 /// Ids of included transactions remembered, so a late announcement of
 /// one is not fetched.
 const RECENT_INCLUDED: usize = 65_536;
@@ -98,6 +107,8 @@ pub enum SubmitError {
     Invalid(#[from] TxError),
     #[error(transparent)]
     Rejected(#[from] Rejected),
+    #[error("the transaction is in the pool but could not be written to disk: {0}")]
+    Store(#[from] peerlink_net::dbwriter::WriteError),
 }
 
 /// Counters, all since start.
@@ -135,27 +146,91 @@ struct State {
     pool: Pool,
     chain: Chain,
     fetcher: Fetcher,
-    included: HashSet<TxId>,
+    /// Recently included transactions, with their block's height.
+    included: HashMap<TxId, u64>,
     included_order: VecDeque<TxId>,
+    store: Option<Store>,
+    /// Transactions submitted here that no block included yet (what the
+    /// store's journal holds).
+    own: HashSet<TxId>,
     blocks: VecDeque<Block>,
     future: BTreeMap<u64, Block>,
     scores: HashMap<PeerId, (Instant, u32)>,
 }
 
 impl State {
-    fn knows(&self, id: &TxId) -> bool {
-        self.pool.contains(id) || self.included.contains(id)
+    /// Takes up what a store held: the chain, the recent blocks, and the
+    /// own transactions still valid against it (the rest are forgotten).
+    fn restore(&mut self, genesis: &Genesis, store: Store, loaded: Loaded) {
+        self.chain = Chain::restore(genesis, &loaded);
+        for b in &loaded.blocks {
+            for t in &b.txs {
+                if self.included.insert(t.id(), b.height).is_none() {
+                    self.included_order.push_back(t.id());
+                }
+            }
+        }
+        let now = Instant::now();
+        let mut stale = Vec::new();
+        for tx in loaded.own {
+            let id = tx.id();
+            match self.pool.insert(tx, &self.chain, now) {
+                Ok(_) => {
+                    self.own.insert(id);
+                }
+                Err(_) => stale.push(id),
+            }
+        }
+        if !stale.is_empty() {
+            if let Err(e) = store.forget_own(stale) {
+                tracing::warn!("txpool: could not forget stale own transactions: {e}");
+            }
+        }
+        self.blocks = loaded.blocks.into();
+        self.store = Some(store);
     }
 
-    /// Applies `block`; the pool follows. Held if it is ahead.
+    fn knows(&self, id: &TxId) -> bool {
+        self.pool.contains(id) || self.included.contains_key(id)
+    }
+
+    /// Applies `block`; the pool and the store follow.
     fn apply(&mut self, block: Block) -> Result<Applied, BlockError> {
-        let applied = self.chain.apply(&block)?;
+        let recorded = self.chain.equivocations.len();
+        let applied = match self.chain.apply(&block) {
+            Ok(a) => a,
+            Err(e) => {
+                if let (Some(store), Some((h, p))) =
+                    (&self.store, self.chain.equivocations.get(recorded).copied())
+                {
+                    if let Err(e) = store.equivocation(h, p) {
+                        tracing::warn!("txpool: equivocation not recorded on disk: {e}");
+                    }
+                }
+                return Err(e);
+            }
+        };
         self.pool
             .update_accounts(applied.senders.iter(), &self.chain);
+        let mut own_included = Vec::new();
         for tx in &block.txs {
-            self.fetcher.got(&tx.id());
-            if self.included.insert(tx.id()) {
-                self.included_order.push_back(tx.id());
+            let id = tx.id();
+            self.fetcher.got(&id);
+            if self.included.insert(id, block.height).is_none() {
+                self.included_order.push_back(id);
+            }
+            if self.own.remove(&id) {
+                own_included.push(id);
+            }
+        }
+        if let Some(store) = &self.store {
+            let accounts = applied
+                .senders
+                .iter()
+                .map(|p| (*p, self.chain.account(p)))
+                .collect();
+            if let Err(e) = store.block(&block, accounts, own_included) {
+                tracing::warn!("txpool: block {} not written to disk: {e}", block.height);
             }
         }
         while self.included_order.len() > RECENT_INCLUDED {
@@ -164,16 +239,16 @@ impl State {
             }
         }
         self.blocks.push_back(block);
-        if self.blocks.len() > KEPT_BLOCKS {
+        if self.blocks.len() > KEPT_BLOCKS as usize {
             self.blocks.pop_front();
         }
         Ok(applied)
     }
 }
 
-struct Inner {
-    node: Node,
-    config: TxPoolConfig,
+pub(crate) struct Inner {
+    pub(crate) node: Node,
+    pub(crate) config: TxPoolConfig,
     state: Mutex<State>,
     pending: broadcast::Sender<Transaction>,
     counters: Counters,
@@ -199,25 +274,64 @@ fn unix_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
+/// Why [`TxPool::open`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Net(#[from] NetError),
+}
+
 impl TxPool {
-    /// Starts the pool on `node` (inside a tokio runtime): claims
-    /// [`TX_CHANNEL`], serves [`GET_PROTOCOL`] and [`BLOCK_PROTOCOL`] and
-    /// subscribes to [`BLOCK_TOPIC`].
+    /// Starts the pool on `node` (inside a tokio runtime), in memory: it
+    /// starts from the genesis. Claims [`TX_CHANNEL`], serves
+    /// [`GET_PROTOCOL`] and [`BLOCK_PROTOCOL`] and subscribes to
+    /// [`BLOCK_TOPIC`].
     pub fn new(node: &Node, config: TxPoolConfig) -> Result<TxPool, NetError> {
+        Self::start(node, config, None)
+    }
+
+    /// [`TxPool::new`], keeping the chain and the transactions submitted
+    /// here in `dir` ([`crate::store`]): a node reopened on the same
+    /// directory resumes at its last height and announces its own
+    /// transactions that are still valid. The store is read off the
+    /// async workers.
+    pub async fn open(node: &Node, config: TxPoolConfig, dir: &Path) -> Result<TxPool, OpenError> {
+        let (dir, genesis) = (dir.to_path_buf(), config.genesis.clone());
+        let (store, loaded) = tokio::task::spawn_blocking(move || Store::open(&dir, &genesis))
+            .await
+            .map_err(|e| StoreError::Io {
+                path: "txpool store".into(),
+                error: e.to_string(),
+            })??;
+        Ok(Self::start(node, config, Some((store, loaded)))?)
+    }
+
+    fn start(
+        node: &Node,
+        config: TxPoolConfig,
+        stored: Option<(Store, Loaded)>,
+    ) -> Result<TxPool, NetError> {
         let channel = node.channel(TX_CHANNEL)?;
         let gets = node.serve(GET_PROTOCOL)?;
         let block_gets = node.serve(BLOCK_PROTOCOL)?;
         let events = node.events();
-        let state = State {
+        let mut state = State {
             pool: Pool::new(config.pool.clone()),
             chain: Chain::new(&config.genesis),
             fetcher: Fetcher::new(config.fetch.clone()),
-            included: HashSet::new(),
+            included: HashMap::new(),
             included_order: VecDeque::new(),
+            store: None,
+            own: HashSet::new(),
             blocks: VecDeque::new(),
             future: BTreeMap::new(),
             scores: HashMap::new(),
         };
+        if let Some((store, loaded)) = stored {
+            state.restore(&config.genesis, store, loaded);
+        }
         let inner = Arc::new(Inner {
             node: node.clone(),
             config,
@@ -252,30 +366,37 @@ impl TxPool {
     }
 
     /// Checks and inserts a transaction entering here, then pushes it to
-    /// √peers and announces it to the rest.
+    /// √peers and announces it to the rest. With a store, it is queued to
+    /// disk too; [`TxPool::flush`] waits until it is there.
     pub fn submit(&self, tx: Transaction) -> Result<Placed, SubmitError> {
-        tx.verify()?;
-        let placed = {
-            let mut s = self.inner.state();
-            let s = &mut *s;
-            let placed = s.pool.insert(tx.clone(), &s.chain, Instant::now())?.placed;
-            s.fetcher.got(&tx.id());
-            placed
-        };
-        self.inner.counters.submitted.fetch_add(1, Relaxed);
-        let _ = self.inner.pending.send(tx.clone());
-        self.inner.spread(&[tx], None, true);
-        Ok(placed)
+        self.inner.submit(tx)
+    }
+
+    /// Waits until everything queued to the store is on disk (at once
+    /// without a store).
+    pub async fn flush(&self) -> Result<(), peerlink_net::dbwriter::WriteError> {
+        self.inner.flush().await
     }
 
     /// Up to `n` executable transactions, best fee rate first, each
     /// sender's in nonce order.
     pub fn best(&self, n: usize) -> Vec<Transaction> {
-        self.inner.state().pool.best().take(n).cloned().collect()
+        self.inner.best(n)
     }
 
     pub fn get(&self, id: &TxId) -> Option<Transaction> {
-        self.inner.state().pool.get(id).cloned()
+        self.inner.get(id)
+    }
+
+    /// Where `id` is: pending or queued here, or included at a height.
+    pub fn locate(&self, id: &TxId) -> Option<Located> {
+        self.inner.locate(id)
+    }
+
+    /// The nonce `sender`'s next transaction should carry (the ledger's,
+    /// past what the pool holds in a row).
+    pub fn next_nonce(&self, sender: &PeerId) -> u64 {
+        self.inner.next_nonce(sender)
     }
 
     /// Every transaction newly in the pool (submitted or received).
@@ -298,7 +419,87 @@ impl TxPool {
     }
 
     pub fn status(&self) -> TxPoolStatus {
-        let s = self.inner.state();
+        self.inner.status()
+    }
+
+    pub fn counters(&self) -> &Counters {
+        &self.inner.counters
+    }
+
+    /// The pool's commands on the node's control socket (`peerlink tx
+    /// ...`), for [`peerlink_net::control::serve_with`].
+    pub fn control(&self) -> Arc<dyn peerlink_net::control::ControlExtension> {
+        Arc::new(crate::control::TxControl::new(Arc::downgrade(&self.inner)))
+    }
+}
+
+/// Where a transaction is ([`TxPool::locate`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Located {
+    Pending,
+    Queued,
+    /// In the block at this height.
+    Included(u64),
+}
+
+impl Inner {
+    pub(crate) fn submit(&self, tx: Transaction) -> Result<Placed, SubmitError> {
+        tx.verify()?;
+        let (placed, ticket) = {
+            let mut s = self.state();
+            let s = &mut *s;
+            let inserted = s.pool.insert(tx.clone(), &s.chain, Instant::now())?;
+            s.fetcher.got(&tx.id());
+            let mut ticket = Ok(());
+            if let Some(store) = &s.store {
+                if let Some(r) = &inserted.replaced {
+                    s.own.remove(&r.id());
+                    let _ = store.forget_own(vec![r.id()]);
+                }
+                s.own.insert(tx.id());
+                ticket = store.own(&tx).map(|_| ());
+            }
+            (inserted.placed, ticket)
+        };
+        self.counters.submitted.fetch_add(1, Relaxed);
+        let _ = self.pending.send(tx.clone());
+        self.spread(&[tx], None, true);
+        ticket?;
+        Ok(placed)
+    }
+
+    pub(crate) async fn flush(&self) -> Result<(), peerlink_net::dbwriter::WriteError> {
+        let store = self.state().store.clone();
+        match store {
+            Some(s) => s.flush().await,
+            None => Ok(()),
+        }
+    }
+
+    pub(crate) fn get(&self, id: &TxId) -> Option<Transaction> {
+        self.state().pool.get(id).cloned()
+    }
+
+    pub(crate) fn next_nonce(&self, sender: &PeerId) -> u64 {
+        let s = self.state();
+        s.pool.next_nonce(sender, &s.chain)
+    }
+
+    pub(crate) fn best(&self, n: usize) -> Vec<Transaction> {
+        self.state().pool.best().take(n).cloned().collect()
+    }
+
+    pub(crate) fn locate(&self, id: &TxId) -> Option<Located> {
+        let s = self.state();
+        match s.pool.placement(id) {
+            Some(Placed::Pending) => Some(Located::Pending),
+            Some(Placed::Queued) => Some(Located::Queued),
+            None => s.included.get(id).map(|h| Located::Included(*h)),
+        }
+    }
+
+    pub(crate) fn status(&self) -> TxPoolStatus {
+        let s = self.state();
         TxPoolStatus {
             pool: s.pool.status(),
             height: s.chain.height(),
@@ -306,10 +507,6 @@ impl TxPool {
             held_blocks: s.future.len(),
             equivocations: s.chain.equivocations.len(),
         }
-    }
-
-    pub fn counters(&self) -> &Counters {
-        &self.inner.counters
     }
 }
 
@@ -397,6 +594,28 @@ impl Inner {
                 // A full queue drops: the peer will hear of it from others.
                 let _ = self.node.try_send(peer, TX_CHANNEL, m.clone());
             }
+        }
+    }
+
+    /// Announces up to [`ANNOUNCE_ON_CONNECT`] pending transactions, best
+    /// first, to a peer that just connected.
+    fn announce_pool(&self, peer: &PeerId) {
+        let items: Vec<Announced> = {
+            let s = self.state();
+            s.pool
+                .best()
+                .take(ANNOUNCE_ON_CONNECT)
+                .map(|t| Announced {
+                    id: t.id(),
+                    size: t.size() as u32,
+                    fee_rate: t.fee_rate,
+                })
+                .collect()
+        };
+        for c in items.chunks(wire::MAX_IDS) {
+            let _ = self
+                .node
+                .try_send(peer, TX_CHANNEL, Bytes::from(wire::announce(c)));
         }
     }
 
@@ -770,9 +989,12 @@ async fn watch_peers(inner: Weak<Inner>, mut events: broadcast::Receiver<PeerEve
             Err(broadcast::error::RecvError::Closed) => return,
         };
         let Some(inner) = inner.upgrade() else { return };
-        if let PeerEvent::Disconnected { peer, .. } = event {
-            inner.state().fetcher.peer_gone(&peer);
-            inner.dispatch();
+        match event {
+            PeerEvent::Disconnected { peer, .. } => {
+                inner.state().fetcher.peer_gone(&peer);
+                inner.dispatch();
+            }
+            PeerEvent::Connected { peer, .. } => inner.announce_pool(&peer),
         }
     }
 }

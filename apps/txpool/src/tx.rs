@@ -38,6 +38,16 @@ impl std::fmt::Display for TxId {
     }
 }
 
+impl std::str::FromStr for TxId {
+    type Err = TxError;
+    /// 64 hex digits, as [`TxId`] prints.
+    fn from_str(s: &str) -> Result<TxId, TxError> {
+        blake3::Hash::from_hex(s.trim())
+            .map(|h| TxId(*h.as_bytes()))
+            .map_err(|_| TxError::BadId)
+    }
+}
+
 impl std::fmt::Debug for TxId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "TxId({self})")
@@ -61,6 +71,8 @@ pub enum TxError {
     BadSender,
     #[error("bad signature")]
     BadSignature,
+    #[error("a transaction id is 64 hex digits")]
+    BadId,
 }
 
 /// A signed transaction, as decoded or built.

@@ -141,6 +141,29 @@ enum Workload {
         #[arg(long, default_value_t = 64)]
         size: usize,
     },
+    /// The transaction pool: insert, best(), block apply and admission
+    /// on one thread; propagation on an N-node network; a sustained load
+    /// with blocks on 20 nodes. Exits 1 if a transaction was lost.
+    Txpool {
+        /// Nodes of the propagation network (0 skips it).
+        #[arg(long, default_value_t = 100)]
+        nodes: usize,
+        /// Transactions submitted in the propagation run.
+        #[arg(long, default_value_t = 300)]
+        txs: usize,
+        /// Nodes of the sustained run (0 skips it).
+        #[arg(long, default_value_t = 20)]
+        sustained_nodes: usize,
+        /// Transactions per second in the sustained run.
+        #[arg(long, default_value_t = 500)]
+        rate: u64,
+        /// Seconds of sustained load.
+        #[arg(long, default_value_t = 30.0)]
+        secs: f64,
+        /// Senders in the core measurement (10 transactions each).
+        #[arg(long, default_value_t = 10_000)]
+        senders: usize,
+    },
     /// One process's share of a `bench dht` network (started by it).
     #[command(hide = true)]
     DhtShard { spec: String },
@@ -421,6 +444,25 @@ pub async fn run(args: Args) -> Result<()> {
             serde_json::to_value(all)?
         }
         Workload::Registry(a) => crate::bench_registry::run(a).await?,
+        Workload::Txpool {
+            nodes,
+            txs,
+            sustained_nodes,
+            rate,
+            secs,
+            senders,
+        } => {
+            txpool(peerlink_bench::txpool::TxpoolBench {
+                nodes,
+                txs,
+                sustained_nodes,
+                rate,
+                secs,
+                senders: senders.max(1),
+                ..Default::default()
+            })
+            .await?
+        }
         Workload::DhtShard { spec } => return peerlink_bench::dht::serve_shard(&spec).await,
         Workload::FloodTarget => return peerlink_bench::flood::serve_target().await,
         Workload::FloodAttacker { addr, secs, round } => {
@@ -532,4 +574,81 @@ pub async fn run(args: Args) -> Result<()> {
         eprintln!("wrote {}", path.display());
     }
     Ok(())
+}
+
+async fn txpool(b: peerlink_bench::txpool::TxpoolBench) -> Result<serde_json::Value> {
+    let r = peerlink_bench::txpool::txpool(&b).await?;
+    let c = &r.core;
+    println!(
+        "transaction pool core, one thread: {} transactions from {} senders",
+        c.transactions, c.senders
+    );
+    println!(
+        "  insert            p50 {:>8.0} ns  p99 {:>8.0} ns   (target p50 <= 500 ns)",
+        c.insert_ns.p50_us * 1e3,
+        c.insert_ns.p99_us * 1e3
+    );
+    println!(
+        "  pop best()        p50 {:>8.0} ns  p99 {:>8.0} ns   (target p50 <= 300 ns)",
+        c.pop_ns.p50_us * 1e3,
+        c.pop_ns.p99_us * 1e3
+    );
+    println!(
+        "  apply a block of {} p50 {:>7.3} ms  p99 {:>7.3} ms   (target <= 1 ms)",
+        c.block_txs,
+        c.block_apply.p50_us / 1e3,
+        c.block_apply.p99_us / 1e3
+    );
+    println!(
+        "  admission: one by one {:.1} k/s, batched {:.1} k/s on 1 thread, {:.1} k/s on 2 (target >= 50 k/s on 2 cores)",
+        c.admission_one_by_one_per_s / 1e3,
+        c.admission_batched_1_thread_per_s / 1e3,
+        c.admission_batched_2_threads_per_s / 1e3
+    );
+    if let Some(p) = &r.propagation {
+        println!(
+            "propagation, {} nodes, 0 ms links, {} transactions: {:.2} % of pools complete; time to all p50 {:.1} ms p99 {:.1} ms (target p99 <= 50 ms); {:.2} full copies per node (target <= 1.3); {} fetch failures",
+            p.nodes,
+            p.submitted,
+            p.complete * 100.0,
+            p.time_to_all.p50_us / 1e3,
+            p.time_to_all.p99_us / 1e3,
+            p.copies_per_node,
+            p.fetch_failures
+        );
+    }
+    if let Some(s) = &r.sustained {
+        let l = &s.load;
+        println!(
+            "sustained, {} nodes, {} tx/s for {:.0} s, blocks every 500 ms: {} submitted ({} refused), {} included by height {}; every pool empty {:.0} ms after the load ({}); time to all pools p50 {:.1} ms p99 {:.1} ms; {:.2} full copies per node; largest pool {}; RSS {:.0} -> peak {:.0} -> {:.0} MiB",
+            l.nodes,
+            s.rate,
+            s.secs,
+            l.submitted,
+            l.refused_at_submit,
+            l.included,
+            l.height,
+            l.settle_ms,
+            if l.settled { "converged" } else { "NOT converged" },
+            l.time_to_all.p50_us / 1e3,
+            l.time_to_all.p99_us / 1e3,
+            l.copies_per_node,
+            l.max_pool,
+            s.rss_before as f64 / 1048576.0,
+            l.rss_peak as f64 / 1048576.0,
+            s.rss_after as f64 / 1048576.0
+        );
+    }
+    let lost = r
+        .propagation
+        .as_ref()
+        .is_some_and(|p| !p.settled || p.refused_at_submit > 0)
+        || r.sustained.as_ref().is_some_and(|s| {
+            !s.load.settled || s.load.included != s.load.submitted || s.load.refused_at_submit > 0
+        });
+    let v = serde_json::to_value(&r)?;
+    if lost {
+        anyhow::bail!("transactions were lost or stuck: {v}");
+    }
+    Ok(v)
 }

@@ -35,6 +35,10 @@ pub struct Args {
     /// Packages of the real catalogue published (plus one of 1 MiB).
     #[arg(long, default_value_t = 40)]
     packages: usize,
+    /// Transactions sent through the transaction pool (from one sender per
+    /// 10), with two producers taking turns every 500 ms; 0 skips it.
+    #[arg(long, default_value_t = 1000)]
+    txs: usize,
 }
 
 const CHANNEL: u16 = 16;
@@ -337,7 +341,12 @@ pub async fn run(args: Args) -> Result<()> {
     // nodes that never fetched it; search locally and across peers.
     let registry = registry_step(&nodes, args.packages).await?;
 
-    // 8. Ping every neighbour once.
+    // 8. Transactions: a pool on every node, the first two producing in
+    // turn every 500 ms; transactions from many senders at random nodes
+    // at 500 per second, until blocks have included every one.
+    let txs = tx_step(&nodes, args.txs).await?;
+
+    // 9. Ping every neighbour once.
     let mut pings = Vec::new();
     for node in &nodes {
         for p in node.peers() {
@@ -439,6 +448,20 @@ pub async fn run(args: Args) -> Result<()> {
         r.remote.p50_us / 1e3,
         r.remote.p99_us / 1e3
     );
+    if let Some(t) = &txs {
+        println!(
+            "transactions          {} submitted at random nodes, {} included in {} blocks; time to all pools p50 {:.1} ms, p99 {:.1} ms; {:.2} full copies and {:.2} duplicates per node per transaction; largest pool {}; every pool empty {:.0} ms after the last",
+            t.submitted,
+            t.included,
+            t.height,
+            t.time_to_all.p50_us / 1e3,
+            t.time_to_all.p99_us / 1e3,
+            t.copies_per_node,
+            t.duplicates_per_node,
+            t.max_pool,
+            t.settle_ms
+        );
+    }
     println!("handshake failures    {handshake_failures}, peer errors {peer_errors}");
     if delivered != expected {
         bail!("{} messages were not delivered", expected - delivered);
@@ -452,8 +475,55 @@ pub async fn run(args: Args) -> Result<()> {
             gossip_messages * (n - 1) - gossip_delivered
         );
     }
-    println!("all messages delivered, every DHT record read back, every gossip message everywhere, every package on every node");
+    if let Some(t) = &txs {
+        if !t.settled || t.included != t.submitted || t.refused_at_submit > 0 {
+            bail!(
+                "transactions: {} submitted, {} refused, {} included, pools {}",
+                t.submitted,
+                t.refused_at_submit,
+                t.included,
+                if t.settled {
+                    "empty"
+                } else {
+                    "not empty after 60 s"
+                }
+            );
+        }
+    }
+    println!("all messages delivered, every DHT record read back, every gossip message everywhere, every package on every node, every transaction included");
     Ok(())
+}
+
+async fn tx_step(
+    nodes: &[peerlink_net::Node],
+    count: usize,
+) -> Result<Option<peerlink_bench::txpool::LoadReport>> {
+    use peerlink_bench::txpool::{drive, keys, sign_all, Until};
+    if count == 0 || nodes.len() < 2 {
+        return Ok(None);
+    }
+    let pb = bar(count, "transactions");
+    let senders = keys(count.div_ceil(10))?;
+    let txs: Vec<_> = sign_all(&senders, 10, 120)
+        .into_iter()
+        .take(count)
+        .collect();
+    let genesis = peerlink_txpool::Genesis {
+        producers: nodes.iter().take(2).map(|n| n.peer_id()).collect(),
+        accounts: senders.iter().map(|k| (k.peer_id(), 1u128 << 60)).collect(),
+    };
+    let mut pools = Vec::with_capacity(nodes.len());
+    for (i, node) in nodes.iter().enumerate() {
+        let mut c = peerlink_txpool::TxPoolConfig::new(genesis.clone());
+        if i < 2 {
+            c.produce_every = Some(Duration::from_millis(500));
+        }
+        pools.push(peerlink_txpool::TxPool::new(node, c)?);
+    }
+    let report = drive(&pools, &txs, 500.0, Until::AllIncluded, 7).await?;
+    pb.set_position(report.included);
+    pb.finish_and_clear();
+    Ok(Some(report))
 }
 
 struct RegistryOutcome {

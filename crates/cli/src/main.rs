@@ -17,6 +17,7 @@ mod dht;
 mod gossip;
 mod registry;
 mod sim;
+mod tx;
 
 #[derive(Parser)]
 #[command(
@@ -81,6 +82,9 @@ enum Command {
     },
     #[command(flatten)]
     Registry(registry::Command),
+    /// The transaction pool of a running node (`node --txpool`): submit,
+    /// nonce, pool, show; and `tx genesis` to write a genesis file.
+    Tx(tx::Args),
     /// Start a local network of nodes in this process, exercise it, report.
     Devnet(devnet::Args),
     /// Measure peerlink against raw TCP on loopback.
@@ -198,6 +202,7 @@ async fn run(cli: Cli) -> Result<()> {
             interval_ms,
         } => ping(&peer, count, interval_ms).await?,
         Command::Registry(cmd) => registry::run(cmd).await?,
+        Command::Tx(args) => tx::run(args).await?,
         Command::Devnet(args) => devnet::run(args).await?,
         Command::Bench(args) => bench::run(args).await?,
         Command::Sim(args) => tokio::task::spawn_blocking(move || sim::run(args)).await??,
@@ -228,6 +233,17 @@ struct NodeOpts {
     /// The local control socket (`peerlink dht ...` talk to it).
     #[arg(long, default_value_os_t = default_control_path())]
     control: PathBuf,
+    /// Run the transaction pool (needs --genesis); its chain is kept in
+    /// <data-dir>/txpool.
+    #[arg(long, requires = "genesis")]
+    txpool: bool,
+    /// The genesis file of the transaction network (`peerlink tx genesis`).
+    #[arg(long)]
+    genesis: Option<PathBuf>,
+    /// Produce a block this often when it is this node's turn (its key
+    /// must be a producer in the genesis), e.g. 500ms.
+    #[arg(long, requires = "txpool", value_parser = bench::parse_duration)]
+    produce_every: Option<Duration>,
 }
 
 async fn run_node(opts: NodeOpts) -> Result<()> {
@@ -239,7 +255,18 @@ async fn run_node(opts: NodeOpts) -> Result<()> {
         max_peers,
         data_dir,
         control,
+        txpool,
+        genesis,
+        produce_every,
     } = opts;
+    let genesis = match (&genesis, txpool) {
+        (Some(path), true) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading genesis {}", path.display()))?;
+            Some(peerlink_txpool::Genesis::from_toml(&text)?)
+        }
+        _ => None,
+    };
     let keypair =
         keyfile::load_or_create(&key).with_context(|| format!("loading key {}", key.display()))?;
     let mut seeds = Vec::new();
@@ -273,8 +300,38 @@ async fn run_node(opts: NodeOpts) -> Result<()> {
         peerlink_registry::RegistryConfig::new(data_dir.join("registry")),
     )
     .await?;
-    let _control =
-        peerlink_net::control::serve_with(node.clone(), &control, Some(Arc::new(registry))).await?;
+    let mut extensions: Vec<Arc<dyn peerlink_net::control::ControlExtension>> =
+        vec![Arc::new(registry)];
+    let _pool = match genesis {
+        Some(genesis) => {
+            if produce_every.is_some() && !genesis.producers.contains(&node.peer_id()) {
+                anyhow::bail!(
+                    "--produce-every: this node ({}) is not a producer in the genesis file",
+                    node.peer_id()
+                );
+            }
+            let mut config = peerlink_txpool::TxPoolConfig::new(genesis);
+            config.produce_every = produce_every;
+            let pool =
+                peerlink_txpool::TxPool::open(&node, config, &data_dir.join("txpool")).await?;
+            let st = pool.status();
+            println!(
+                "txpool at height {} ({} pending, {} queued){}",
+                st.height,
+                st.pool.pending,
+                st.pool.queued,
+                if produce_every.is_some() {
+                    ", producing"
+                } else {
+                    ""
+                }
+            );
+            extensions.push(pool.control());
+            Some(pool)
+        }
+        None => None,
+    };
+    let _control = peerlink_net::control::serve_with(node.clone(), &control, extensions).await?;
     println!("control socket {}", control.display());
     if let Some(addr) = metrics {
         let (bound, _task) = peerlink_net::serve_metrics(node.clone(), addr).await?;

@@ -491,3 +491,124 @@ fn bench_flood_runs_rounds_and_keeps_the_flooded_node_under_its_memory_bound() {
     );
     assert!(peak > 0 && peak < bound, "{peak} of {bound}");
 }
+
+fn json_in(home: &std::path::Path, args: &[&str]) -> serde_json::Value {
+    let (ok, out, err) = run_in(home, args);
+    assert!(ok, "{args:?} failed: {err}");
+    serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{args:?}: {e}: {out}"))
+}
+
+#[test]
+fn txpool_node_takes_transactions_produces_blocks_and_keeps_its_chain_across_a_crash() {
+    let home = tempfile::tempdir().unwrap();
+    let h = home.path();
+    let key = h.join("node.key");
+    let user_key = h.join("user.key");
+    let (ok, node_id, err) = run_in(h, &["keygen", "--key", key.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    let (ok, user_id, err) = run_in(h, &["keygen", "--key", user_key.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    let (node_id, user_id) = (node_id.trim(), user_id.trim());
+    let genesis = h.join("genesis.toml");
+    let (ok, _, err) = run_in(
+        h,
+        &[
+            "tx",
+            "genesis",
+            "--producer",
+            node_id,
+            "--fund",
+            &format!("{node_id}=1000000"),
+            "--fund",
+            &format!("{user_id}=1000000"),
+            "--out",
+            genesis.to_str().unwrap(),
+        ],
+    );
+    assert!(ok, "{err}");
+    // A bad genesis entry is refused by name.
+    let (ok, _, err) = run_in(h, &["tx", "genesis", "--producer", "nope"]);
+    assert!(!ok && err.contains("not a peer id"), "{err}");
+
+    let node_args = [
+        "--listen",
+        "127.0.0.1:0",
+        "--txpool",
+        "--genesis",
+        genesis.to_str().unwrap(),
+    ];
+    let mut producing = node_args.to_vec();
+    producing.extend(["--produce-every", "200ms"]);
+    let (node, lines) = start_node(&producing, h, "control socket");
+    assert!(
+        lines.iter().any(|l| l.starts_with("txpool at height 0")),
+        "{lines:?}"
+    );
+
+    // Signed with the node's key, then with a key file (signed by the CLI).
+    let a = json_in(h, &["tx", "submit", "--payload", "hello", "--json"]);
+    assert_eq!(a["nonce"], 0);
+    assert_eq!(a["sender"], node_id);
+    let b = json_in(
+        h,
+        &[
+            "tx",
+            "submit",
+            "--key",
+            user_key.to_str().unwrap(),
+            "--fee-rate",
+            "3",
+            "--json",
+        ],
+    );
+    assert_eq!(b["sender"], user_id);
+    // Nonce 0 again, same fee, while it waits: a replacement without the bump.
+    let (ok, _, err) = run_in(h, &["tx", "submit", "--nonce", "0", "--payload", "again"]);
+    assert!(!ok && err.contains("replacement fee rate"), "{err}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let a_id = a["id"].as_str().unwrap().to_string();
+    // Blocks include both.
+    loop {
+        let s = json_in(h, &["tx", "show", &a_id, "--json"]);
+        let t = json_in(h, &["tx", "show", b["id"].as_str().unwrap(), "--json"]);
+        if s["state"] == "included" && t["state"] == "included" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never included: {s} {t}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Once included, nonce 0 is stale.
+    let (ok, _, err) = run_in(h, &["tx", "submit", "--nonce", "0", "--payload", "again"]);
+    assert!(!ok && err.contains("nonce 0"), "{err}");
+    let pool = json_in(h, &["tx", "pool", "--json"]);
+    assert!(pool["height"].as_u64().unwrap() >= 1, "{pool}");
+    assert_eq!(json_in(h, &["tx", "nonce", "--json"])["nonce"], 1);
+    // One more, answered once on disk; then the node is killed (no
+    // shutdown) and restarted without producing.
+    let c = json_in(h, &["tx", "submit", "--payload", "after", "--json"]);
+    let height_before = json_in(h, &["tx", "pool", "--json"])["height"]
+        .as_u64()
+        .unwrap();
+    drop(node);
+    let (_node, lines) = start_node(&node_args, h, "control socket");
+    let restarted = lines
+        .iter()
+        .find_map(|l| l.strip_prefix("txpool at height "))
+        .and_then(|l| l.split(' ').next())
+        .and_then(|n| n.parse::<u64>().ok())
+        .unwrap_or_else(|| panic!("{lines:?}"));
+    assert!(
+        restarted >= height_before.saturating_sub(1),
+        "{restarted} < {height_before}"
+    );
+    // The included transaction is still known; the last one is pending
+    // or was included before the crash.
+    assert_eq!(
+        json_in(h, &["tx", "show", &a_id, "--json"])["state"],
+        "included"
+    );
+    let c = json_in(h, &["tx", "show", c["id"].as_str().unwrap(), "--json"]);
+    assert!(c["state"] == "pending" || c["state"] == "included", "{c}");
+    let (ok, _, err) = run_in(h, &["tx", "show", "zz"]);
+    assert!(!ok && err.contains("64 hex digits"), "{err}");
+}

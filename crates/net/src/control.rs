@@ -149,8 +149,11 @@ impl Drop for ControlServer {
 pub type ExtensionReply = Pin<Box<dyn Future<Output = Result<Value, String>> + Send>>;
 
 /// Commands an application adds to the control interface (the package
-/// registry's publish, search and install). A request whose `"op"` the
-/// node does not know is offered to the extension.
+/// registry's publish, search and install; the transaction pool's
+/// submit, pool and show). A request whose `"op"` the node does not know
+/// is offered to each registered extension in turn; the first that takes
+/// it answers. Name ops with the application's prefix (`registry_`,
+/// `tx_`) so they cannot collide.
 pub trait ControlExtension: Send + Sync + 'static {
     /// `None` when `op` is not the extension's either. Values sent on
     /// `progress` reach the client as `{"ok": true, "progress": ...}`
@@ -167,22 +170,22 @@ pub trait ControlExtension: Send + Sync + 'static {
 /// if needed. A stale socket left by a dead node is replaced; a live one
 /// is an error.
 pub async fn serve(node: Node, path: &Path) -> Result<ControlServer, ControlError> {
-    serve_with(node, path, None).await
+    serve_with(node, path, Vec::new()).await
 }
 
-/// [`serve`], with an application's commands.
+/// [`serve`], with applications' commands (tried in order).
 pub async fn serve_with(
     node: Node,
     path: &Path,
-    extension: Option<Arc<dyn ControlExtension>>,
+    extensions: Vec<Arc<dyn ControlExtension>>,
 ) -> Result<ControlServer, ControlError> {
-    serve_limited(node, path, extension, MAX_CONNECTIONS, IDLE_TIMEOUT).await
+    serve_limited(node, path, extensions.into(), MAX_CONNECTIONS, IDLE_TIMEOUT).await
 }
 
 async fn serve_limited(
     node: Node,
     path: &Path,
-    extension: Option<Arc<dyn ControlExtension>>,
+    extensions: Arc<[Arc<dyn ControlExtension>]>,
     max_connections: usize,
     idle: Duration,
 ) -> Result<ControlServer, ControlError> {
@@ -212,9 +215,9 @@ async fn serve_limited(
             match stream.peer_cred() {
                 Ok(cred) if cred.uid() == owner => match slots.clone().try_acquire_owned() {
                     Ok(slot) => {
-                        let (node, extension) = (node.clone(), extension.clone());
+                        let (node, extensions) = (node.clone(), extensions.clone());
                         tokio::spawn(async move {
-                            connection(node, extension, stream, idle).await;
+                            connection(node, &extensions, stream, idle).await;
                             drop(slot);
                         });
                     }
@@ -241,7 +244,7 @@ async fn serve_limited(
 
 async fn connection(
     node: Node,
-    extension: Option<Arc<dyn ControlExtension>>,
+    extensions: &[Arc<dyn ControlExtension>],
     stream: UnixStream,
     idle: Duration,
 ) {
@@ -262,7 +265,7 @@ async fn connection(
                 Ok(req) => handle(&node, req).await,
                 Err(e) => {
                     let e = ControlError::Malformed(e.to_string());
-                    match extension_call(extension.as_deref(), &line, &mut w).await {
+                    match extension_call(extensions, &line, &mut w).await {
                         Some(reply) => reply,
                         None => Err(e),
                     }
@@ -283,14 +286,17 @@ async fn connection(
 /// Runs an extension command, writing its progress lines; `None` when no
 /// extension takes the request.
 async fn extension_call(
-    extension: Option<&dyn ControlExtension>,
+    extensions: &[Arc<dyn ControlExtension>],
     line: &[u8],
     w: &mut tokio::net::unix::OwnedWriteHalf,
 ) -> Option<Result<Value, ControlError>> {
     let request: Value = serde_json::from_slice(line).ok()?;
     let op = request.get("op")?.as_str()?.to_string();
     let (tx, mut rx) = mpsc::unbounded_channel();
-    let mut reply = extension?.handle(&op, request, tx)?;
+    let mut reply = extensions
+        .iter()
+        .find_map(|e| e.handle(&op, request.clone(), tx.clone()))?;
+    drop(tx);
     loop {
         tokio::select! {
             biased;
@@ -594,7 +600,7 @@ mod tests {
         let path = dir.path().join(SOCKET_NAME);
         let n = node().await;
         let idle = Duration::from_millis(300);
-        let _server = serve_limited(n.clone(), &path, None, 4, idle)
+        let _server = serve_limited(n.clone(), &path, Arc::from([]), 4, idle)
             .await
             .unwrap();
         // Four connections hold partial lines: all the slots.
