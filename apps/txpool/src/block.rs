@@ -25,7 +25,7 @@ use std::collections::HashMap;
 
 use peerlink_net::{Keypair, PeerId};
 
-use crate::pool::{Account, Ledger};
+use crate::pool::{Account, Ledger, Map};
 use crate::tx::{Transaction, TxError, TxId, MAX_ENCODED};
 
 /// Transactions in a block, at most.
@@ -350,7 +350,7 @@ impl Genesis {
 /// The chain's tip and the ledger it leads to (in memory).
 pub struct Chain {
     producers: Vec<PeerId>,
-    accounts: HashMap<PeerId, Account>,
+    accounts: Map<PeerId, Account>,
     height: u64,
     tip: BlockId,
     /// Ids of the last [`KEPT_HEIGHTS`] blocks, by height.
@@ -446,7 +446,7 @@ impl Chain {
             return Err(BlockError::WrongParent);
         }
         // On a copy of the accounts it touches, so a refusal changes nothing.
-        let mut touched: HashMap<PeerId, Account> = HashMap::new();
+        let mut touched: Map<PeerId, Account> = Map::default();
         for (index, tx) in block.txs.iter().enumerate() {
             let a = touched
                 .entry(tx.sender)

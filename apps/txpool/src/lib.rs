@@ -20,7 +20,10 @@
 //! * [`wire`]: the gossip messages (push, announce, fetch);
 //! * [`service`]: [`TxPool`], the pool on a node — announce first, fetch
 //!   on demand, blocks on their own topic, a producer, peers scored and
-//!   banned for invalid input.
+//!   banned for invalid input;
+//! * [`store`]: the chain and the node's own transactions in redb, so a
+//!   restarted node resumes ([`TxPool::open`]);
+//! * [`control`]: `peerlink tx` commands on the node's control socket.
 //!
 //! ```no_run
 //! # async fn run(node: peerlink_net::Node, key: peerlink_net::Keypair) {
@@ -35,8 +38,6 @@
 //! # }
 //! ```
 //!
-//! Not yet (issue 15): the redb ledger, the CLI and control socket,
-//! the devnet step and `peerlink bench txpool`; see the README.
 
 #![forbid(unsafe_code)]
 

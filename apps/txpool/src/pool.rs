@@ -158,10 +158,14 @@ impl Sender {
     }
 }
 
+/// A hash map keyed by ids or keys that peers choose: foldhash, seeded at
+/// random per process (SipHash cost a fifth of an insert here).
+pub(crate) type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
 pub struct Pool {
     config: PoolConfig,
-    senders: HashMap<PeerId, Sender>,
-    by_id: HashMap<TxId, (PeerId, u64)>,
+    senders: Map<PeerId, Sender>,
+    by_id: Map<TxId, (PeerId, u64)>,
     /// Each sender's last transaction, cheapest first.
     tails: BTreeSet<(u64, PeerId, u64)>,
     bytes: usize,
@@ -171,8 +175,8 @@ impl Pool {
     pub fn new(config: PoolConfig) -> Pool {
         Pool {
             config,
-            senders: HashMap::new(),
-            by_id: HashMap::new(),
+            senders: Map::default(),
+            by_id: Map::default(),
             tails: BTreeSet::new(),
             bytes: 0,
         }
@@ -349,12 +353,12 @@ impl Pool {
             };
             evicted.extend(self.remove(&p, n));
         }
-        self.untail(&peer);
         let s = self.senders.entry(peer).or_insert_with(|| Sender {
             account: fresh.unwrap_or(account),
             txs: BTreeMap::new(),
             cost: 0,
         });
+        let old_tail = s.tail(peer);
         let replaced = s.txs.remove(&tx.nonce).map(|e| e.tx);
         if let Some(r) = &replaced {
             s.cost -= r.cost();
@@ -365,7 +369,7 @@ impl Pool {
         self.bytes += tx.size();
         self.by_id.insert(tx.id(), (peer, tx.nonce));
         s.txs.insert(tx.nonce, Entry { tx, added: now });
-        self.retail(&peer);
+        retail(&mut self.tails, old_tail, s.tail(peer));
         Ok(Inserted {
             placed,
             replaced,
@@ -373,35 +377,21 @@ impl Pool {
         })
     }
 
-    fn untail(&mut self, peer: &PeerId) {
-        if let Some(t) = self.senders.get(peer).and_then(|s| s.tail(*peer)) {
-            self.tails.remove(&t);
-        }
-    }
-
-    fn retail(&mut self, peer: &PeerId) {
-        if let Some(t) = self.senders.get(peer).and_then(|s| s.tail(*peer)) {
-            self.tails.insert(t);
-        }
-    }
-
     /// Takes out `peer`'s transaction `nonce` (the sender goes when it has
-    /// none left).
+    /// none left). One lookup of the sender; the tail set changes only
+    /// when the sender's last transaction does.
     fn remove(&mut self, peer: &PeerId, nonce: u64) -> Option<Transaction> {
-        self.untail(peer);
         let s = self.senders.get_mut(peer)?;
-        let e = s.txs.remove(&nonce);
-        if let Some(e) = &e {
-            s.cost -= e.tx.cost();
-            self.bytes -= e.tx.size();
-            self.by_id.remove(&e.tx.id());
-        }
+        let old_tail = s.tail(*peer);
+        let e = s.txs.remove(&nonce)?;
+        s.cost -= e.tx.cost();
+        retail(&mut self.tails, old_tail, s.tail(*peer));
         if s.txs.is_empty() {
             self.senders.remove(peer);
-        } else {
-            self.retail(peer);
         }
-        e.map(|e| e.tx)
+        self.bytes -= e.tx.size();
+        self.by_id.remove(&e.tx.id());
+        Some(e.tx)
     }
 
     /// After a block: `senders` have new accounts in `ledger`. Drops what
@@ -420,8 +410,15 @@ impl Pool {
                 continue;
             };
             s.account = account;
-            let stale: Vec<u64> = s.txs.range(..account.next_nonce).map(|(n, _)| *n).collect();
-            for n in stale {
+            // Stale from the front: the tail set is not touched unless the
+            // sender's last goes too.
+            while let Some(n) = self
+                .senders
+                .get(peer)
+                .and_then(|s| s.txs.first_key_value())
+                .map(|(n, _)| *n)
+                .filter(|n| *n < account.next_nonce)
+            {
                 dropped.extend(self.remove(peer, n));
             }
             while let Some(s) = self.senders.get(peer) {
@@ -486,6 +483,22 @@ impl Pool {
             queued: self.len() - pending,
             bytes: self.bytes,
             senders: self.senders.len(),
+        }
+    }
+}
+
+/// Moves a sender's entry in the tail set from `old` to `new`, if it moved.
+fn retail(
+    tails: &mut BTreeSet<(u64, PeerId, u64)>,
+    old: Option<(u64, PeerId, u64)>,
+    new: Option<(u64, PeerId, u64)>,
+) {
+    if old != new {
+        if let Some(t) = old {
+            tails.remove(&t);
+        }
+        if let Some(t) = new {
+            tails.insert(t);
         }
     }
 }
