@@ -422,21 +422,30 @@ struct Locked {
 }
 
 impl Locked {
+    /// Wakes the consumer only when the queue was empty (a notify is a
+    /// system call even with nobody waiting).
     fn push(&self, v: u64) {
         let mut q = std_lock(&self.q);
         while q.len() >= BOUND {
             q = self.not_full.wait(q).unwrap_or_else(|e| e.into_inner());
         }
+        let was_empty = q.is_empty();
         q.push_back(v);
         drop(q);
-        self.not_empty.notify_one();
+        if was_empty {
+            self.not_empty.notify_one();
+        }
     }
+    /// Wakes the producer only when the queue was full.
     fn pop(&self) -> u64 {
         let mut q = std_lock(&self.q);
         loop {
+            let was_full = q.len() >= BOUND;
             if let Some(v) = q.pop_front() {
                 drop(q);
-                self.not_full.notify_one();
+                if was_full {
+                    self.not_full.notify_one();
+                }
                 return v;
             }
             q = self.not_empty.wait(q).unwrap_or_else(|e| e.into_inner());

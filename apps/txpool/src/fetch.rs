@@ -186,9 +186,13 @@ impl Fetcher {
         out
     }
 
-    /// `id` arrived (by any route): no longer wanted.
-    pub fn got(&mut self, id: &TxId) {
-        self.wanted.remove(id);
+    /// `id` arrived (by any route): no longer wanted. Returns the peers
+    /// that announced it (they have it: no need to announce it to them).
+    pub fn got(&mut self, id: &TxId) -> Vec<PeerId> {
+        self.wanted
+            .remove(id)
+            .map(|w| w.announcers)
+            .unwrap_or_default()
     }
 
     /// `peer` answered its request in flight with `received` (ids of the

@@ -13,9 +13,9 @@
 //!   (signature, size, nonce not below the ledger's, fee floor, funds).
 //! * **Scoring.** A peer that sends something undecodable or badly signed
 //!   is banned at once; one that sends transactions the ledger refuses
-//!   (stale nonce, under the floor) or that it was not asked for gains a
-//!   point each and is banned at [`KICK_POINTS`] in one
-//!   [`SCORE_WINDOW`]: honest races after a block cost a few points, a
+//!   (stale nonce, under the floor, unfunded, past the sender's nonce
+//!   window) or that it was not asked for gains a point each and is
+//!   banned at [`KICK_POINTS`] in one [`SCORE_WINDOW`]: honest races after a block cost a few points, a
 //!   flood costs the connection.
 //! * **Blocks.** The gossip validator checks a block's producer signature
 //!   and turn (one signature, quick); the receiving task checks every
@@ -61,6 +61,12 @@ pub const KICK_POINTS: u32 = 200;
 pub const SCORE_WINDOW: Duration = Duration::from_secs(10);
 /// Blocks ahead of the next height held for their parents, at most.
 pub const FUTURE_BLOCKS: usize = 64;
+/// How often relays re-read the block topic's mesh.
+const MESH_REFRESH: Duration = Duration::from_millis(500);
+/// Announcements waiting in the outbox, at most (past this they are
+/// dropped and counted: peers hear of them from others).
+const OUTBOX_MAX: usize = 65_536;
+
 /// Pending transactions announced to a peer when it connects, at most.
 pub const ANNOUNCE_ON_CONNECT: usize = wire::MAX_IDS;
 /// Ids of included transactions remembered, so a late announcement of
@@ -246,10 +252,23 @@ impl State {
     }
 }
 
+/// Announcements waiting to go, per peer: whatever accumulates while the
+/// announcing task is busy goes in one message per peer.
+#[derive(Default)]
+struct Outbox {
+    per_peer: HashMap<PeerId, Vec<Announced>>,
+    queued: usize,
+}
+
 pub(crate) struct Inner {
     pub(crate) node: Node,
     pub(crate) config: TxPoolConfig,
     state: Mutex<State>,
+    outbox: Mutex<Outbox>,
+    announce: Arc<tokio::sync::Notify>,
+    /// The block topic's gossip mesh: where relays announce (empty until
+    /// it forms: then every peer).
+    relays: Mutex<Vec<PeerId>>,
     pending: broadcast::Sender<Transaction>,
     counters: Counters,
 }
@@ -336,6 +355,9 @@ impl TxPool {
             node: node.clone(),
             config,
             state: Mutex::new(state),
+            outbox: Mutex::default(),
+            relays: Mutex::default(),
+            announce: Arc::default(),
             pending: broadcast::channel(4096).0,
             counters: Counters::default(),
         });
@@ -354,6 +376,8 @@ impl TxPool {
             tokio::spawn(receive_blocks(w(), blocks)),
             tokio::spawn(watch_peers(w(), events)),
             tokio::spawn(prune(w())),
+            tokio::spawn(announce(w(), inner.announce.clone())),
+            tokio::spawn(follow_mesh(w())),
         ];
         if let Some(every) = inner.config.produce_every {
             tasks.push(tokio::spawn(produce(w(), every)));
@@ -463,7 +487,7 @@ impl Inner {
         };
         self.counters.submitted.fetch_add(1, Relaxed);
         let _ = self.pending.send(tx.clone());
-        self.spread(&[tx], None, true);
+        self.spread(&[tx], &[], None, true);
         ticket?;
         Ok(placed)
     }
@@ -550,49 +574,98 @@ impl Inner {
         }
     }
 
-    /// Sends accepted transactions on: in full to √peers when they
-    /// entered here, announced to every other peer but `from`.
-    fn spread(&self, txs: &[Transaction], from: Option<PeerId>, entered_here: bool) {
+    /// Sends accepted transactions on. Where they entered: in full to
+    /// √peers, announced to every other peer. Relayed: announced to the
+    /// block topic's mesh peers (every peer while it forms) — symmetric,
+    /// degree-bounded and kept connected by gossip, so every pool hears
+    /// of every transaction while each relay sends a bounded number of
+    /// announcements, not one per connection. Never to `from` or to those
+    /// that announced them to us (`have[i]` for `txs[i]`). Announcements
+    /// go through the outbox, so those made in one burst share a message.
+    fn spread(
+        &self,
+        txs: &[Transaction],
+        have: &[Vec<PeerId>],
+        from: Option<PeerId>,
+        entered_here: bool,
+    ) {
         if txs.is_empty() {
             return;
         }
-        let peers: Vec<PeerId> = self
-            .node
-            .peers()
-            .into_iter()
-            .map(|p| p.id)
-            .filter(|p| Some(*p) != from)
-            .collect();
+        let mesh = if entered_here {
+            Vec::new()
+        } else {
+            self.relays
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone()
+        };
+        let peers: Vec<PeerId> = if mesh.is_empty() {
+            self.node.peers().into_iter().map(|p| p.id).collect()
+        } else {
+            mesh
+        };
+        let peers: Vec<PeerId> = peers.into_iter().filter(|p| Some(*p) != from).collect();
         let full = if entered_here {
             (peers.len() as f64).sqrt().ceil() as usize
         } else {
             0
         };
-        let items: Vec<Announced> = txs
-            .iter()
-            .map(|t| Announced {
-                id: t.id(),
-                size: t.size() as u32,
-                fee_rate: t.fee_rate,
-            })
-            .collect();
-        let pushes: Vec<Bytes> = txs
-            .chunks(wire::MAX_TXS)
-            .map(|c| Bytes::from(wire::push(c.iter().map(|t| t.encoded().as_ref()))))
-            .collect();
-        let announces: Vec<Bytes> = items
-            .chunks(wire::MAX_IDS)
-            .map(|c| Bytes::from(wire::announce(c)))
-            .collect();
+        let pushes: Vec<Bytes> = if full > 0 {
+            txs.chunks(wire::MAX_TXS)
+                .map(|c| Bytes::from(wire::push(c.iter().map(|t| t.encoded().as_ref()))))
+                .collect()
+        } else {
+            Vec::new()
+        };
         // A different √peers for each push, so no peer carries them all.
-        let offset = txs[0].id().0[0] as usize;
-        for (i, peer) in peers.iter().enumerate() {
-            let in_full =
-                (i + peers.len() - offset % peers.len().max(1)) % peers.len().max(1) < full;
-            let msgs = if in_full { &pushes } else { &announces };
-            for m in msgs {
-                // A full queue drops: the peer will hear of it from others.
-                let _ = self.node.try_send(peer, TX_CHANNEL, m.clone());
+        let n = peers.len().max(1);
+        let offset = txs[0].id().0[0] as usize % n;
+        let mut dropped = 0usize;
+        {
+            let mut out = self.outbox.lock().unwrap_or_else(|e| e.into_inner());
+            for (i, peer) in peers.iter().enumerate() {
+                if (i + n - offset) % n < full {
+                    for m in &pushes {
+                        // A full queue drops: the peer will hear of it from others.
+                        let _ = self.node.try_send(peer, TX_CHANNEL, m.clone());
+                    }
+                    continue;
+                }
+                for (j, t) in txs.iter().enumerate() {
+                    if have.get(j).is_some_and(|h| h.contains(peer)) {
+                        continue;
+                    }
+                    if out.queued >= OUTBOX_MAX {
+                        dropped += 1;
+                        continue;
+                    }
+                    out.queued += 1;
+                    out.per_peer.entry(*peer).or_default().push(Announced {
+                        id: t.id(),
+                        size: t.size() as u32,
+                        fee_rate: t.fee_rate,
+                    });
+                }
+            }
+        }
+        if dropped > 0 {
+            self.counters
+                .announcements_dropped
+                .fetch_add(dropped as u64, Relaxed);
+        }
+        self.announce.notify_one();
+    }
+
+    /// Sends what waits in the outbox: one message per peer per
+    /// [`wire::MAX_IDS`] ids.
+    fn flush_outbox(&self) {
+        let out = std::mem::take(&mut *self.outbox.lock().unwrap_or_else(|e| e.into_inner()));
+        for (peer, items) in out.per_peer {
+            for c in items.chunks(wire::MAX_IDS) {
+                let _ = self
+                    .node
+                    .try_send(&peer, TX_CHANNEL, Bytes::from(wire::announce(c)));
             }
         }
     }
@@ -623,24 +696,37 @@ impl Inner {
     /// refuses, and sends on what was accepted.
     fn admit(&self, from: PeerId, txs: Vec<Transaction>) {
         let now = Instant::now();
-        let (mut accepted, mut points) = (Vec::new(), 0u32);
+        let (mut accepted, mut have, mut points) = (Vec::new(), Vec::new(), 0u32);
         {
             let mut s = self.state();
             let s = &mut *s;
             for tx in txs {
-                s.fetcher.got(&tx.id());
+                let announcers = s.fetcher.got(&tx.id());
                 if s.knows(&tx.id()) {
                     self.counters.duplicates.fetch_add(1, Relaxed);
                     continue;
                 }
                 match s.pool.insert(tx.clone(), &s.chain, now) {
-                    Ok(_) => accepted.push(tx),
+                    Ok(_) => {
+                        accepted.push(tx);
+                        have.push(announcers);
+                    }
                     Err(e) => {
                         self.counters.refused.fetch_add(1, Relaxed);
-                        // Stale nonces and prices under the floor are what
-                        // a relay should have caught; the others can be
-                        // honest races (a full pool, a replacement).
-                        if matches!(e, Rejected::NonceTooLow { .. } | Rejected::FeeTooLow { .. }) {
+                        // What a relay's own pool would have refused too:
+                        // a stale nonce, a price under the floor, a sender
+                        // who cannot pay (balances only fall, so funds a
+                        // relay saw are funds we see, bar a block in
+                        // between), a nonce past the sender's window. A
+                        // full pool or an underpriced replacement can be
+                        // an honest race and costs nothing.
+                        if matches!(
+                            e,
+                            Rejected::NonceTooLow { .. }
+                                | Rejected::FeeTooLow { .. }
+                                | Rejected::InsufficientFunds { .. }
+                                | Rejected::NonceTooHigh { .. }
+                        ) {
                             points += 1;
                         }
                     }
@@ -651,7 +737,7 @@ impl Inner {
         for tx in &accepted {
             let _ = self.pending.send(tx.clone());
         }
-        self.spread(&accepted, Some(from), false);
+        self.spread(&accepted, &have, Some(from), false);
     }
 
     /// Sends the fetches the fetcher wants now.
@@ -670,10 +756,12 @@ impl Inner {
     async fn fetch(self: &Arc<Self>, peer: PeerId, ids: Vec<TxId>) {
         let max = self.node.config().limits.max_message_size;
         let body = wire::encode_get(&ids);
+        let asked = Instant::now();
         let answer = self
             .node
             .request_with(&peer, GET_PROTOCOL, body, self.config.fetch_timeout, max)
             .await;
+        tracing::trace!(%peer, ids = ids.len(), ok = answer.is_ok(), us = asked.elapsed().as_micros() as u64, "txpool: fetch answered");
         let Ok(answer) = answer else {
             self.counters.fetch_failures.fetch_add(1, Relaxed);
             self.state().fetcher.failed(&peer);
@@ -708,6 +796,7 @@ impl Inner {
             }
             Ok(TxMessage::Txs(_)) => Some(payload),
             Ok(TxMessage::Announce(items)) => {
+                tracing::trace!(%peer, ids = items.len(), "txpool: announcement");
                 self.counters
                     .announcements
                     .fetch_add(items.len() as u64, Relaxed);
@@ -1019,5 +1108,34 @@ async fn produce(inner: Weak<Inner>, every: Duration) {
         tick.tick().await;
         let Some(inner) = inner.upgrade() else { return };
         inner.produce().await;
+    }
+}
+
+/// Sends the outbox whenever something was added to it; what is added
+/// while a send is under way waits for the next (a permit is kept, so no
+/// wake-up is lost).
+async fn announce(inner: Weak<Inner>, wake: Arc<tokio::sync::Notify>) {
+    loop {
+        wake.notified().await;
+        let Some(inner) = inner.upgrade() else { return };
+        inner.flush_outbox();
+    }
+}
+
+/// Keeps [`Inner::relays`] to the block topic's mesh.
+async fn follow_mesh(inner: Weak<Inner>) {
+    let mut tick = tokio::time::interval(MESH_REFRESH);
+    loop {
+        tick.tick().await;
+        // The pool is not held across the wait (its drop must release
+        // the store at once).
+        let Some(gossip) = inner.upgrade().map(|i| i.node.gossip()) else {
+            return;
+        };
+        let Ok(mesh) = gossip.mesh(BLOCK_TOPIC).await else {
+            continue;
+        };
+        let Some(i) = inner.upgrade() else { return };
+        *i.relays.lock().unwrap_or_else(|e| e.into_inner()) = mesh;
     }
 }

@@ -166,3 +166,67 @@ async fn twenty_nodes_share_transactions_and_blocks_and_ban_a_forger() {
     attacker.shutdown().await;
     net.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_well_signed_unfundable_transactions_gets_its_sender_banned() {
+    let net = Testnet::start(TestnetConfig {
+        nodes: 3,
+        ..TestnetConfig::default()
+    })
+    .await
+    .unwrap();
+    let funded = Keypair::generate().unwrap();
+    let genesis = Genesis {
+        producers: vec![net.nodes[0].peer_id()],
+        accounts: vec![(funded.peer_id(), 1u128 << 60)],
+    };
+    let pools: Vec<TxPool> = net
+        .nodes
+        .iter()
+        .map(|n| TxPool::new(n, TxPoolConfig::new(genesis.clone())).unwrap())
+        .collect();
+    let attacker = Node::builder()
+        .listen("127.0.0.1:0".parse().unwrap())
+        .config(TestnetConfig::default().node)
+        .build()
+        .await
+        .unwrap();
+    let victim = &net.nodes[1];
+    attacker.connect(victim.addr().unwrap()).await.unwrap();
+    // 2 × 150 transactions, each from a fresh key with no balance: every
+    // signature checks, nothing can pay.
+    for _ in 0..2 {
+        let txs: Vec<Transaction> = (0..150)
+            .map(|_| {
+                let k = Keypair::generate().unwrap();
+                Transaction::sign(&k, 0, 50, vec![9; 32]).unwrap()
+            })
+            .collect();
+        let _ = attacker
+            .send(
+                &victim.peer_id(),
+                TX_CHANNEL,
+                wire::push(txs.iter().map(|t| t.encoded().as_ref())),
+            )
+            .await;
+    }
+    eventually("the flooder is banned", async || {
+        victim.is_banned(&attacker.peer_id())
+    })
+    .await;
+    assert_eq!(pools[1].counters().kicked.load(Relaxed), 1);
+    assert!(pools[1].counters().refused.load(Relaxed) >= 200);
+    // Nothing was taken or sent on, and honest traffic still flows.
+    let honest = Transaction::sign(&funded, 0, 10, vec![1; 40]).unwrap();
+    pools[1].submit(honest.clone()).unwrap();
+    eventually("the honest transaction reaches every pool", async || {
+        pools.iter().all(|p| p.get(&honest.id()).is_some())
+    })
+    .await;
+    for p in &pools {
+        assert_eq!(p.status().pool.pending + p.status().pool.queued, 1);
+    }
+    drop(pools);
+    attacker.shutdown().await;
+    net.shutdown().await;
+}

@@ -149,8 +149,12 @@ enum Workload {
         #[arg(long, default_value_t = 100)]
         nodes: usize,
         /// Transactions submitted in the propagation run.
-        #[arg(long, default_value_t = 300)]
+        #[arg(long, default_value_t = 100)]
         txs: usize,
+        /// Between two submissions in the propagation run (its latency is
+        /// measured unloaded; the sustained run is the load).
+        #[arg(long, value_parser = parse_duration, default_value = "50ms")]
+        interval: Duration,
         /// Nodes of the sustained run (0 skips it).
         #[arg(long, default_value_t = 20)]
         sustained_nodes: usize,
@@ -447,6 +451,7 @@ pub async fn run(args: Args) -> Result<()> {
         Workload::Txpool {
             nodes,
             txs,
+            interval,
             sustained_nodes,
             rate,
             secs,
@@ -455,6 +460,7 @@ pub async fn run(args: Args) -> Result<()> {
             txpool(peerlink_bench::txpool::TxpoolBench {
                 nodes,
                 txs,
+                interval,
                 sustained_nodes,
                 rate,
                 secs,

@@ -72,6 +72,7 @@ enum Command {
     Publish(Topic, Bytes, oneshot::Sender<Result<Published, NetError>>),
     Validator(Topic, Validator),
     Info(oneshot::Sender<GossipInfo>),
+    Mesh(Topic, oneshot::Sender<Vec<PeerId>>),
 }
 
 /// A snapshot of the local gossip state.
@@ -172,6 +173,20 @@ impl GossipHandle {
         self.sender()?
             .send(Command::Validator(Topic::from(topic), Arc::new(f)))
             .map_err(|_| NetError::Shutdown)
+    }
+
+    /// The peers in this node's mesh for `topic` (empty when it does not
+    /// subscribe). The mesh is symmetric and degree-bounded, kept
+    /// connected by the gossip heartbeat: an application can use it as
+    /// an overlay of its own, as the transaction pool does for its
+    /// announcements.
+    pub async fn mesh(&self, topic: &str) -> Result<Vec<PeerId>, NetError> {
+        peerlink_proto::gossip::check_topic(topic)?;
+        let (tx, rx) = oneshot::channel();
+        self.sender()?
+            .send(Command::Mesh(Topic::from(topic), tx))
+            .map_err(|_| NetError::Shutdown)?;
+        rx.await.map_err(|_| NetError::Shutdown)
     }
 
     pub async fn info(&self) -> Result<GossipInfo, NetError> {
@@ -323,6 +338,15 @@ impl Driver {
                     peers: self.gossip.peers().count(),
                     lagged: self.lagged,
                 });
+            }
+            Command::Mesh(topic, reply) => {
+                let _ = reply.send(
+                    self.gossip
+                        .mesh(&topic)
+                        .into_iter()
+                        .map(|(p, _)| p)
+                        .collect(),
+                );
             }
         }
     }
