@@ -15,8 +15,8 @@
 //!   is banned at once; one that sends transactions the ledger refuses
 //!   (stale nonce, under the floor, unfunded, past the sender's nonce
 //!   window) or that it was not asked for gains a point each and is
-//!   banned at [`KICK_POINTS`] in one [`SCORE_WINDOW`]: honest races after a block cost a few points, a
-//!   flood costs the connection.
+//!   banned at [`KICK_POINTS`] in one [`SCORE_WINDOW`]: honest races
+//!   after a block cost a few points, a flood costs the connection.
 //! * **Blocks.** The gossip validator checks a block's producer signature
 //!   and turn (one signature, quick); the receiving task checks every
 //!   transaction signature it has not seen (off the async workers),
@@ -171,9 +171,7 @@ impl State {
         self.chain = Chain::restore(genesis, &loaded);
         for b in &loaded.blocks {
             for t in &b.txs {
-                if self.included.insert(t.id(), b.height).is_none() {
-                    self.included_order.push_back(t.id());
-                }
+                self.remember_included(t.id(), b.height);
             }
         }
         let now = Instant::now();
@@ -194,6 +192,19 @@ impl State {
         }
         self.blocks = loaded.blocks.into();
         self.store = Some(store);
+    }
+
+    /// Remembers that `id` was included at `height` (the most recent
+    /// [`RECENT_INCLUDED`] only).
+    fn remember_included(&mut self, id: TxId, height: u64) {
+        if self.included.insert(id, height).is_none() {
+            self.included_order.push_back(id);
+        }
+        while self.included_order.len() > RECENT_INCLUDED {
+            if let Some(old) = self.included_order.pop_front() {
+                self.included.remove(&old);
+            }
+        }
     }
 
     fn knows(&self, id: &TxId) -> bool {
@@ -222,9 +233,7 @@ impl State {
         for tx in &block.txs {
             let id = tx.id();
             self.fetcher.got(&id);
-            if self.included.insert(id, block.height).is_none() {
-                self.included_order.push_back(id);
-            }
+            self.remember_included(id, block.height);
             if self.own.remove(&id) {
                 own_included.push(id);
             }
@@ -237,11 +246,6 @@ impl State {
                 .collect();
             if let Err(e) = store.block(&block, accounts, own_included) {
                 tracing::warn!("txpool: block {} not written to disk: {e}", block.height);
-            }
-        }
-        while self.included_order.len() > RECENT_INCLUDED {
-            if let Some(old) = self.included_order.pop_front() {
-                self.included.remove(&old);
             }
         }
         self.blocks.push_back(block);
