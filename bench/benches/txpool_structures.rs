@@ -271,45 +271,44 @@ fn ordered_set(c: &mut Criterion) {
         let mut r = Xs(5);
         (0..PREFILL).map(|_| r.next() % 1000).collect()
     };
-    g.bench_function("BinaryHeap lazy", |b| {
-        b.iter_batched(
-            || {
-                let mut h = LazyHeap::default();
-                fees.iter()
-                    .enumerate()
-                    .for_each(|(i, f)| h.insert(*f, i as u64));
-                h
-            },
-            |mut h| while black_box(h.pop()).is_some() {},
-            criterion::BatchSize::LargeInput,
-        )
+    fn pop_all<S>(
+        g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+        name: &str,
+        fees: &[u64],
+        insert: impl Fn(&mut S, u64, u64),
+        pop: impl Fn(&mut S) -> bool,
+    ) where
+        S: Default,
+    {
+        g.bench_function(name, |b| {
+            b.iter_batched(
+                || {
+                    let mut s = S::default();
+                    for (i, f) in fees.iter().enumerate() {
+                        insert(&mut s, *f, i as u64);
+                    }
+                    s
+                },
+                |mut s| while pop(&mut s) {},
+                criterion::BatchSize::LargeInput,
+            )
+        });
+    }
+    pop_all(&mut g, "BinaryHeap lazy", &fees, LazyHeap::insert, |h| {
+        black_box(h.pop()).is_some()
     });
-    g.bench_function("BTreeMap", |b| {
-        b.iter_batched(
-            || {
-                let mut t = Tree::default();
-                fees.iter()
-                    .enumerate()
-                    .for_each(|(i, f)| t.insert(*f, i as u64));
-                t
-            },
-            |mut t| while black_box(t.pop()).is_some() {},
-            criterion::BatchSize::LargeInput,
-        )
+    pop_all(&mut g, "BTreeMap", &fees, Tree::insert, |t| {
+        black_box(t.pop()).is_some()
     });
-    g.bench_function("crossbeam SkipMap", |b| {
-        b.iter_batched(
-            || {
-                let s = crossbeam_skiplist::SkipMap::new();
-                fees.iter().enumerate().for_each(|(i, f)| {
-                    s.insert((*f, i as u64), ());
-                });
-                s
-            },
-            |s| while black_box(s.pop_back()).is_some() {},
-            criterion::BatchSize::LargeInput,
-        )
-    });
+    pop_all(
+        &mut g,
+        "crossbeam SkipMap",
+        &fees,
+        |s: &mut crossbeam_skiplist::SkipMap<(u64, u64), ()>, f, i| {
+            s.insert((f, i), ());
+        },
+        |s| black_box(s.pop_back()).is_some(),
+    );
     g.finish();
 }
 

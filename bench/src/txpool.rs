@@ -28,7 +28,7 @@ use peerlink_net::testnet::{Testnet, TestnetConfig};
 use peerlink_net::{Keypair, PeerId};
 use peerlink_proto::rng::Rng;
 use peerlink_txpool::{
-    Account, Block, Chain, Genesis, Pool, PoolConfig, Transaction, TxId, TxPool, TxPoolConfig,
+    Block, Chain, Genesis, Pool, PoolConfig, Transaction, TxId, TxPool, TxPoolConfig,
 };
 use serde::Serialize;
 
@@ -154,17 +154,8 @@ pub fn core(b: &TxpoolBench) -> Result<CoreReport> {
         producers: vec![producer.peer_id()],
         accounts: keys.iter().map(|k| (k.peer_id(), 1u128 << 100)).collect(),
     };
-    let ledger: HashMap<PeerId, Account> = genesis
-        .accounts
-        .iter()
-        .map(|(k, b)| {
-            let a = Account {
-                next_nonce: 0,
-                balance: *b,
-            };
-            (*k, a)
-        })
-        .collect();
+    // The genesis chain is the ledger inserts read.
+    let ledger = Chain::new(&genesis);
     let config = PoolConfig {
         max_count: txs.len() * 2,
         max_bytes: 1 << 30,
