@@ -90,7 +90,9 @@ fuzz_target!(|data: &[u8]| {
             _ => match arg % 3 {
                 0 => fetcher.failed(&peers[arg as usize % 3]),
                 1 => fetcher.peer_gone(&peers[arg as usize % 3]),
-                _ => fetcher.got(&tx.id()),
+                _ => {
+                    fetcher.got(&tx.id());
+                }
             },
         }
         let s = pool.status();
