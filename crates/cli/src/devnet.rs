@@ -16,8 +16,10 @@ use peerlink_proto::rng::Rng;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Number of nodes.
-    #[arg(long, default_value_t = 100)]
+    /// Number of nodes. (At 100 on this 2-core machine the stream step
+    /// finds a dialled connection already closed — "not connected to
+    /// <peer>", issue 18 — so the default is 50 until that is fixed.)
+    #[arg(long, default_value_t = 50)]
     nodes: usize,
     /// Each node dials this many next nodes on the ring.
     #[arg(long, default_value_t = 2)]
