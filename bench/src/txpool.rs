@@ -390,7 +390,10 @@ pub async fn drive(
             max_pool = max_pool.max(
                 pools
                     .iter()
-                    .map(|p| p.status().pool.pending + p.status().pool.queued)
+                    .map(|p| {
+                        let s = p.status().pool;
+                        s.pending + s.queued
+                    })
                     .max()
                     .unwrap_or(0),
             );

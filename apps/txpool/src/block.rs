@@ -524,6 +524,39 @@ mod tests {
     }
 
     #[test]
+    fn genesis_files_round_trip_and_bad_ones_are_named() {
+        let (a, b) = (Keypair::generate().unwrap(), Keypair::generate().unwrap());
+        let g = Genesis {
+            producers: vec![a.peer_id(), b.peer_id()],
+            accounts: vec![(b.peer_id(), 7)],
+        };
+        let back = Genesis::from_toml(&g.to_toml()).unwrap();
+        assert_eq!(back, g);
+        assert_eq!(back.hash(), g.hash());
+        assert!(matches!(
+            Genesis::from_toml("producers = ["),
+            Err(GenesisError::Syntax(_))
+        ));
+        assert!(matches!(
+            Genesis::from_toml("producers = [\"nope\"]"),
+            Err(GenesisError::BadKey(_))
+        ));
+        assert!(matches!(
+            Genesis::from_toml("producers = []"),
+            Err(GenesisError::NoProducers)
+        ));
+        let twice = format!("producers = [\"{0}\", \"{0}\"]", a.peer_id());
+        assert!(matches!(
+            Genesis::from_toml(&twice),
+            Err(GenesisError::Duplicate(_))
+        ));
+        let unknown = format!("producers = [\"{}\"]\nextra = 1", a.peer_id());
+        assert!(matches!(
+            Genesis::from_toml(&unknown),
+            Err(GenesisError::Syntax(_))
+        ));
+    }
+    #[test]
     fn a_block_round_trips_and_moves_the_ledger_and_the_pool() {
         let mut n = net();
         let mut pool = Pool::new(PoolConfig::default());
