@@ -18,7 +18,7 @@
 //! Sans-IO: every call takes the time it happens at; the network side
 //! lives elsewhere.
 
-use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
+use std::collections::{BTreeSet, BinaryHeap, HashMap};
 use std::time::{Duration, Instant};
 
 use peerlink_net::PeerId;
@@ -130,31 +130,103 @@ struct Entry {
     added: Instant,
 }
 
+/// One of a sender's transactions: what ordering needs without reading
+/// the transaction, and where it lives in the slab.
+#[derive(Clone, Copy, Debug)]
+struct Held {
+    nonce: u64,
+    fee_rate: u64,
+    slot: u32,
+}
+
 struct Sender {
     account: Account,
-    txs: BTreeMap<u64, Entry>,
     /// What its transactions cost in all.
     cost: u128,
+    /// By nonce, strictly increasing, each at least the account's next
+    /// nonce; at most the nonce window long.
+    txs: Vec<Held>,
 }
 
 impl Sender {
-    /// Consecutive nonces from the ledger's next one.
+    /// Consecutive nonces from the ledger's next one. Nonces are distinct,
+    /// increasing and not below it, so `txs[i].nonce == next + i` holds
+    /// for a prefix exactly: a binary search.
     fn run(&self) -> usize {
-        let mut n = 0;
-        for (i, nonce) in self.txs.keys().enumerate() {
-            if *nonce != self.account.next_nonce.saturating_add(i as u64) {
-                break;
+        let next = self.account.next_nonce;
+        let (mut lo, mut hi) = (0, self.txs.len());
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            let at = self.txs.get(mid).map(|h| h.nonce);
+            if at == Some(next.saturating_add(mid as u64)) {
+                lo = mid + 1;
+            } else {
+                hi = mid;
             }
-            n += 1;
         }
-        n
+        lo
+    }
+
+    fn find(&self, nonce: u64) -> Result<usize, usize> {
+        self.txs.binary_search_by_key(&nonce, |h| h.nonce)
     }
 
     /// Its last transaction's key in [`Pool::tails`].
-    fn tail(&self, peer: PeerId) -> Option<(u64, PeerId, u64)> {
-        self.txs
-            .last_key_value()
-            .map(|(n, e)| (e.tx.fee_rate, peer, *n))
+    fn tail(&self) -> Option<(u64, u32)> {
+        self.txs.last().map(|h| (h.fee_rate, h.slot))
+    }
+}
+
+/// The pool's transactions, each in a numbered slot (so the per-sender
+/// lists and the eviction order hold 4-byte references, not 32-byte keys
+/// and 200-byte transactions; freed slots are reused first), with the
+/// index by id and the byte count.
+#[derive(Default)]
+struct Slab {
+    slots: Vec<Option<Entry>>,
+    free: Vec<u32>,
+    by_id: Map<TxId, u32>,
+    bytes: usize,
+}
+
+impl Slab {
+    fn get(&self, slot: u32) -> Option<&Entry> {
+        self.slots.get(slot as usize)?.as_ref()
+    }
+
+    /// Stores `e`; `None` past `u32::MAX` slots (the pool's count bound
+    /// keeps it far below).
+    fn put(&mut self, e: Entry) -> Option<u32> {
+        let (id, size) = (e.tx.id(), e.tx.size());
+        let slot = match self.free.pop() {
+            Some(slot) => {
+                *self.slots.get_mut(slot as usize)? = Some(e);
+                slot
+            }
+            None => {
+                let slot = u32::try_from(self.slots.len()).ok()?;
+                self.slots.push(Some(e));
+                slot
+            }
+        };
+        self.by_id.insert(id, slot);
+        self.bytes += size;
+        Some(slot)
+    }
+
+    fn take(&mut self, slot: u32) -> Option<Entry> {
+        let e = self.slots.get_mut(slot as usize)?.take()?;
+        self.free.push(slot);
+        self.by_id.remove(&e.tx.id());
+        self.bytes -= e.tx.size();
+        Some(e)
+    }
+
+    /// Frees a transaction already taken off its sender's list.
+    fn forget(&mut self, s: &mut Sender, h: Held) -> Option<Transaction> {
+        let e = self.take(h.slot)?;
+        s.cost -= e.tx.cost();
+        Some(e.tx)
     }
 }
 
@@ -166,20 +238,20 @@ pub(crate) type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 pub struct Pool {
     config: PoolConfig,
     senders: Map<PeerId, Sender>,
-    by_id: Map<TxId, (PeerId, u64)>,
-    /// Each sender's last transaction, cheapest first.
-    tails: BTreeSet<(u64, PeerId, u64)>,
-    bytes: usize,
+    slab: Slab,
+    /// Each sender's last transaction (fee rate, slot), cheapest first.
+    tails: BTreeSet<(u64, u32)>,
 }
 
 impl Pool {
-    pub fn new(config: PoolConfig) -> Pool {
+    pub fn new(mut config: PoolConfig) -> Pool {
+        // Slots are numbered in 32 bits.
+        config.max_count = config.max_count.min(u32::MAX as usize);
         Pool {
             config,
             senders: Map::default(),
-            by_id: Map::default(),
+            slab: Slab::default(),
             tails: BTreeSet::new(),
-            bytes: 0,
         }
     }
 
@@ -188,28 +260,27 @@ impl Pool {
     }
 
     pub fn len(&self) -> usize {
-        self.by_id.len()
+        self.slab.by_id.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.by_id.is_empty()
+        self.slab.by_id.is_empty()
     }
 
     pub fn contains(&self, id: &TxId) -> bool {
-        self.by_id.contains_key(id)
+        self.slab.by_id.contains_key(id)
     }
 
     pub fn get(&self, id: &TxId) -> Option<&Transaction> {
-        let (peer, nonce) = self.by_id.get(id)?;
-        Some(&self.senders.get(peer)?.txs.get(nonce)?.tx)
+        Some(&self.slab.get(*self.slab.by_id.get(id)?)?.tx)
     }
 
     /// Whether `id` is pending or queued, if it is here.
     pub fn placement(&self, id: &TxId) -> Option<Placed> {
-        let (peer, nonce) = self.by_id.get(id)?;
-        let s = self.senders.get(peer)?;
+        let tx = self.get(id)?;
+        let s = self.senders.get(&tx.sender)?;
         let pending = s.run().min(self.config.max_pending_per_sender) as u64;
-        Some(if *nonce < s.account.next_nonce.saturating_add(pending) {
+        Some(if tx.nonce < s.account.next_nonce.saturating_add(pending) {
             Placed::Pending
         } else {
             Placed::Queued
@@ -233,7 +304,8 @@ impl Pool {
         now: Instant,
     ) -> Result<Inserted, Rejected> {
         let c = &self.config;
-        if self.by_id.contains_key(&tx.id()) {
+        let id = tx.id();
+        if self.contains(&id) {
             return Err(Rejected::AlreadyKnown);
         }
         if tx.fee_rate < c.min_fee_rate {
@@ -244,12 +316,15 @@ impl Pool {
         }
         let peer = tx.sender;
         let fresh;
+        // The replaced transaction's (fee rate, cost, size).
         let (account, old, cost, run, len) = match self.senders.get(&peer) {
             Some(s) => {
                 fresh = None;
                 let old = s
-                    .txs
-                    .get(&tx.nonce)
+                    .find(tx.nonce)
+                    .ok()
+                    .and_then(|i| s.txs.get(i))
+                    .and_then(|h| self.slab.get(h.slot))
                     .map(|e| (e.tx.fee_rate, e.tx.cost(), e.tx.size()));
                 (s.account, old, s.cost, s.run(), s.txs.len())
             }
@@ -295,12 +370,18 @@ impl Pool {
         let (run_after, len_after) = if old.is_some() {
             (run, len)
         } else if tx.nonce == account.next_nonce + run as u64 {
-            let s = self.senders.get(&peer);
-            let mut r = run + 1;
-            while s.is_some_and(|s| s.txs.contains_key(&(account.next_nonce + r as u64))) {
-                r += 1;
-            }
-            (r, len + 1)
+            // The sender's transactions after its run: those that now
+            // continue it.
+            let after = self
+                .senders
+                .get(&peer)
+                .map_or(&[][..], |s| s.txs.get(run..).unwrap_or_default());
+            let joined = after
+                .iter()
+                .zip(tx.nonce + 1..)
+                .take_while(|(h, n)| h.nonce == *n)
+                .count();
+            (run + 1 + joined, len + 1)
         } else {
             (run, len + 1)
         };
@@ -320,57 +401,68 @@ impl Pool {
         let (max_count, max_bytes, size) =
             (self.config.max_count, self.config.max_bytes, tx.size());
         let fits = |count: usize, bytes: usize| count < max_count && bytes + size <= max_bytes;
-        let (mut count, mut bytes) = (self.len() - freed, self.bytes - old_size);
+        let (mut count, mut bytes) = (self.len() - freed, self.slab.bytes - old_size);
         // First make sure the room can be had, so a refusal changes nothing:
         // each other sender's last transaction cheaper than this one,
         // cheapest first.
+        let slab = &self.slab;
         let mut room = self
             .tails
             .iter()
-            .filter(|(rate, p, _)| *p != peer && *rate < tx.fee_rate);
+            .take_while(|(rate, _)| *rate < tx.fee_rate)
+            .filter_map(|(_, slot)| slab.get(*slot))
+            .filter(|e| e.tx.sender != peer);
         while !fits(count, bytes) {
-            let Some((_, p, n)) = room.next() else {
+            let Some(e) = room.next() else {
                 return Err(Rejected::Underpriced);
             };
-            let size = self
-                .senders
-                .get(p)
-                .and_then(|s| s.txs.get(n))
-                .map_or(0, |e| e.tx.size());
             count = count.saturating_sub(1);
-            bytes = bytes.saturating_sub(size);
+            bytes = bytes.saturating_sub(e.tx.size());
         }
         // Then evict the cheapest such one at a time (a sender's next-to-last
         // may be cheaper than another's last) until it fits.
         let mut evicted = Vec::new();
-        while !fits(self.len() - freed, self.bytes - old_size) {
+        while !fits(self.len() - freed, self.slab.bytes - old_size) {
+            let slab = &self.slab;
             let victim = self
                 .tails
                 .iter()
-                .find(|(rate, p, _)| *p != peer && *rate < tx.fee_rate)
-                .copied();
-            let Some((_, p, n)) = victim else {
+                .take_while(|(rate, _)| *rate < tx.fee_rate)
+                .filter_map(|(_, slot)| slab.get(*slot))
+                .find(|e| e.tx.sender != peer)
+                .map(|e| (e.tx.sender, e.tx.nonce));
+            let Some((p, n)) = victim else {
                 break;
             };
             evicted.extend(self.remove(&p, n));
         }
+        let (nonce, fee_rate, tx_cost) = (tx.nonce, tx.fee_rate, tx.cost());
+        let Some(slot) = self.slab.put(Entry { tx, added: now }) else {
+            return Err(Rejected::Underpriced);
+        };
         let s = self.senders.entry(peer).or_insert_with(|| Sender {
             account: fresh.unwrap_or(account),
-            txs: BTreeMap::new(),
+            txs: Vec::with_capacity(4),
             cost: 0,
         });
-        let old_tail = s.tail(peer);
-        let replaced = s.txs.remove(&tx.nonce).map(|e| e.tx);
-        if let Some(r) = &replaced {
-            s.cost -= r.cost();
-            self.bytes -= r.size();
-            self.by_id.remove(&r.id());
+        let old_tail = s.tail();
+        let held = Held {
+            nonce,
+            fee_rate,
+            slot,
+        };
+        let mut replaced = None;
+        match s.find(nonce) {
+            Ok(i) => {
+                if let Some(h) = s.txs.get_mut(i) {
+                    let gone = std::mem::replace(h, held);
+                    replaced = self.slab.forget(s, gone);
+                }
+            }
+            Err(i) => s.txs.insert(i, held),
         }
-        s.cost += tx.cost();
-        self.bytes += tx.size();
-        self.by_id.insert(tx.id(), (peer, tx.nonce));
-        s.txs.insert(tx.nonce, Entry { tx, added: now });
-        retail(&mut self.tails, old_tail, s.tail(peer));
+        s.cost += tx_cost;
+        retail(&mut self.tails, old_tail, s.tail());
         Ok(Inserted {
             placed,
             replaced,
@@ -383,16 +475,15 @@ impl Pool {
     /// when the sender's last transaction does.
     fn remove(&mut self, peer: &PeerId, nonce: u64) -> Option<Transaction> {
         let s = self.senders.get_mut(peer)?;
-        let old_tail = s.tail(*peer);
-        let e = s.txs.remove(&nonce)?;
-        s.cost -= e.tx.cost();
-        retail(&mut self.tails, old_tail, s.tail(*peer));
+        let i = s.find(nonce).ok()?;
+        let old_tail = s.tail();
+        let h = s.txs.remove(i);
+        let tx = self.slab.forget(s, h);
+        retail(&mut self.tails, old_tail, s.tail());
         if s.txs.is_empty() {
             self.senders.remove(peer);
         }
-        self.bytes -= e.tx.size();
-        self.by_id.remove(&e.tx.id());
-        Some(e.tx)
+        tx
     }
 
     /// After a block: `senders` have new accounts in `ledger`. Drops what
@@ -411,25 +502,24 @@ impl Pool {
                 continue;
             };
             s.account = account;
-            // Stale from the front: the tail set is not touched unless the
-            // sender's last goes too.
-            while let Some(n) = self
-                .senders
-                .get(peer)
-                .and_then(|s| s.txs.first_key_value())
-                .map(|(n, _)| *n)
-                .filter(|n| *n < account.next_nonce)
-            {
-                dropped.extend(self.remove(peer, n));
-            }
-            while let Some(s) = self.senders.get(peer) {
-                if s.cost <= s.account.balance {
-                    break;
+            let old_tail = s.tail();
+            // Stale from the front, then unaffordable from the end.
+            let stale = s.txs.partition_point(|h| h.nonce < account.next_nonce);
+            for i in 0..stale {
+                if let Some(h) = s.txs.get(i).copied() {
+                    dropped.extend(self.slab.forget(s, h));
                 }
-                let Some(last) = s.txs.keys().next_back().copied() else {
+            }
+            s.txs.drain(..stale);
+            while s.cost > s.account.balance {
+                let Some(h) = s.txs.pop() else {
                     break;
                 };
-                dropped.extend(self.remove(peer, last));
+                dropped.extend(self.slab.forget(s, h));
+            }
+            retail(&mut self.tails, old_tail, s.tail());
+            if s.txs.is_empty() {
+                self.senders.remove(peer);
             }
         }
         dropped
@@ -442,9 +532,10 @@ impl Pool {
         let mut old = Vec::new();
         for (peer, s) in &self.senders {
             let pending = s.run().min(max_pending);
-            for (n, e) in s.txs.iter().skip(pending) {
-                if now.saturating_duration_since(e.added) >= lifetime {
-                    old.push((*peer, *n));
+            for h in s.txs.iter().skip(pending) {
+                let added = self.slab.get(h.slot).map(|e| e.added);
+                if added.is_some_and(|a| now.saturating_duration_since(a) >= lifetime) {
+                    old.push((*peer, h.nonce));
                 }
             }
         }
@@ -457,20 +548,21 @@ impl Pool {
     /// nonce order.
     pub fn best(&self) -> Best<'_> {
         let max = self.config.max_pending_per_sender;
-        let mut heads = BinaryHeap::new();
+        let mut heads = BinaryHeap::with_capacity(self.senders.len());
         for (peer, s) in &self.senders {
-            if let Some(e) = s.txs.get(&s.account.next_nonce) {
-                if max > 0 {
-                    heads.push((
-                        e.tx.fee_rate,
-                        std::cmp::Reverse(*peer),
-                        s.account.next_nonce,
-                    ));
+            if let Some(h) = s.txs.first() {
+                if max > 0 && h.nonce == s.account.next_nonce {
+                    heads.push(Head {
+                        fee_rate: h.fee_rate,
+                        peer,
+                        txs: &s.txs,
+                        at: 0,
+                    });
                 }
             }
         }
         Best {
-            pool: self,
+            slab: &self.slab,
             heads,
             max,
         }
@@ -482,18 +574,14 @@ impl Pool {
         Status {
             pending,
             queued: self.len() - pending,
-            bytes: self.bytes,
+            bytes: self.slab.bytes,
             senders: self.senders.len(),
         }
     }
 }
 
 /// Moves a sender's entry in the tail set from `old` to `new`, if it moved.
-fn retail(
-    tails: &mut BTreeSet<(u64, PeerId, u64)>,
-    old: Option<(u64, PeerId, u64)>,
-    new: Option<(u64, PeerId, u64)>,
-) {
+fn retail(tails: &mut BTreeSet<(u64, u32)>, old: Option<(u64, u32)>, new: Option<(u64, u32)>) {
     if old != new {
         if let Some(t) = old {
             tails.remove(&t);
@@ -504,10 +592,43 @@ fn retail(
     }
 }
 
+/// A sender's next executable transaction in [`Best`]'s heap: ordered by
+/// fee rate, then by sender key (lower first) so the order is total.
+struct Head<'a> {
+    fee_rate: u64,
+    peer: &'a PeerId,
+    /// The sender's list (not the sender: one memory read less per pop).
+    txs: &'a [Held],
+    /// Its index in the list.
+    at: usize,
+}
+
+impl Ord for Head<'_> {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.fee_rate
+            .cmp(&other.fee_rate)
+            .then_with(|| other.peer.cmp(self.peer))
+    }
+}
+
+impl PartialOrd for Head<'_> {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl PartialEq for Head<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other).is_eq()
+    }
+}
+
+impl Eq for Head<'_> {}
+
 /// [`Pool::best`]: a heap of each sender's next executable transaction.
 pub struct Best<'a> {
-    pool: &'a Pool,
-    heads: BinaryHeap<(u64, std::cmp::Reverse<PeerId>, u64)>,
+    slab: &'a Slab,
+    heads: BinaryHeap<Head<'a>>,
     max: usize,
 }
 
@@ -515,17 +636,19 @@ impl<'a> Iterator for Best<'a> {
     type Item = &'a Transaction;
 
     fn next(&mut self) -> Option<&'a Transaction> {
-        let (_, std::cmp::Reverse(peer), nonce) = self.heads.pop()?;
-        let s = self.pool.senders.get(&peer)?;
-        let e = s.txs.get(&nonce)?;
-        let next = nonce + 1;
-        if next < s.account.next_nonce + self.max as u64 {
-            if let Some(n) = s.txs.get(&next) {
-                self.heads
-                    .push((n.tx.fee_rate, std::cmp::Reverse(peer), next));
+        let head = self.heads.pop()?;
+        let h = head.txs.get(head.at)?;
+        let at = head.at + 1;
+        if at < self.max {
+            if let Some(n) = head.txs.get(at).filter(|n| n.nonce == h.nonce + 1) {
+                self.heads.push(Head {
+                    fee_rate: n.fee_rate,
+                    at,
+                    ..head
+                });
             }
         }
-        Some(&e.tx)
+        Some(&self.slab.get(h.slot)?.tx)
     }
 }
 
@@ -780,11 +903,16 @@ mod tests {
             let mut bytes = 0;
             for (peer, s) in &p.senders {
                 assert!(!s.txs.is_empty());
+                assert!(s.txs.windows(2).all(|w| w[0].nonce < w[1].nonce));
                 let mut cost = 0;
-                for (n, e) in &s.txs {
-                    assert!(*n >= s.account.next_nonce);
-                    assert_eq!((e.tx.sender, e.tx.nonce), (*peer, *n));
-                    assert_eq!(p.by_id.get(&e.tx.id()), Some(&(*peer, *n)));
+                for h in &s.txs {
+                    let e = p.slab.get(h.slot).unwrap();
+                    assert!(h.nonce >= s.account.next_nonce);
+                    assert_eq!(
+                        (e.tx.sender, e.tx.nonce, e.tx.fee_rate),
+                        (*peer, h.nonce, h.fee_rate)
+                    );
+                    assert_eq!(p.slab.by_id.get(&e.tx.id()), Some(&h.slot));
                     cost += e.tx.cost();
                     bytes += e.tx.size();
                     count += 1;
@@ -793,10 +921,13 @@ mod tests {
                 assert!(s.cost <= s.account.balance);
                 let pending = s.run().min(c.max_pending_per_sender);
                 assert!(s.txs.len() - pending <= c.max_queued_per_sender);
-                assert!(p.tails.contains(&s.tail(*peer).unwrap()));
+                assert!(p.tails.contains(&s.tail().unwrap()));
             }
+            let live = p.slab.slots.iter().filter(|e| e.is_some()).count();
+            assert_eq!(live + p.slab.free.len(), p.slab.slots.len());
+            assert_eq!(live, p.slab.by_id.len());
             assert_eq!(p.tails.len(), p.senders.len());
-            assert_eq!((count, bytes), (p.by_id.len(), p.bytes));
+            assert_eq!((count, bytes), (p.slab.by_id.len(), p.slab.bytes));
             assert!(count <= c.max_count && bytes <= c.max_bytes);
             // best(): every pending transaction once, each sender's in
             // nonce order from its ledger nonce, and each pick the best of

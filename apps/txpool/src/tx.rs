@@ -29,8 +29,20 @@ const VERSION: u8 = 1;
 const SIGNATURE: usize = 64;
 
 /// A transaction's id: the BLAKE3 hash of its encoding.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct TxId(pub [u8; 32]);
+
+/// Hashes the first 16 bytes as two words (equality still compares all
+/// 32). They are a cryptographic hash's output: ids sharing them cost
+/// about 2^64 work each, so a seeded hasher's buckets stay out of a
+/// peer's reach, and a lookup hashes two words instead of 32 bytes.
+impl std::hash::Hash for TxId {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        let mut half = [0; 16];
+        half.copy_from_slice(&self.0[..16]);
+        state.write_u128(u128::from_le_bytes(half));
+    }
+}
 
 impl std::fmt::Display for TxId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -83,7 +95,6 @@ pub struct Transaction {
     /// What the sender pays per byte of the encoding.
     pub fee_rate: u64,
     pub payload: Bytes,
-    signature: [u8; SIGNATURE],
     id: TxId,
     encoded: Bytes,
 }
@@ -129,12 +140,14 @@ impl Transaction {
         let signature = key.sign(&out);
         out.extend_from_slice(&signature);
         let encoded = Bytes::from(out);
+        // The payload is a view of the encoding, as decoding makes it: one
+        // buffer per transaction.
+        let start = OVERHEAD - SIGNATURE;
         Ok(Transaction {
             sender,
             nonce,
             fee_rate,
-            payload,
-            signature,
+            payload: encoded.slice(start..start + payload.len()),
             id: TxId(*blake3::hash(&encoded).as_bytes()),
             encoded,
         })
@@ -152,7 +165,7 @@ impl Transaction {
     pub fn verify(&self) -> Result<(), TxError> {
         let signed = self.encoded.len() - SIGNATURE;
         self.sender
-            .verify(&self.encoded[..signed], &self.signature)
+            .verify(&self.encoded[..signed], &self.signature())
             .map_err(|_| TxError::BadSignature)
     }
 
@@ -179,7 +192,7 @@ impl Transaction {
             .collect();
         let signatures: Vec<ed25519_dalek::Signature> = txs
             .iter()
-            .map(|t| ed25519_dalek::Signature::from_bytes(&t.signature))
+            .map(|t| ed25519_dalek::Signature::from_bytes(&t.signature()))
             .collect();
         if ed25519_dalek::verify_batch(&messages, &signatures, &keys).is_ok() {
             return Ok(());
@@ -209,7 +222,7 @@ impl Transaction {
             return Err(TxError::PayloadTooLarge(len));
         }
         r = r.get(len..).ok_or(TxError::Truncated)?;
-        let signature = take::<SIGNATURE>(&mut r)?;
+        take::<SIGNATURE>(&mut r)?;
         if !r.is_empty() {
             return Err(TxError::TrailingBytes(r.len()));
         }
@@ -219,10 +232,18 @@ impl Transaction {
             nonce,
             fee_rate,
             payload: encoded.slice(OVERHEAD - SIGNATURE..OVERHEAD - SIGNATURE + len),
-            signature,
             id: TxId(*blake3::hash(input).as_bytes()),
             encoded,
         })
+    }
+
+    /// The last bytes of the encoding (kept only there: a pooled
+    /// transaction is 64 bytes smaller).
+    fn signature(&self) -> [u8; SIGNATURE] {
+        self.encoded
+            .last_chunk::<SIGNATURE>()
+            .copied()
+            .unwrap_or([0; SIGNATURE])
     }
 
     pub fn id(&self) -> TxId {
