@@ -373,6 +373,8 @@ pub struct LoadReport {
     /// Full copies a node already had, per node per transaction.
     pub duplicates_per_node: f64,
     pub fetch_failures: u64,
+    /// Announcements that could not be queued to a peer.
+    pub unsent: u64,
     /// The most transactions one pool held at once (sampled).
     pub max_pool: usize,
     /// Transactions included in blocks (as node 0 applied them).
@@ -492,6 +494,7 @@ pub async fn drive(
         duplicates_per_node: (sum(pools, |c| c.duplicates.load(Relaxed)) - dups_before) as f64
             / per,
         fetch_failures: sum(pools, |c| c.fetch_failures.load(Relaxed)),
+        unsent: sum(pools, |c| c.unsent.load(Relaxed)),
         max_pool,
         included: pools[0].counters().included.load(Relaxed) - included_before,
         height: pools[0].status().height,

@@ -63,6 +63,11 @@ pub const SCORE_WINDOW: Duration = Duration::from_secs(10);
 pub const FUTURE_BLOCKS: usize = 64;
 /// How often relays re-read the block topic's mesh.
 const MESH_REFRESH: Duration = Duration::from_millis(500);
+/// Relays announce to every peer while fewer of their mesh peers than
+/// this are connected...
+const MIN_MESH: usize = 4;
+/// ...and otherwise to the mesh and this many other peers at random.
+const LAZY_PEERS: usize = 2;
 /// Announcements waiting in the outbox, at most (past this they are
 /// dropped and counted: peers hear of them from others).
 const OUTBOX_MAX: usize = 65_536;
@@ -129,6 +134,9 @@ pub struct Counters {
     pub fetch_failures: AtomicU64,
     pub announcements: AtomicU64,
     pub announcements_dropped: AtomicU64,
+    /// Announcements and pushes that could not be queued to a peer (its
+    /// connection gone or its queue full).
+    pub unsent: AtomicU64,
     /// Received transactions the pool refused (any reason).
     pub refused: AtomicU64,
     pub forged: AtomicU64,
@@ -580,10 +588,12 @@ impl Inner {
 
     /// Sends accepted transactions on. Where they entered: in full to
     /// √peers, announced to every other peer. Relayed: announced to the
-    /// block topic's mesh peers (every peer while it forms) — symmetric,
-    /// degree-bounded and kept connected by gossip, so every pool hears
-    /// of every transaction while each relay sends a bounded number of
-    /// announcements, not one per connection. Never to `from` or to those
+    /// block topic's mesh peers that are connected (every peer while
+    /// fewer than [`MIN_MESH`] are) and [`LAZY_PEERS`] others at random —
+    /// the mesh is symmetric, degree-bounded and kept connected by
+    /// gossip, the random ones reach a node whose mesh links closed — so
+    /// every pool hears of every transaction while each relay sends a
+    /// bounded number of announcements, not one per connection. Never to `from` or to those
     /// that announced them to us (`have[i]` for `txs[i]`). Announcements
     /// go through the outbox, so those made in one burst share a message.
     fn spread(
@@ -596,18 +606,44 @@ impl Inner {
         if txs.is_empty() {
             return;
         }
-        let mesh = if entered_here {
-            Vec::new()
+        let connected: Vec<PeerId> = self.node.peers().into_iter().map(|p| p.id).collect();
+        let peers = if entered_here {
+            connected
         } else {
-            self.relays
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .clone()
-        };
-        let peers: Vec<PeerId> = if mesh.is_empty() {
-            self.node.peers().into_iter().map(|p| p.id).collect()
-        } else {
-            mesh
+            let relays = self.relays.lock().unwrap_or_else(|e| e.into_inner());
+            // The mesh as it is connected now (the DHT closes idle
+            // connections under it between two mesh refreshes).
+            let mesh: Vec<PeerId> = relays
+                .iter()
+                .filter(|p| connected.contains(p))
+                .copied()
+                .collect();
+            drop(relays);
+            if mesh.len() < MIN_MESH {
+                connected
+            } else {
+                // And a few others at random, as gossipsub's lazy push
+                // does: a node whose mesh links all went still hears
+                // of every transaction.
+                let mut others: Vec<PeerId> = connected
+                    .into_iter()
+                    .filter(|p| !mesh.contains(p))
+                    .collect();
+                let mut seed = [0u8; 8];
+                for (i, b) in seed.iter_mut().enumerate() {
+                    *b = txs[0].id().0[i] ^ self.node.peer_id().as_bytes()[i];
+                }
+                let mut rng = peerlink_proto::rng::Rng::new(u64::from_le_bytes(seed));
+                let mut peers = mesh;
+                for _ in 0..LAZY_PEERS {
+                    if others.is_empty() {
+                        break;
+                    }
+                    let i = rng.below(others.len() as u64) as usize;
+                    peers.push(others.swap_remove(i));
+                }
+                peers
+            }
         };
         let peers: Vec<PeerId> = peers.into_iter().filter(|p| Some(*p) != from).collect();
         let full = if entered_here {
@@ -667,9 +703,13 @@ impl Inner {
         let out = std::mem::take(&mut *self.outbox.lock().unwrap_or_else(|e| e.into_inner()));
         for (peer, items) in out.per_peer {
             for c in items.chunks(wire::MAX_IDS) {
-                let _ = self
+                let sent = self
                     .node
                     .try_send(&peer, TX_CHANNEL, Bytes::from(wire::announce(c)));
+                if let Err(e) = sent {
+                    tracing::debug!(%peer, ids = c.len(), "txpool: announcement not sent: {e}");
+                    self.counters.unsent.fetch_add(1, Relaxed);
+                }
             }
         }
     }
