@@ -18,7 +18,9 @@ pub mod churn;
 pub mod dht;
 pub mod flood;
 pub mod gossip;
+pub mod provenance;
 pub mod registry;
+pub mod sla;
 pub mod txpool;
 
 use anyhow::{bail, Context, Result};

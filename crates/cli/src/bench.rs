@@ -5,14 +5,25 @@ use std::time::Duration;
 
 use anyhow::Result;
 use clap::{Subcommand, ValueEnum};
+use peerlink_bench::sla::{self, Targets, Verdict};
 
 #[derive(clap::Args)]
 pub struct Args {
     #[command(subcommand)]
     workload: Workload,
-    /// Also write the results as JSON to this file.
+    /// Also write the results as JSON to this file (with the commit, the
+    /// machine and the arguments they came from).
     #[arg(long, global = true)]
     json: Option<PathBuf>,
+    /// Check the results against the targets (bench/targets.toml): print
+    /// target / measured / verdict per row and exit 1 if one is missed.
+    /// Rows the run did not measure at the target's parameters are "not
+    /// measured", never met.
+    #[arg(long, global = true)]
+    check_sla: bool,
+    /// Another targets file for --check-sla.
+    #[arg(long, global = true, requires = "check_sla")]
+    targets: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -217,7 +228,36 @@ pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(secs))
 }
 
+impl Workload {
+    /// The subcommand's name, as targets.toml names workloads.
+    fn name(&self) -> &'static str {
+        match self {
+            Workload::Stream { .. } => "stream",
+            Workload::Rr { .. } => "rr",
+            Workload::Handshake { .. } => "handshake",
+            Workload::Idle { .. } => "idle",
+            Workload::Dht { .. } => "dht",
+            Workload::Gossip { .. } => "gossip",
+            Workload::Churn { .. } => "churn",
+            Workload::Registry(_) => "registry",
+            Workload::Flood { .. } => "flood",
+            Workload::Txpool { .. } => "txpool",
+            Workload::Bootstrap { .. } => "bootstrap",
+            Workload::DhtShard { .. } => "dht-shard",
+            Workload::FloodTarget => "flood-target",
+            Workload::FloodAttacker { .. } => "flood-attacker",
+        }
+    }
+}
+
 pub async fn run(args: Args) -> Result<()> {
+    let name = args.workload.name();
+    // A bad targets file is refused before anything runs.
+    let targets = match (args.check_sla, &args.targets) {
+        (false, _) => None,
+        (true, Some(path)) => Some((path.display().to_string(), Targets::load(path)?)),
+        (true, None) => Some(("bench/targets.toml".to_string(), Targets::builtin()?)),
+    };
     let report = match args.workload {
         Workload::Stream { size, secs } => {
             let sizes = if size.is_empty() {
@@ -575,9 +615,28 @@ pub async fn run(args: Args) -> Result<()> {
             serde_json::to_value(all)?
         }
     };
+    let checked = targets.map(|(file, t)| {
+        let rows = t.check(name, &report);
+        println!("\ntargets ({file}):");
+        if rows.is_empty() {
+            println!("no target rows for workload {name}");
+        } else {
+            print!("{}", sla::table(&rows));
+        }
+        rows
+    });
     if let Some(path) = args.json {
-        std::fs::write(&path, serde_json::to_string_pretty(&report)?)?;
+        let doc = peerlink_bench::provenance::document(name, report, checked.as_deref());
+        std::fs::write(&path, serde_json::to_string_pretty(&doc)?)?;
         eprintln!("wrote {}", path.display());
+    }
+    let missed = checked
+        .iter()
+        .flatten()
+        .filter(|c| c.verdict == Verdict::Missed)
+        .count();
+    if missed > 0 {
+        anyhow::bail!("{missed} target(s) missed");
     }
     Ok(())
 }
@@ -618,14 +677,15 @@ async fn txpool(b: peerlink_bench::txpool::TxpoolBench) -> Result<serde_json::Va
     );
     if let Some(p) = &r.propagation {
         println!(
-            "propagation, {} nodes, 0 ms links, {} transactions: {:.2} % of pools complete; time to all p50 {:.1} ms p99 {:.1} ms (target p99 <= 50 ms); {:.2} full copies per node (target <= 1.3); {} fetch failures",
+            "propagation, {} nodes, 0 ms links, {} transactions: {:.2} % of pools complete; time to all p50 {:.1} ms p99 {:.1} ms (target p99 <= 50 ms); {:.2} full copies per node (target <= 1.3); {} fetch failures, {} announcements unsent",
             p.nodes,
             p.submitted,
             p.complete * 100.0,
             p.time_to_all.p50_us / 1e3,
             p.time_to_all.p99_us / 1e3,
             p.copies_per_node,
-            p.fetch_failures
+            p.fetch_failures,
+            p.unsent
         );
     }
     if let Some(s) = &r.sustained {

@@ -467,7 +467,9 @@ fn bench_flood_runs_rounds_and_keeps_the_flooded_node_under_its_memory_bound() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}");
     assert!(stdout.contains("p99 ratio, median of 2 rounds"), "{stdout}");
-    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let doc: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    assert_eq!(doc["workload"], "flood");
+    let v = &doc["results"];
     let rounds = v["rounds"].as_array().unwrap();
     assert_eq!(rounds.len(), 2);
     for r in rounds {
@@ -611,4 +613,79 @@ fn txpool_node_takes_transactions_produces_blocks_and_keeps_its_chain_across_a_c
     assert!(c["state"] == "pending" || c["state"] == "included", "{c}");
     let (ok, _, err) = run_in(h, &["tx", "show", "zz"]);
     assert!(!ok && err.contains("64 hex digits"), "{err}");
+}
+
+#[test]
+fn check_sla_exits_1_on_a_missed_target_0_when_met_and_refuses_a_bad_targets_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let row = |threshold: &str| {
+        format!(
+            "[[target]]\nworkload = \"txpool\"\nmetric = \"insert p50\"\npath = \"/core/insert_ns/p50_us\"\nscale = 1000\nunit = \"ns\"\n{threshold}\nkind = \"absolute\"\n\n[[target]]\nworkload = \"txpool\"\nmetric = \"propagation p99\"\nat = {{ \"/propagation/nodes\" = 100 }}\npath = \"/propagation/time_to_all/p99_us\"\nunit = \"us\"\nmax = 1\nkind = \"absolute\"\n"
+        )
+    };
+    let bench = |targets: &std::path::Path, json: &std::path::Path| {
+        peerlink()
+            .args([
+                "bench",
+                "txpool",
+                "--nodes",
+                "0",
+                "--sustained-nodes",
+                "0",
+                "--senders",
+                "100",
+            ])
+            .arg("--check-sla")
+            .arg("--targets")
+            .arg(targets)
+            .arg("--json")
+            .arg(json)
+            .stderr(Stdio::piped())
+            .output()
+            .unwrap()
+    };
+    // No pool inserts in a nanosecond: missed, exit 1, the table says so.
+    let impossible = dir.path().join("impossible.toml");
+    std::fs::write(&impossible, row("max = 0.000001")).unwrap();
+    let json = dir.path().join("missed.json");
+    let out = bench(&impossible, &json);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("MISSED"), "{stdout}");
+    // The propagation row was not run (--nodes 0): not measured, not met.
+    assert!(
+        stdout.contains("0 met, 1 missed, 1 not measured"),
+        "{stdout}"
+    );
+    let doc: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    assert_eq!(doc["sla"][0]["verdict"], "missed");
+    assert_eq!(doc["sla"][1]["verdict"], "not_measured");
+    assert!(doc["provenance"]["machine"]["cores"].as_u64().unwrap() >= 1);
+    assert!(
+        doc["results"]["core"]["insert_ns"]["p50_us"]
+            .as_f64()
+            .unwrap()
+            > 0.0
+    );
+    // A generous target is met: exit 0.
+    let easy = dir.path().join("easy.toml");
+    std::fs::write(&easy, row("max = 1e12")).unwrap();
+    let out = bench(&easy, &dir.path().join("met.json"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("1 met, 0 missed, 1 not measured"),
+        "{stdout}"
+    );
+    // Both thresholds on one row: refused by name before anything runs.
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, row("max = 1\nmin = 0")).unwrap();
+    let out = bench(&bad, &dir.path().join("bad.json"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("needs exactly one of min and max"),
+        "{stderr}"
+    );
+    assert!(!out.stdout.starts_with(b"transaction pool"));
 }
