@@ -63,6 +63,9 @@ pub const SCORE_WINDOW: Duration = Duration::from_secs(10);
 pub const FUTURE_BLOCKS: usize = 64;
 /// How often relays re-read the block topic's mesh.
 const MESH_REFRESH: Duration = Duration::from_millis(500);
+/// Production ticks without the chain moving before a producer asks a
+/// peer for the block it may have missed.
+const STALL_TICKS: u32 = 3;
 /// Relays announce to every peer while fewer of their mesh peers than
 /// this are connected...
 const MIN_MESH: usize = 4;
@@ -944,34 +947,63 @@ impl Inner {
 
     /// Asks `peer` for the next blocks while held ones wait for them.
     async fn fill_gap(self: &Arc<Self>, peer: PeerId) {
-        let max = self.node.config().limits.max_message_size;
         for _ in 0..KEPT_BLOCKS {
-            let height = {
-                let s = self.state();
-                if s.future.is_empty() {
-                    return;
-                }
-                s.chain.height() + 1
-            };
-            let r = self
-                .node
-                .request_with(
-                    &peer,
-                    BLOCK_PROTOCOL,
-                    height.to_le_bytes().to_vec(),
-                    self.config.fetch_timeout,
-                    max,
-                )
-                .await;
-            let Ok(bytes) = r else { return };
-            let block = match Block::decode_producer_checked(&bytes) {
-                Ok(b) if b.height == height => b,
-                _ => return self.forged(&peer),
-            };
-            if self.state().chain.producer_of(height) != Some(block.producer) {
-                return self.forged(&peer);
+            if self.state().future.is_empty() {
+                return;
             }
+            let Some(block) = self.next_block(&peer).await else {
+                return;
+            };
             Box::pin(self.on_block(peer, block)).await;
+        }
+    }
+
+    /// The block after our height from `peer`, checked (producer, turn);
+    /// `None` if it has none or the answer is forged (scored).
+    async fn next_block(self: &Arc<Self>, peer: &PeerId) -> Option<Block> {
+        let max = self.node.config().limits.max_message_size;
+        let height = self.state().chain.height() + 1;
+        let bytes = self
+            .node
+            .request_with(
+                peer,
+                BLOCK_PROTOCOL,
+                height.to_le_bytes().to_vec(),
+                self.config.fetch_timeout,
+                max,
+            )
+            .await
+            .ok()?;
+        let block = match Block::decode_producer_checked(&bytes) {
+            Ok(b) if b.height == height => b,
+            _ => {
+                self.forged(peer);
+                return None;
+            }
+        };
+        if self.state().chain.producer_of(height) != Some(block.producer) {
+            self.forged(peer);
+            return None;
+        }
+        Some(block)
+    }
+
+    /// A producer whose chain has not moved for [`STALL_TICKS`] of its
+    /// turns asks a random peer for the block after its height: a block
+    /// whose gossip it missed would otherwise stop the turn order for
+    /// good (its turn never comes, the others wait for it).
+    async fn catch_up(self: &Arc<Self>) {
+        let peers = self.node.peers();
+        if peers.is_empty() {
+            return;
+        }
+        let i = peerlink_proto::rng::Rng::from_os().below(peers.len() as u64) as usize;
+        let Some(peer) = peers.get(i).map(|p| p.id) else {
+            return;
+        };
+        if let Some(block) = self.next_block(&peer).await {
+            tracing::debug!(%peer, height = block.height, "txpool: caught up a missed block");
+            self.on_block(peer, block).await;
         }
     }
 
@@ -1148,10 +1180,24 @@ async fn prune(inner: Weak<Inner>) {
 async fn produce(inner: Weak<Inner>, every: Duration) {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let (mut last, mut still) = (0, 0);
     loop {
         tick.tick().await;
         let Some(inner) = inner.upgrade() else { return };
-        inner.produce().await;
+        if inner.produce().await.is_some() {
+            still = 0;
+            continue;
+        }
+        let height = inner.state().chain.height();
+        if height == last {
+            still += 1;
+        } else {
+            (last, still) = (height, 0);
+        }
+        if still >= STALL_TICKS {
+            still = 0;
+            inner.catch_up().await;
+        }
     }
 }
 

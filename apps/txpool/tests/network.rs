@@ -230,3 +230,37 @@ async fn a_flood_of_well_signed_unfundable_transactions_gets_its_sender_banned()
     attacker.shutdown().await;
     net.shutdown().await;
 }
+
+/// Two producers taking turns; the first makes block 1 before the
+/// second is connected, so block 1's gossip never reaches it. The
+/// second asks for the block it missed once its chain stood still for a
+/// few of its ticks, and the turn order goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_producer_that_missed_a_block_catches_up_and_the_chain_moves_on() {
+    let start = async || {
+        Node::builder()
+            .listen("127.0.0.1:0".parse().unwrap())
+            .build()
+            .await
+            .unwrap()
+    };
+    let (a, b) = (start().await, start().await);
+    // Height h is producers[h % 2]'s: a has the odd ones.
+    let genesis = Genesis {
+        producers: vec![b.peer_id(), a.peer_id()],
+        accounts: Vec::new(),
+    };
+    let config = |g: &Genesis| TxPoolConfig {
+        produce_every: Some(Duration::from_millis(100)),
+        ..TxPoolConfig::new(g.clone())
+    };
+    let pa = TxPool::new(&a, config(&genesis)).unwrap();
+    eventually("a made block 1 alone", async || pa.status().height >= 1).await;
+    let pb = TxPool::new(&b, config(&genesis)).unwrap();
+    b.connect(a.addr().unwrap()).await.unwrap();
+    // Height 2 is b's: the chain passes it only if b caught up block 1.
+    eventually("both chains past height 3", async || {
+        pa.status().height >= 3 && pb.status().height >= 3
+    })
+    .await;
+}
