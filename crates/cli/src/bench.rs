@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::{Subcommand, ValueEnum};
 use peerlink_bench::sla::{self, Targets, Verdict};
 
@@ -192,6 +192,15 @@ enum Workload {
         secs: f64,
         round: usize,
     },
+    /// Every workload in turn, one JSON document and one targets table
+    /// for all (with --check-sla).
+    All {
+        /// CI size: each workload small enough that the whole suite runs
+        /// in a few minutes. Targets stated at other sizes are then "not
+        /// measured".
+        #[arg(long)]
+        quick: bool,
+    },
     /// A fresh node joins an N-node network through one seed: time to the
     /// end of its bootstrap lookup and to a full routing table.
     Bootstrap {
@@ -246,19 +255,166 @@ impl Workload {
             Workload::DhtShard { .. } => "dht-shard",
             Workload::FloodTarget => "flood-target",
             Workload::FloodAttacker { .. } => "flood-attacker",
+            Workload::All { .. } => "all",
         }
     }
 }
 
+/// One workload parsed from its command line (for `bench all`).
+#[derive(clap::Parser)]
+#[command(no_binary_name = true)]
+struct One {
+    #[command(subcommand)]
+    workload: Workload,
+}
+
+/// `bench all`: every workload, in this order; with `--quick`, at these
+/// arguments (CI size: proves each still runs, in a few minutes).
+const ALL: &[(&str, &[&str])] = &[
+    ("stream", &["--secs", "0.3"]),
+    ("rr", &["--secs", "0.5"]),
+    ("handshake", &["--count", "20"]),
+    ("idle", &["--nodes", "10"]),
+    ("bootstrap", &["--nodes", "5,10", "--joins", "3"]),
+    (
+        "dht",
+        &[
+            "--nodes",
+            "10,30",
+            "--latency",
+            "0ms",
+            "--records",
+            "10",
+            "--queries",
+            "30",
+        ],
+    ),
+    (
+        "gossip",
+        &["--nodes", "5,10", "--latency", "0ms", "--messages", "10"],
+    ),
+    ("churn", &["--nodes", "10", "--rounds", "1"]),
+    (
+        "registry",
+        &[
+            "--packages",
+            "2000",
+            "--queries",
+            "200",
+            "--peers",
+            "5",
+            "--nodes",
+            "10",
+            "--latency",
+            "0ms",
+            "--publishes",
+            "5",
+            "--installs",
+            "5",
+            "--concurrency",
+            "1,10",
+            "--secs",
+            "0.5",
+            "--zipf-packages",
+            "200",
+            "--zipf-installs",
+            "2000",
+        ],
+    ),
+    ("flood", &["--secs", "1", "--rounds", "1", "--honest", "2"]),
+    (
+        "txpool",
+        &[
+            "--nodes",
+            "20",
+            "--txs",
+            "30",
+            "--sustained-nodes",
+            "5",
+            "--rate",
+            "100",
+            "--secs",
+            "3",
+            "--senders",
+            "500",
+        ],
+    ),
+];
+
 pub async fn run(args: Args) -> Result<()> {
-    let name = args.workload.name();
     // A bad targets file is refused before anything runs.
     let targets = match (args.check_sla, &args.targets) {
         (false, _) => None,
         (true, Some(path)) => Some((path.display().to_string(), Targets::load(path)?)),
         (true, None) => Some(("bench/targets.toml".to_string(), Targets::builtin()?)),
     };
-    let report = match args.workload {
+    let (name, report, checked) = match args.workload {
+        Workload::DhtShard { spec } => return peerlink_bench::dht::serve_shard(&spec).await,
+        Workload::FloodTarget => return peerlink_bench::flood::serve_target().await,
+        Workload::FloodAttacker { addr, secs, round } => {
+            return peerlink_bench::flood::serve_flooder(&addr, secs, round).await
+        }
+        Workload::All { quick } => {
+            let mut results = serde_json::Map::new();
+            let mut checked = Vec::new();
+            for (name, quick_args) in ALL {
+                let shown = if quick {
+                    quick_args.join(" ")
+                } else {
+                    String::new()
+                };
+                println!("\n== bench {name} {shown}");
+                let mut argv = vec![*name];
+                if quick {
+                    argv.extend_from_slice(quick_args);
+                }
+                let w = <One as clap::Parser>::try_parse_from(argv)?.workload;
+                let r = measure(w).await.with_context(|| format!("bench {name}"))?;
+                if let Some((_, t)) = &targets {
+                    checked.extend(t.check(name, &r));
+                }
+                results.insert(name.to_string(), r);
+            }
+            ("all", serde_json::Value::Object(results), checked)
+        }
+        w => {
+            let name = w.name();
+            let r = measure(w).await?;
+            let checked = targets
+                .as_ref()
+                .map(|(_, t)| t.check(name, &r))
+                .unwrap_or_default();
+            (name, r, checked)
+        }
+    };
+    let checked = targets.map(|(file, _)| {
+        println!("\ntargets ({file}):");
+        if checked.is_empty() {
+            println!("no target rows for workload {name}");
+        } else {
+            print!("{}", sla::table(&checked));
+        }
+        checked
+    });
+    if let Some(path) = args.json {
+        let doc = peerlink_bench::provenance::document(name, report, checked.as_deref());
+        std::fs::write(&path, serde_json::to_string_pretty(&doc)?)?;
+        eprintln!("wrote {}", path.display());
+    }
+    let missed = checked
+        .iter()
+        .flatten()
+        .filter(|c| c.verdict == Verdict::Missed)
+        .count();
+    if missed > 0 {
+        anyhow::bail!("{missed} target(s) missed");
+    }
+    Ok(())
+}
+
+/// Runs one workload, prints its table and returns its results.
+async fn measure(workload: Workload) -> Result<serde_json::Value> {
+    Ok(match workload {
         Workload::Stream { size, secs } => {
             let sizes = if size.is_empty() {
                 vec![Size::B64, Size::K1, Size::K16]
@@ -509,11 +665,10 @@ pub async fn run(args: Args) -> Result<()> {
             })
             .await?
         }
-        Workload::DhtShard { spec } => return peerlink_bench::dht::serve_shard(&spec).await,
-        Workload::FloodTarget => return peerlink_bench::flood::serve_target().await,
-        Workload::FloodAttacker { addr, secs, round } => {
-            return peerlink_bench::flood::serve_flooder(&addr, secs, round).await
-        }
+        Workload::DhtShard { .. }
+        | Workload::FloodTarget
+        | Workload::FloodAttacker { .. }
+        | Workload::All { .. } => anyhow::bail!("not a measurement"),
         Workload::Flood {
             secs,
             rounds,
@@ -614,31 +769,7 @@ pub async fn run(args: Args) -> Result<()> {
             }
             serde_json::to_value(all)?
         }
-    };
-    let checked = targets.map(|(file, t)| {
-        let rows = t.check(name, &report);
-        println!("\ntargets ({file}):");
-        if rows.is_empty() {
-            println!("no target rows for workload {name}");
-        } else {
-            print!("{}", sla::table(&rows));
-        }
-        rows
-    });
-    if let Some(path) = args.json {
-        let doc = peerlink_bench::provenance::document(name, report, checked.as_deref());
-        std::fs::write(&path, serde_json::to_string_pretty(&doc)?)?;
-        eprintln!("wrote {}", path.display());
-    }
-    let missed = checked
-        .iter()
-        .flatten()
-        .filter(|c| c.verdict == Verdict::Missed)
-        .count();
-    if missed > 0 {
-        anyhow::bail!("{missed} target(s) missed");
-    }
-    Ok(())
+    })
 }
 
 async fn txpool(b: peerlink_bench::txpool::TxpoolBench) -> Result<serde_json::Value> {

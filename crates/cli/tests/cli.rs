@@ -689,3 +689,44 @@ fn check_sla_exits_1_on_a_missed_target_0_when_met_and_refuses_a_bad_targets_fil
     );
     assert!(!out.stdout.starts_with(b"transaction pool"));
 }
+
+/// The quick suite is what CI runs of the benchmarks: every workload at
+/// CI size still works and the document holds them all with provenance.
+#[test]
+fn bench_all_quick_runs_every_workload_into_one_document() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("all.json");
+    let out = peerlink()
+        .args(["bench", "all", "--quick", "--json"])
+        .arg(&json)
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    assert_eq!(doc["schema"], 1);
+    assert_eq!(doc["workload"], "all");
+    assert!(doc["provenance"]["timestamp"].as_str().unwrap().len() >= 20);
+    let results = doc["results"].as_object().unwrap();
+    for w in [
+        "stream",
+        "rr",
+        "handshake",
+        "idle",
+        "bootstrap",
+        "dht",
+        "gossip",
+        "churn",
+        "registry",
+        "flood",
+        "txpool",
+    ] {
+        assert!(results.get(w).is_some_and(|r| !r.is_null()), "{w} missing");
+        assert!(stdout.contains(&format!("== bench {w} ")), "{stdout}");
+    }
+}
