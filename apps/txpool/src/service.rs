@@ -632,11 +632,7 @@ impl Inner {
                     .into_iter()
                     .filter(|p| !mesh.contains(p))
                     .collect();
-                let mut seed = [0u8; 8];
-                for (i, b) in seed.iter_mut().enumerate() {
-                    *b = txs[0].id().0[i] ^ self.node.peer_id().as_bytes()[i];
-                }
-                let mut rng = peerlink_proto::rng::Rng::new(u64::from_le_bytes(seed));
+                let mut rng = peerlink_proto::rng::Rng::from_os();
                 let mut peers = mesh;
                 for _ in 0..LAZY_PEERS {
                     if others.is_empty() {

@@ -270,74 +270,27 @@ struct One {
 
 /// `bench all`: every workload, in this order; with `--quick`, at these
 /// arguments (CI size: proves each still runs, in a few minutes).
-const ALL: &[(&str, &[&str])] = &[
-    ("stream", &["--secs", "0.3"]),
-    ("rr", &["--secs", "0.5"]),
-    ("handshake", &["--count", "20"]),
-    ("idle", &["--nodes", "10"]),
-    ("bootstrap", &["--nodes", "5,10", "--joins", "3"]),
+const ALL: &[(&str, &str)] = &[
+    ("stream", "--secs 0.3"),
+    ("rr", "--secs 0.5"),
+    ("handshake", "--count 20"),
+    ("idle", "--nodes 10"),
+    ("bootstrap", "--nodes 5,10 --joins 3"),
     (
         "dht",
-        &[
-            "--nodes",
-            "10,30",
-            "--latency",
-            "0ms",
-            "--records",
-            "10",
-            "--queries",
-            "30",
-        ],
+        "--nodes 10,30 --latency 0ms --records 10 --queries 30",
     ),
-    (
-        "gossip",
-        &["--nodes", "5,10", "--latency", "0ms", "--messages", "10"],
-    ),
-    ("churn", &["--nodes", "10", "--rounds", "1"]),
+    ("gossip", "--nodes 5,10 --latency 0ms --messages 10"),
+    ("churn", "--nodes 10 --rounds 1"),
     (
         "registry",
-        &[
-            "--packages",
-            "2000",
-            "--queries",
-            "200",
-            "--peers",
-            "5",
-            "--nodes",
-            "10",
-            "--latency",
-            "0ms",
-            "--publishes",
-            "5",
-            "--installs",
-            "5",
-            "--concurrency",
-            "1,10",
-            "--secs",
-            "0.5",
-            "--zipf-packages",
-            "200",
-            "--zipf-installs",
-            "2000",
-        ],
+        "--packages 2000 --queries 200 --peers 5 --nodes 10 --latency 0ms --publishes 5 \
+         --installs 5 --concurrency 1,10 --secs 0.5 --zipf-packages 200 --zipf-installs 2000",
     ),
-    ("flood", &["--secs", "1", "--rounds", "1", "--honest", "2"]),
+    ("flood", "--secs 1 --rounds 1 --honest 2"),
     (
         "txpool",
-        &[
-            "--nodes",
-            "20",
-            "--txs",
-            "30",
-            "--sustained-nodes",
-            "5",
-            "--rate",
-            "100",
-            "--secs",
-            "3",
-            "--senders",
-            "500",
-        ],
+        "--nodes 20 --txs 30 --sustained-nodes 5 --rate 100 --secs 3 --senders 500",
     ),
 ];
 
@@ -358,16 +311,10 @@ pub async fn run(args: Args) -> Result<()> {
             let mut results = serde_json::Map::new();
             let mut checked = Vec::new();
             for (name, quick_args) in ALL {
-                let shown = if quick {
-                    quick_args.join(" ")
-                } else {
-                    String::new()
-                };
-                println!("\n== bench {name} {shown}");
+                let quick_args = if quick { *quick_args } else { "" };
+                println!("\n== bench {name} {quick_args}");
                 let mut argv = vec![*name];
-                if quick {
-                    argv.extend_from_slice(quick_args);
-                }
+                argv.extend(quick_args.split_whitespace());
                 let w = <One as clap::Parser>::try_parse_from(argv)?.workload;
                 let r = measure(w).await.with_context(|| format!("bench {name}"))?;
                 if let Some((_, t)) = &targets {
