@@ -467,7 +467,7 @@ fn bench_flood_runs_rounds_and_keeps_the_flooded_node_under_its_memory_bound() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}");
     assert!(stdout.contains("p99 ratio, median of 2 rounds"), "{stdout}");
-    let doc: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let doc = bench_document(&json);
     assert_eq!(doc["workload"], "flood");
     let v = &doc["results"];
     let rounds = v["rounds"].as_array().unwrap();
@@ -492,6 +492,11 @@ fn bench_flood_runs_rounds_and_keeps_the_flooded_node_under_its_memory_bound() {
         v["rss_bound"].as_u64().unwrap(),
     );
     assert!(peak > 0 && peak < bound, "{peak} of {bound}");
+}
+
+/// A `peerlink bench --json` document.
+fn bench_document(path: &std::path::Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
 }
 
 fn json_in(home: &std::path::Path, args: &[&str]) -> serde_json::Value {
@@ -657,7 +662,7 @@ fn check_sla_exits_1_on_a_missed_target_0_when_met_and_refuses_a_bad_targets_fil
         stdout.contains("0 met, 1 missed, 1 not measured"),
         "{stdout}"
     );
-    let doc: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let doc = bench_document(&json);
     assert_eq!(doc["sla"][0]["verdict"], "missed");
     assert_eq!(doc["sla"][1]["verdict"], "not_measured");
     assert!(doc["provenance"]["machine"]["cores"].as_u64().unwrap() >= 1);
@@ -708,7 +713,7 @@ fn bench_all_quick_runs_every_workload_into_one_document() {
         "{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let doc: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let doc = bench_document(&json);
     assert_eq!(doc["schema"], 1);
     assert_eq!(doc["workload"], "all");
     assert!(doc["provenance"]["timestamp"].as_str().unwrap().len() >= 20);
