@@ -14,14 +14,19 @@
 
 use std::time::{Duration, Instant};
 
+pub mod baseline;
 pub mod churn;
 pub mod dht;
 pub mod flood;
 pub mod gossip;
-pub mod provenance;
 pub mod registry;
+pub mod report;
 pub mod sla;
 pub mod txpool;
+
+/// The results document every workload writes (shared with the
+/// instruction counts).
+pub use peerlink_icount::provenance;
 
 use anyhow::{bail, Context, Result};
 use bytes::{BufMut, Bytes, BytesMut};
@@ -272,7 +277,8 @@ pub async fn raw_stream(size: usize, secs: f64) -> Result<Throughput> {
     Ok(Throughput::new(total / size as u64, size, elapsed))
 }
 
-/// Latency percentiles in microseconds.
+/// Latency percentiles in microseconds, from an HDR histogram (3
+/// significant digits: a percentile is within 0.1 % of the exact sample).
 #[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct Latency {
     pub samples: usize,
@@ -280,29 +286,60 @@ pub struct Latency {
     pub p90_us: f64,
     pub p99_us: f64,
     pub mean_us: f64,
+    /// (quantile, µs) at [`CDF_QUANTILES`]: the distribution's shape, for
+    /// CDF plots (`peerlink bench report`).
+    #[serde(default)]
+    pub cdf_us: Vec<(f64, f64)>,
+}
+
+/// Where [`Latency::cdf_us`] samples the distribution.
+pub const CDF_QUANTILES: [f64; 13] = [
+    0.0, 0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.98, 0.99, 0.995, 0.999, 1.0,
+];
+
+/// A latency histogram in nanoseconds; histograms from several places (a
+/// multi-process network's shards, several rounds) add up with
+/// [`Histogram::add`].
+pub type Histogram = hdrhistogram::Histogram<u64>;
+
+/// An empty [`Histogram`] that grows to any value.
+pub fn histogram() -> Histogram {
+    // 3 significant digits, auto-resizing: cannot fail.
+    Histogram::new(3).unwrap_or_else(|_| unreachable!("3 significant digits is in range"))
 }
 
 impl Latency {
-    pub fn from_samples(mut samples: Vec<Duration>) -> Self {
-        samples.sort_unstable();
-        let pick = |q: f64| {
-            if samples.is_empty() {
-                return 0.0;
+    pub fn from_samples(samples: Vec<Duration>) -> Self {
+        let mut h = histogram();
+        for s in samples {
+            let ns = s.as_nanos().min(u64::MAX as u128) as u64;
+            // Grows to fit (saturating_record would clamp to the current top).
+            if h.record(ns).is_err() {
+                h.saturating_record(ns);
             }
-            let i = ((samples.len() as f64 * q) as usize).min(samples.len() - 1);
-            samples[i].as_secs_f64() * 1e6
-        };
-        let mean = if samples.is_empty() {
-            0.0
-        } else {
-            samples.iter().map(Duration::as_secs_f64).sum::<f64>() / samples.len() as f64 * 1e6
+        }
+        Latency::from_histogram(&h)
+    }
+
+    pub fn from_histogram(h: &Histogram) -> Self {
+        let us = |q: f64| {
+            if h.is_empty() {
+                0.0
+            } else {
+                h.value_at_quantile(q) as f64 / 1e3
+            }
         };
         Latency {
-            samples: samples.len(),
-            p50_us: pick(0.5),
-            p90_us: pick(0.9),
-            p99_us: pick(0.99),
-            mean_us: mean,
+            samples: h.len() as usize,
+            p50_us: us(0.5),
+            p90_us: us(0.9),
+            p99_us: us(0.99),
+            mean_us: if h.is_empty() { 0.0 } else { h.mean() / 1e3 },
+            cdf_us: if h.is_empty() {
+                Vec::new()
+            } else {
+                CDF_QUANTILES.iter().map(|&q| (q, us(q))).collect()
+            },
         }
     }
 }
@@ -528,7 +565,21 @@ mod tests {
     #[test]
     fn percentiles_pick_the_right_samples() {
         let l = Latency::from_samples((1..=100).map(Duration::from_micros).collect());
-        assert_eq!((l.p50_us, l.p99_us), (51.0, 100.0));
-        assert_eq!(Latency::from_samples(vec![]).samples, 0);
+        let near = |got: f64, want: f64| (got - want).abs() <= want * 0.001;
+        assert!(near(l.p50_us, 50.0) && near(l.p99_us, 99.0), "{l:?}");
+        assert!(near(l.mean_us, 50.5), "{l:?}");
+        assert_eq!(l.cdf_us.len(), CDF_QUANTILES.len());
+        assert!(near(l.cdf_us[0].1, 1.0) && near(l.cdf_us[12].1, 100.0));
+        assert!(l.cdf_us.windows(2).all(|w| w[0].1 <= w[1].1));
+        let empty = Latency::from_samples(vec![]);
+        assert_eq!((empty.samples, empty.p99_us), (0, 0.0));
+        // Histograms add up: two halves give the whole.
+        let (mut a, mut b) = (histogram(), histogram());
+        for i in 1..=50u64 {
+            a.record(i * 1000).unwrap();
+            b.record((i + 50) * 1000).unwrap();
+        }
+        a.add(&b).unwrap();
+        assert!(near(Latency::from_histogram(&a).p99_us, 99.0));
     }
 }

@@ -136,6 +136,32 @@ impl Targets {
     }
 
     /// Every row of `workload` checked against its results.
+    /// Which way is better for the figure at `pointer` of `workload`'s
+    /// results, if a target row names it (by its path; `all` results
+    /// start with the workload's name).
+    pub fn direction_of(
+        &self,
+        workload: &str,
+        pointer: &str,
+    ) -> Option<crate::baseline::Direction> {
+        let (workload, pointer) = match workload {
+            "all" => {
+                let rest = pointer.strip_prefix('/')?;
+                let (w, _) = rest.split_once('/')?;
+                (w, &rest[w.len()..])
+            }
+            w => (w, pointer),
+        };
+        let t = self
+            .rows
+            .iter()
+            .find(|t| t.workload == workload && pointer.ends_with(&t.path))?;
+        Some(match (t.min, t.max) {
+            (Some(_), _) => crate::baseline::Direction::Higher,
+            _ => crate::baseline::Direction::Lower,
+        })
+    }
+
     pub fn check(&self, workload: &str, results: &Value) -> Vec<Checked> {
         self.rows
             .iter()

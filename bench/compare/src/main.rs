@@ -347,10 +347,20 @@ async fn run(args: Args) -> Result<()> {
         theirs.p50_us / ours.peerlink.p50_us.max(1e-9),
         theirs.p99_us / ours.peerlink.p99_us.max(1e-9)
     );
-    results.push(serde_json::json!({ "rr_size": 64, "peerlink": ours, "libp2p": theirs }));
+    let rr = serde_json::json!({ "size": 64, "peerlink": ours, "libp2p": theirs });
     if let Some(path) = args.json {
-        std::fs::write(&path, serde_json::to_string_pretty(&results)?)?;
+        let results = serde_json::json!({ "stream": results, "rr": rr });
+        write_doc(&path, "compare", results)?;
     }
+    Ok(())
+}
+
+/// The same results document as `peerlink bench --json` writes (schema,
+/// provenance), so `peerlink bench report` reads both.
+fn write_doc(path: &std::path::Path, workload: &str, results: serde_json::Value) -> Result<()> {
+    let doc = peerlink_bench::provenance::document(workload, results, serde_json::Value::Null);
+    std::fs::write(path, serde_json::to_string_pretty(&doc)?)?;
+    eprintln!("wrote {}", path.display());
     Ok(())
 }
 
@@ -425,7 +435,7 @@ async fn gossip(
         }));
     }
     if let Some(path) = json {
-        std::fs::write(&path, serde_json::to_string_pretty(&results)?)?;
+        write_doc(&path, "compare-gossip", serde_json::Value::Array(results))?;
     }
     Ok(())
 }
@@ -528,7 +538,7 @@ async fn dht(
     );
     if let Some(path) = json {
         let all = serde_json::json!({ "peerlink": ours, "libp2p_kad": theirs });
-        std::fs::write(&path, serde_json::to_string_pretty(&all)?)?;
+        write_doc(&path, "compare-dht", all)?;
     }
     Ok(())
 }

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::{Subcommand, ValueEnum};
+use peerlink_bench::baseline::{self, Baseline};
 use peerlink_bench::sla::{self, Targets, Verdict};
 
 #[derive(clap::Args)]
@@ -24,6 +25,22 @@ pub struct Args {
     /// Another targets file for --check-sla.
     #[arg(long, global = true, requires = "check_sla")]
     targets: Option<PathBuf>,
+    /// Run the workload this many times: a baseline keeps every run, and
+    /// compares medians with their confidence intervals.
+    #[arg(long, global = true, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100))]
+    repeat: u32,
+    /// Save the runs as baseline NAME (target/bench-baselines/NAME.json,
+    /// or NAME itself if it is a path).
+    #[arg(long, global = true, value_name = "NAME")]
+    save_baseline: Option<String>,
+    /// Compare with baseline NAME: the change of every metric, judged
+    /// against noise (see --strict).
+    #[arg(long, global = true, value_name = "NAME")]
+    baseline: Option<String>,
+    /// With --baseline: exit 1 if a metric regressed by more than 5 % and
+    /// the confidence intervals of the two medians do not overlap.
+    #[arg(long, global = true, requires = "baseline")]
+    strict: bool,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -46,7 +63,7 @@ impl Size {
     }
 }
 
-#[derive(Subcommand)]
+#[derive(Clone, Subcommand)]
 enum Workload {
     /// One encrypted connection, many messages in flight, vs raw TCP.
     Stream {
@@ -201,6 +218,24 @@ enum Workload {
         #[arg(long)]
         quick: bool,
     },
+    /// Markdown tables and SVG plots from result files (the --json of any
+    /// workload or `bench all`, bench/compare, peerlink-icount).
+    Report {
+        /// Result documents.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Directory for the SVG plots.
+        #[arg(long, default_value = "bench/report")]
+        plots: PathBuf,
+        /// Write the markdown to this file (default: print it).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Replace what lies between `<!-- report:begin -->` and
+        /// `<!-- report:end -->` in this file (BENCHMARKS.md): the tables
+        /// are generated, the analysis around them stays.
+        #[arg(long, conflicts_with = "out")]
+        update: Option<PathBuf>,
+    },
     /// A fresh node joins an N-node network through one seed: time to the
     /// end of its bootstrap lookup and to a full routing table.
     Bootstrap {
@@ -256,6 +291,7 @@ impl Workload {
             Workload::FloodTarget => "flood-target",
             Workload::FloodAttacker { .. } => "flood-attacker",
             Workload::All { .. } => "all",
+            Workload::Report { .. } => "report",
         }
     }
 }
@@ -301,40 +337,51 @@ pub async fn run(args: Args) -> Result<()> {
         (true, Some(path)) => Some((path.display().to_string(), Targets::load(path)?)),
         (true, None) => Some(("bench/targets.toml".to_string(), Targets::builtin()?)),
     };
-    let (name, report, checked) = match args.workload {
+    let workload = match args.workload {
         Workload::DhtShard { spec } => return peerlink_bench::dht::serve_shard(&spec).await,
         Workload::FloodTarget => return peerlink_bench::flood::serve_target().await,
         Workload::FloodAttacker { addr, secs, round } => {
             return peerlink_bench::flood::serve_flooder(&addr, secs, round).await
         }
-        Workload::All { quick } => {
-            let mut results = serde_json::Map::new();
-            let mut checked = Vec::new();
-            for (name, quick_args) in ALL {
-                let quick_args = if quick { *quick_args } else { "" };
-                println!("\n== bench {name} {quick_args}");
-                let mut argv = vec![*name];
-                argv.extend(quick_args.split_whitespace());
-                let w = <One as clap::Parser>::try_parse_from(argv)?.workload;
-                let r = measure(w).await.with_context(|| format!("bench {name}"))?;
-                if let Some((_, t)) = &targets {
-                    checked.extend(t.check(name, &r));
-                }
-                results.insert(name.to_string(), r);
-            }
-            ("all", serde_json::Value::Object(results), checked)
+        Workload::Report {
+            files,
+            plots,
+            out,
+            update,
+        } => {
+            return report(
+                &files,
+                &plots,
+                out.as_deref().or(update.as_deref()),
+                update.is_some(),
+            )
         }
-        w => {
-            let name = w.name();
-            let r = measure(w).await?;
-            let checked = targets
-                .as_ref()
-                .map(|(_, t)| t.check(name, &r))
-                .unwrap_or_default();
-            (name, r, checked)
-        }
+        w => w,
     };
-    let checked = targets.map(|(file, _)| {
+    let name = workload.name();
+    // A bad or mismatched baseline is refused before anything runs.
+    let base = match &args.baseline {
+        Some(b) => {
+            let base = Baseline::load(&baseline::path_of(b))?;
+            if base.workload != name {
+                anyhow::bail!("baseline {b} is of workload {}, not {name}", base.workload);
+            }
+            Some(base)
+        }
+        None => None,
+    };
+    let repeats = args.repeat as usize;
+    let mut runs = Vec::with_capacity(repeats);
+    let mut checked = Vec::new();
+    for i in 0..repeats {
+        if repeats > 1 {
+            println!("\n=== run {} of {repeats}", i + 1);
+        }
+        let (report, c) = pass(workload.clone(), targets.as_ref().map(|t| &t.1)).await?;
+        runs.push(report);
+        checked = c;
+    }
+    let checked = targets.as_ref().map(|(file, _)| {
         println!("\ntargets ({file}):");
         if checked.is_empty() {
             println!("no target rows for workload {name}");
@@ -343,8 +390,43 @@ pub async fn run(args: Args) -> Result<()> {
         }
         checked
     });
+    let mut regressed = 0;
+    if let Some(base) = &base {
+        let direction_from = targets
+            .as_ref()
+            .map(|t| t.1.clone())
+            .or(Targets::builtin().ok());
+        let rows = baseline::compare(
+            base,
+            &baseline::metrics(&runs),
+            direction_from.as_ref(),
+            name,
+        );
+        println!(
+            "\nagainst baseline {} ({} runs, now {repeats}; intervals cover the median with {:.0} % / {:.0} %):",
+            args.baseline.as_deref().unwrap_or_default(),
+            base.repeats,
+            baseline::coverage(base.repeats) * 100.0,
+            baseline::coverage(repeats) * 100.0,
+        );
+        print!("{}", baseline::table(&rows));
+        regressed = rows
+            .iter()
+            .filter(|r| r.verdict == baseline::Verdict::Regressed)
+            .count();
+    }
+    if let Some(b) = &args.save_baseline {
+        let path = baseline::path_of(b);
+        Baseline::new(name, &runs).save(&path)?;
+        println!("saved baseline {b} ({repeats} runs) to {}", path.display());
+    }
     if let Some(path) = args.json {
-        let doc = peerlink_bench::provenance::document(name, report, checked.as_deref());
+        let report = runs.last().cloned().unwrap_or_default();
+        let mut doc =
+            peerlink_bench::provenance::document(name, report, serde_json::to_value(&checked)?);
+        if repeats > 1 {
+            doc["runs"] = serde_json::Value::Array(runs);
+        }
         std::fs::write(&path, serde_json::to_string_pretty(&doc)?)?;
         eprintln!("wrote {}", path.display());
     }
@@ -356,7 +438,113 @@ pub async fn run(args: Args) -> Result<()> {
     if missed > 0 {
         anyhow::bail!("{missed} target(s) missed");
     }
+    if args.strict && regressed > 0 {
+        anyhow::bail!("{regressed} metric(s) regressed against the baseline");
+    }
     Ok(())
+}
+
+/// `bench report`: reads the documents, draws the plots, writes (or
+/// splices) the markdown.
+fn report(
+    files: &[PathBuf],
+    plots_dir: &std::path::Path,
+    out: Option<&std::path::Path>,
+    splice: bool,
+) -> Result<()> {
+    use peerlink_bench::report;
+    let docs = files
+        .iter()
+        .map(|f| report::load(f))
+        .collect::<Result<Vec<_>>>()?;
+    let plots = report::plots(&docs, plots_dir)?;
+    // Links relative to where the markdown goes.
+    let base = out
+        .and_then(|o| o.parent())
+        .filter(|p| !p.as_os_str().is_empty())
+        .map(|p| p.to_path_buf())
+        .unwrap_or_else(|| PathBuf::from("."));
+    let links: Vec<PathBuf> = plots
+        .iter()
+        .map(|p| {
+            p.strip_prefix(&base)
+                .or_else(|_| p.strip_prefix("./"))
+                .map(|r| r.to_path_buf())
+                .unwrap_or_else(|_| p.clone())
+        })
+        .collect();
+    let md = report::markdown(&docs, &links);
+    match out {
+        None => print!("{md}"),
+        Some(path) if splice => {
+            let (begin, end) = ("<!-- report:begin -->", "<!-- report:end -->");
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            let (Some(b), Some(e)) = (text.find(begin), text.find(end)) else {
+                anyhow::bail!(
+                    "{} has no {begin} ... {end} section to replace",
+                    path.display()
+                );
+            };
+            if e < b {
+                anyhow::bail!("{}: {end} comes before {begin}", path.display());
+            }
+            let spliced = format!("{}{begin}\n{md}\n{}", &text[..b], &text[e..]);
+            std::fs::write(path, spliced)?;
+            eprintln!(
+                "updated {} ({} plots in {})",
+                path.display(),
+                plots.len(),
+                plots_dir.display()
+            );
+        }
+        Some(path) => {
+            std::fs::write(path, md)?;
+            eprintln!(
+                "wrote {} ({} plots in {})",
+                path.display(),
+                plots.len(),
+                plots_dir.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// One run of `workload` (every workload in turn for `all`): its results
+/// and, with targets, the verdict on each row.
+async fn pass(
+    workload: Workload,
+    targets: Option<&Targets>,
+) -> Result<(serde_json::Value, Vec<sla::Checked>)> {
+    let mut checked = Vec::new();
+    let report = match workload {
+        Workload::All { quick } => {
+            let mut results = serde_json::Map::new();
+            for (name, quick_args) in ALL {
+                let quick_args = if quick { *quick_args } else { "" };
+                println!("\n== bench {name} {quick_args}");
+                let mut argv = vec![*name];
+                argv.extend(quick_args.split_whitespace());
+                let w = <One as clap::Parser>::try_parse_from(argv)?.workload;
+                let r = measure(w).await.with_context(|| format!("bench {name}"))?;
+                if let Some(t) = targets {
+                    checked.extend(t.check(name, &r));
+                }
+                results.insert(name.to_string(), r);
+            }
+            serde_json::Value::Object(results)
+        }
+        w => {
+            let name = w.name();
+            let r = measure(w).await?;
+            if let Some(t) = targets {
+                checked = t.check(name, &r);
+            }
+            r
+        }
+    };
+    Ok((report, checked))
 }
 
 /// Runs one workload, prints its table and returns its results.
@@ -615,7 +803,8 @@ async fn measure(workload: Workload) -> Result<serde_json::Value> {
         Workload::DhtShard { .. }
         | Workload::FloodTarget
         | Workload::FloodAttacker { .. }
-        | Workload::All { .. } => anyhow::bail!("not a measurement"),
+        | Workload::All { .. }
+        | Workload::Report { .. } => anyhow::bail!("not a measurement"),
         Workload::Flood {
             secs,
             rounds,

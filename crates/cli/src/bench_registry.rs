@@ -20,7 +20,7 @@ pub enum Part {
     Cache,
 }
 
-#[derive(clap::Args)]
+#[derive(Clone, clap::Args)]
 pub struct Args {
     /// Workloads to run (repeatable; default all).
     #[arg(long, value_enum)]

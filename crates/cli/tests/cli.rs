@@ -734,4 +734,115 @@ fn bench_all_quick_runs_every_workload_into_one_document() {
         assert!(results.get(w).is_some_and(|r| !r.is_null()), "{w} missing");
         assert!(stdout.contains(&format!("== bench {w} ")), "{stdout}");
     }
+
+    // The report: tables for every workload and the plots this run has
+    // data for, from the one document.
+    let plots = dir.path().join("plots");
+    let md = dir.path().join("report.md");
+    let out = peerlink()
+        .args(["bench", "report"])
+        .arg(&json)
+        .arg("--plots")
+        .arg(&plots)
+        .arg("--out")
+        .arg(&md)
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let md = std::fs::read_to_string(&md).unwrap();
+    for w in ["stream", "dht", "gossip", "txpool"] {
+        assert!(
+            md.contains(&format!("### {w}\n")),
+            "{w} missing from the report"
+        );
+    }
+    for svg in [
+        "latency-cdf.svg",
+        "dht-latency-vs-nodes.svg",
+        "gossip-time-to-all-vs-nodes.svg",
+        "throughput-vs-size.svg",
+    ] {
+        let text = std::fs::read_to_string(plots.join(svg)).unwrap();
+        assert!(text.starts_with("<svg"), "{svg}");
+        assert!(md.contains(&format!("(plots/{svg})")), "{svg} not linked");
+    }
+}
+
+/// `--save-baseline`, then `--baseline --strict` against baselines made
+/// to differ by far more than noise: exit 1 when the run is worse on
+/// every judged metric, exit 0 when it is better. (An unchanged tree
+/// against its own baseline is judged by noise; that is measured by hand,
+/// never asserted in a timed test.)
+#[test]
+fn a_strict_baseline_fails_a_regression_and_passes_an_improvement() {
+    use peerlink_bench::baseline::{direction, Baseline, Direction};
+    let targets = peerlink_bench::sla::Targets::builtin().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let saved = dir.path().join("a.json");
+    let bench = |extra: &[&str]| {
+        peerlink()
+            .args(["bench", "txpool", "--nodes", "0", "--sustained-nodes", "0"])
+            .args(["--senders", "100", "--repeat", "3"])
+            .args(extra)
+            .stderr(Stdio::piped())
+            .output()
+            .unwrap()
+    };
+    let out = bench(&["--save-baseline", saved.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let base = Baseline::load(&saved).unwrap();
+    assert_eq!((base.workload.as_str(), base.repeats), ("txpool", 3));
+    assert!(base.metrics["/core/insert_ns/p50_us"].samples.len() == 3);
+
+    // Every judged metric moved 1000× in one direction.
+    let doctored = |better: bool| {
+        let mut b = base.clone();
+        for (name, m) in b.metrics.iter_mut() {
+            let up = match direction(Some(&targets), "txpool", name) {
+                Direction::Higher => better,
+                Direction::Lower => !better,
+                Direction::Unknown => continue,
+            };
+            let f = if up { 1000.0 } else { 0.001 };
+            let samples = m.samples.iter().map(|v| (v.abs() + 1.0) * f).collect();
+            *m = peerlink_bench::baseline::Metric::new(samples);
+        }
+        let path = dir.path().join(format!("better-{better}.json"));
+        b.save(&path).unwrap();
+        path
+    };
+    let out = bench(&["--baseline", doctored(true).to_str().unwrap(), "--strict"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("Regressed") && stdout.contains("/core/insert_ns/p50_us"),
+        "{stdout}"
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("regressed against the baseline"));
+
+    let out = bench(&["--baseline", doctored(false).to_str().unwrap(), "--strict"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("Improved") && stdout.contains(" 0 regressed"),
+        "{stdout}"
+    );
+
+    // A baseline of another workload is refused before anything runs.
+    let out = peerlink()
+        .args(["bench", "rr", "--baseline", saved.to_str().unwrap()])
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is of workload txpool"));
 }

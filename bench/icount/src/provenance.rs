@@ -45,6 +45,8 @@ fn run(cmd: &str, args: &[&str]) -> Option<String> {
 impl Provenance {
     pub fn collect() -> Provenance {
         let tree = env!("CARGO_MANIFEST_DIR");
+        // The binary's own compiler (build.rs), not whichever is on PATH now.
+        let rustc = Some(env!("PEERLINK_RUSTC_VERSION").to_string()).filter(|v| !v.is_empty());
         let commit = run("git", &["-C", tree, "rev-parse", "HEAD"]);
         let dirty = commit.as_ref().and_then(|_| {
             run(
@@ -83,7 +85,7 @@ impl Provenance {
             args: std::env::args().collect(),
             timestamp,
             peerlink_version: env!("CARGO_PKG_VERSION"),
-            rustc: run("rustc", &["--version"]),
+            rustc,
             profile: if cfg!(debug_assertions) {
                 "debug"
             } else {
@@ -94,11 +96,12 @@ impl Provenance {
 }
 
 /// The `--json` document of one workload: its results with their
-/// provenance and, when checked, the verdict on every target row.
+/// provenance and, when checked, the verdict on every target row (`sla`,
+/// null when not checked).
 pub fn document(
     workload: &str,
     results: serde_json::Value,
-    sla: Option<&[crate::sla::Checked]>,
+    sla: serde_json::Value,
 ) -> serde_json::Value {
     serde_json::json!({
         "schema": SCHEMA,
