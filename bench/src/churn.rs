@@ -47,6 +47,9 @@ pub struct ChurnReport {
     pub nodes: usize,
     pub link_delay_ms: f64,
     pub rounds: Vec<ChurnRound>,
+    /// CPU per restart over the rounds (rejoins, repair, republishing),
+    /// the whole network's; memory per node at the end.
+    pub usage: crate::Usage,
 }
 
 async fn start(kp: &Keypair, dir: &Path, seed: Option<PeerAddr>, delay: Duration) -> Result<Node> {
@@ -113,6 +116,7 @@ pub async fn churn(b: &ChurnBench) -> Result<ChurnReport> {
     let dirs: Vec<PathBuf> = (0..b.nodes)
         .map(|i| root.path().join(format!("n{i}")))
         .collect();
+    let mut meter = crate::Meter::new();
     let mut nodes = vec![start(&keys[0], &dirs[0], None, b.link_delay).await?];
     let seed = nodes[0].addr().context("the seed has no address")?;
     for chunk in (1..b.nodes).collect::<Vec<_>>().chunks(16) {
@@ -137,6 +141,7 @@ pub async fn churn(b: &ChurnBench) -> Result<ChurnReport> {
     let count = ((b.nodes as f64 * b.killed) as usize).clamp(1, b.nodes - 2);
     let heartbeat = peerlink_net::GossipConfig::default().heartbeat;
     let mut rounds = Vec::new();
+    meter.start();
     for round in 0..b.rounds {
         // Never the seed; a different set each round.
         let killed: Vec<usize> = (0..count)
@@ -195,6 +200,8 @@ pub async fn churn(b: &ChurnBench) -> Result<ChurnReport> {
             reads,
         });
     }
+    let restarts = (count * b.rounds) as u64;
+    let usage = meter.finish(b.nodes, "node killed and restarted", restarts);
     for n in &nodes {
         n.shutdown().await;
     }
@@ -202,5 +209,6 @@ pub async fn churn(b: &ChurnBench) -> Result<ChurnReport> {
         nodes: b.nodes,
         link_delay_ms: b.link_delay.as_secs_f64() * 1e3,
         rounds,
+        usage,
     })
 }

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::{rss_bytes, Latency};
+use crate::{rss_bytes, Latency, Meter, Usage};
 
 #[derive(Clone, Debug)]
 pub struct DhtBench {
@@ -74,6 +74,9 @@ pub struct DhtReport {
     /// Open connections per node at the end.
     pub connections_per_node: f64,
     pub rss_per_node_bytes: u64,
+    /// CPU per operation over the puts, gets and lookups, and memory per
+    /// node at their end: the whole network (every shard process).
+    pub usage: Usage,
 }
 
 fn median_u32(mut v: Vec<u32>) -> u32 {
@@ -556,8 +559,10 @@ pub async fn dht(b: &DhtBench) -> Result<DhtReport> {
         bail!("a DHT benchmark needs at least 2 nodes");
     }
     let per = b.nodes_per_process.max(1);
+    let mut meter = Meter::new();
     let net = Network::start(b.nodes, per, b.link_delay, b.max_dht_connections).await?;
     let (shards, bootstrap, join, rss) = (net.shards, net.bootstrap, net.join, net.rss);
+    meter.start();
     let mut rng = Rng::new(b.seed);
     let nodes = b.nodes as u64;
     let batch = b.concurrency.max(1);
@@ -601,6 +606,8 @@ pub async fn dht(b: &DhtBench) -> Result<DhtReport> {
             connections += c;
         }
     }
+    let ops = (b.records + 2 * samples.len()) as u64;
+    let usage = meter.finish(b.nodes, "DHT operation (put, get or lookup)", ops);
     join_all(&shards, Cmd::Quit).await?;
     let ms = |f: fn(&QuerySample) -> u64| {
         Latency::from_samples(
@@ -625,6 +632,7 @@ pub async fn dht(b: &DhtBench) -> Result<DhtReport> {
         lookup_hops_p50: median_u32(samples.iter().map(|s| s.lookup_hops).collect()),
         connections_per_node: connections as f64 / b.nodes as f64,
         rss_per_node_bytes: rss / b.nodes as u64,
+        usage,
     })
 }
 
@@ -643,6 +651,8 @@ pub struct BootstrapReport {
     pub full_fraction: f64,
     /// Round trips the full table took, at this link delay.
     pub full_table_rtts_p50: Option<f64>,
+    /// CPU per join, the whole network's; memory per node.
+    pub usage: Usage,
 }
 
 /// The routing table a node with id `me` has when it knows everyone:
@@ -677,7 +687,9 @@ pub async fn bootstrap(
         c.link_delay = link_delay;
         c
     };
+    let mut meter = Meter::new();
     let net = Testnet::start(config).await?;
+    meter.start();
     let seed = net.nodes[0]
         .addr()
         .ok_or_else(|| anyhow::anyhow!("seed has no address"))?;
@@ -707,6 +719,7 @@ pub async fn bootstrap(
         }
         node.shutdown().await;
     }
+    let usage = meter.finish(nodes + 1, "join (bootstrap and table fill)", joins as u64);
     net.shutdown().await;
     let full_fraction = full.len() as f64 / joins.max(1) as f64;
     let full_table = Latency::from_samples(full);
@@ -720,5 +733,6 @@ pub async fn bootstrap(
             .then(|| full_table.p50_us / rtt_us),
         full_table,
         full_fraction,
+        usage,
     })
 }

@@ -121,6 +121,9 @@ pub struct FloodReport {
     /// The flooded node's own account: bans, refused writes, registry
     /// counters.
     pub target: serde_json::Value,
+    /// CPU of every process (the node, the honest peers, the flooders)
+    /// per message the node handled, and memory per node.
+    pub usage: crate::Usage,
 }
 
 /// Where the flooder comes from in `phase`; the honest peers and the
@@ -172,6 +175,7 @@ async fn echo_node(data_dir: Option<&std::path::Path>) -> Result<Node> {
 
 pub async fn flood(b: &FloodBench) -> Result<FloodReport> {
     let exe = std::env::current_exe()?;
+    let mut meter = crate::Meter::new();
     let mut target = tokio::process::Command::new(&exe)
         .args(TARGET_COMMAND)
         .stdin(Stdio::piped())
@@ -219,11 +223,22 @@ pub async fn flood(b: &FloodBench) -> Result<FloodReport> {
     rss.1.store(rss_before, Relaxed);
     let mut rounds = Vec::new();
     let mut flooded = FlooderReport::default();
+    meter.start();
     for round in 0..b.rounds {
         let (r, report) = flood_round(b, &exe, &honest, addr, round).await?;
         flooded.add(&report);
         rounds.push(r);
     }
+    // Every message the node handled: honest requests and the flood.
+    let handled: u64 = rounds
+        .iter()
+        .map(|r: &Round| (r.no_flood.samples + r.flood.samples) as u64)
+        .sum::<u64>()
+        + flooded.requests_sent
+        + flooded.dht_writes_sent
+        + flooded.gossip_sent
+        + flooded.announcements_sent;
+    let usage = meter.finish(1 + b.honest, "message handled (honest or flood)", handled);
     for n in &honest {
         n.shutdown().await;
     }
@@ -259,6 +274,7 @@ pub async fn flood(b: &FloodBench) -> Result<FloodReport> {
         rss_bound: RSS_BOUND,
         flooder: flooded,
         target: target_stats,
+        usage,
     })
 }
 

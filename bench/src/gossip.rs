@@ -17,7 +17,7 @@ use peerlink_proto::rng::Rng;
 use serde::Serialize;
 
 use crate::dht::{join_all, scatter, Cmd, Delivery, Network, Reply};
-use crate::Latency;
+use crate::{Latency, Meter, Usage};
 
 const TOPIC: &str = "bench";
 
@@ -78,6 +78,8 @@ pub struct GossipReport {
     /// Peers each publish went to, median.
     pub publish_peers_p50: usize,
     pub join_s: f64,
+    /// CPU per delivered message and memory per node, the whole network.
+    pub usage: Usage,
 }
 
 pub async fn gossip(b: &GossipBench) -> Result<GossipReport> {
@@ -86,6 +88,7 @@ pub async fn gossip(b: &GossipBench) -> Result<GossipReport> {
     }
     let per = b.nodes_per_process.max(1);
     let max_dht = peerlink_net::NodeConfig::default().max_dht_connections;
+    let mut meter = Meter::new();
     let net = Network::start(b.nodes, per, b.link_delay, max_dht).await?;
     let shards = net.shards;
     join_all(
@@ -108,6 +111,7 @@ pub async fn gossip(b: &GossipBench) -> Result<GossipReport> {
     scatter(&shards, per, &[(0, u64::MAX)], |i| i.0, &publish).await?;
     tokio::time::sleep(b.link_delay * 20 + Duration::from_millis(500)).await;
     let dups0 = deliveries(&shards).await?.1;
+    meter.start();
 
     let mut sent: HashMap<u64, (u64, usize)> = HashMap::new();
     let mut peers = Vec::new();
@@ -125,6 +129,8 @@ pub async fn gossip(b: &GossipBench) -> Result<GossipReport> {
     }
     tokio::time::sleep(b.link_delay * 30 + Duration::from_secs(1)).await;
     let (log, dups1) = deliveries(&shards).await?;
+    let logged = log.len() as u64;
+    let usage = meter.finish(b.nodes, "delivered message", logged);
     join_all(&shards, Cmd::Quit).await?;
 
     let mut per_msg: HashMap<u64, Vec<(u64, u8)>> = HashMap::new();
@@ -168,6 +174,7 @@ pub async fn gossip(b: &GossipBench) -> Result<GossipReport> {
         hops_p50: hops.get(hops.len() / 2).copied().unwrap_or(0),
         publish_peers_p50: peers.get(peers.len() / 2).copied().unwrap_or(0),
         join_s: net.join.as_secs_f64(),
+        usage,
     })
 }
 

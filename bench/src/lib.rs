@@ -243,6 +243,107 @@ pub fn process_cpu() -> Option<Duration> {
     Some(Duration::from_millis((utime + stime) * 10))
 }
 
+/// CPU and memory of a whole benchmark network: this process and its
+/// child processes (testnet shards, a flooded node), over the measured
+/// phase.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct Usage {
+    /// CPU seconds, user + system, every process of the network.
+    pub cpu_s: f64,
+    /// What one event is ("delivered message", "DHT operation"...).
+    pub event: String,
+    pub events: u64,
+    /// CPU per event: the whole network's work for one, divided out.
+    pub cpu_us_per_event: f64,
+    /// Resident memory the network's processes added since before it
+    /// started, per node, at the end of the measured phase.
+    pub rss_per_node_bytes: u64,
+}
+
+/// Measures a [`Usage`]: created before the network starts (the memory
+/// baseline), [`Meter::start`] at the start of the measured phase (the
+/// CPU baseline), [`Meter::finish`] at its end, while every process is
+/// still alive.
+pub struct Meter {
+    rss_base: u64,
+    cpu0: Duration,
+}
+
+/// (CPU, RSS) of this process and its live children, plus the CPU of
+/// the children it has already reaped (the cutime/cstime fields).
+fn process_tree() -> (Duration, u64) {
+    fn stat(pid: &str) -> Option<(u32, u64, u64)> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        let rest: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+        // After the command: state, ppid, ... utime (12th), stime, cutime, cstime.
+        let ppid = rest.get(1)?.parse().ok()?;
+        let own = rest.get(11)?.parse::<u64>().ok()? + rest.get(12)?.parse::<u64>().ok()?;
+        let reaped = rest.get(13)?.parse::<u64>().ok()? + rest.get(14)?.parse::<u64>().ok()?;
+        Some((ppid, own, reaped))
+    }
+    fn rss(pid: &str) -> u64 {
+        std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .ok()
+            .and_then(|s| {
+                let line = s.lines().find(|l| l.starts_with("VmRSS:"))?.to_string();
+                line.split_whitespace().nth(1)?.parse::<u64>().ok()
+            })
+            .map_or(0, |kib| kib * 1024)
+    }
+    let me = std::process::id();
+    let (mut ticks, mut bytes) = (0u64, rss("self"));
+    if let Some((_, own, reaped)) = stat("self") {
+        ticks += own + reaped;
+    }
+    if let Ok(dir) = std::fs::read_dir("/proc") {
+        for entry in dir.flatten() {
+            let name = entry.file_name();
+            let Some(pid) = name
+                .to_str()
+                .filter(|n| n.bytes().all(|b| b.is_ascii_digit()))
+            else {
+                continue;
+            };
+            if let Some((_, own, reaped)) = stat(pid).filter(|s| s.0 == me) {
+                ticks += own + reaped;
+                bytes += rss(pid);
+            }
+        }
+    }
+    // Clock ticks are 100 per second on Linux.
+    (Duration::from_millis(ticks * 10), bytes)
+}
+
+impl Meter {
+    pub fn new() -> Meter {
+        let (cpu0, rss_base) = process_tree();
+        Meter { rss_base, cpu0 }
+    }
+
+    /// The measured phase starts now.
+    pub fn start(&mut self) {
+        self.cpu0 = process_tree().0;
+    }
+
+    pub fn finish(&self, nodes: usize, event: &str, events: u64) -> Usage {
+        let (cpu, rss) = process_tree();
+        let cpu = cpu.saturating_sub(self.cpu0);
+        Usage {
+            cpu_s: cpu.as_secs_f64(),
+            event: event.to_string(),
+            events,
+            cpu_us_per_event: cpu.as_secs_f64() * 1e6 / events.max(1) as f64,
+            rss_per_node_bytes: rss.saturating_sub(self.rss_base) / nodes.max(1) as u64,
+        }
+    }
+}
+
+impl Default for Meter {
+    fn default() -> Self {
+        Meter::new()
+    }
+}
+
 /// Raw TCP over loopback: `size`-byte messages coalesced into 64 KiB writes.
 pub async fn raw_stream(size: usize, secs: f64) -> Result<Throughput> {
     let listener = TcpListener::bind("127.0.0.1:0").await?;

@@ -109,6 +109,8 @@ pub fn local_search(cat: &Catalogue, queries: &[String]) -> Result<LocalSearchRe
 pub struct RegistryNet {
     pub net: Testnet,
     pub registries: Vec<Registry>,
+    /// Started before the network: its memory baseline.
+    pub meter: crate::Meter,
     _dir: tempfile::TempDir,
 }
 
@@ -124,6 +126,7 @@ pub async fn start_registries(nodes: &[peerlink_net::Node], dir: &Path) -> Resul
 
 impl RegistryNet {
     pub async fn start(nodes: usize, latency: Duration) -> Result<RegistryNet> {
+        let meter = crate::Meter::new();
         let net = Testnet::start(TestnetConfig {
             nodes,
             link_delay: latency,
@@ -135,6 +138,7 @@ impl RegistryNet {
         Ok(RegistryNet {
             net,
             registries,
+            meter,
             _dir: dir,
         })
     }
@@ -227,6 +231,10 @@ pub struct PublishInstallReport {
     pub install: Latency,
     pub install_packages: usize,
     pub install_bytes: u64,
+    /// CPU per publish or install, the whole network's, and memory per
+    /// node (when the caller metered the network).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub usage: Option<crate::Usage>,
 }
 
 /// Publishes `publishes` catalogue packages (16 KiB each) from random
@@ -311,6 +319,7 @@ pub async fn publish_install(
         install: Latency::from_samples(install),
         install_packages: pkgs,
         install_bytes: bytes,
+        usage: None,
     })
 }
 

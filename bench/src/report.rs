@@ -348,12 +348,16 @@ fn table(out: &mut String, v: &Value) {
 
 type Series = (String, Vec<(f64, f64)>);
 
+const UL: SeriesLabelPosition = SeriesLabelPosition::UpperLeft;
+
 struct Chart<'a> {
     title: &'a str,
     x: &'a str,
     y: &'a str,
     log_x: bool,
     log_y: bool,
+    /// Where the legend goes (out of the curves' way).
+    legend: SeriesLabelPosition,
 }
 
 const COLORS: [RGBColor; 6] = [
@@ -365,7 +369,69 @@ const COLORS: [RGBColor; 6] = [
     RGBColor(140, 86, 75),
 ];
 
+/// Where the plots' font is looked for: `$PEERLINK_FONT`, then the usual
+/// homes of DejaVu Sans and Liberation Sans (`.ci/run` installs
+/// fonts-dejavu-core).
+const FONTS: [&str; 4] = [
+    "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
+    "/usr/share/fonts/TTF/DejaVuSans.ttf",
+    "/usr/share/fonts/dejavu/DejaVuSans.ttf",
+    "/usr/share/fonts/truetype/liberation/LiberationSans-Regular.ttf",
+];
+
+/// Registers a TrueType font as "sans-serif" for the plots, once per
+/// process; the error says how to get one.
+pub fn font() -> Result<()> {
+    static FONT: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+    FONT.get_or_init(|| {
+        let env = std::env::var("PEERLINK_FONT").ok();
+        let path = env
+            .iter()
+            .map(String::as_str)
+            .chain(FONTS)
+            .find(|p| Path::new(p).is_file())
+            .ok_or_else(|| {
+                "no TrueType font for the plots: install fonts-dejavu-core or set PEERLINK_FONT"
+                    .to_string()
+            })?;
+        let len = std::fs::metadata(path).map_err(|e| e.to_string())?.len();
+        if len > 64 << 20 {
+            return Err(format!("{path} is {len} bytes: not a font"));
+        }
+        let bytes = std::fs::read(path).map_err(|e| format!("{path}: {e}"))?;
+        // Registered fonts live for the process: one leak of one file.
+        let bytes: &'static [u8] = Box::leak(bytes.into_boxed_slice());
+        plotters::style::register_font("sans-serif", FontStyle::Normal, bytes)
+            .map_err(|_| format!("{path} is not a TrueType font"))
+    })
+    .clone()
+    .map_err(|e| anyhow::anyhow!(e))
+}
+
+/// `path` as SVG, and a PNG of the same beside it.
 fn draw(path: &Path, c: &Chart, series: &[Series]) -> Result<()> {
+    font()?;
+    render(
+        SVGBackend::new(path, (720, 440)).into_drawing_area(),
+        c,
+        series,
+    )?;
+    let png = path.with_extension("png");
+    render(
+        BitMapBackend::new(&png, (720, 440)).into_drawing_area(),
+        c,
+        series,
+    )
+}
+
+fn render<DB: DrawingBackend>(
+    root: DrawingArea<DB, plotters::coord::Shift>,
+    c: &Chart,
+    series: &[Series],
+) -> Result<()>
+where
+    DB::ErrorType: 'static,
+{
     let points = series.iter().flat_map(|s| s.1.iter());
     let (mut x0, mut x1, mut y0, mut y1) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
     for &(x, y) in points {
@@ -389,7 +455,6 @@ fn draw(path: &Path, c: &Chart, series: &[Series]) -> Result<()> {
         }
     };
     let ((x0, x1), (y0, y1)) = (pad(x0, x1, c.log_x), pad(y0, y1, c.log_y));
-    let root = SVGBackend::new(path, (720, 440)).into_drawing_area();
     root.fill(&WHITE)?;
     macro_rules! plot {
         ($xr:expr, $yr:expr) => {{
@@ -424,7 +489,7 @@ fn draw(path: &Path, c: &Chart, series: &[Series]) -> Result<()> {
                 .configure_series_labels()
                 .background_style(WHITE.mix(0.85))
                 .border_style(BLACK)
-                .position(SeriesLabelPosition::UpperLeft)
+                .position(c.legend.clone())
                 .draw()?;
         }};
     }
@@ -518,6 +583,7 @@ pub fn plots(docs: &[Doc], dir: &Path) -> Result<Vec<PathBuf>> {
             y: "quantile",
             log_x: true,
             log_y: false,
+            legend: SeriesLabelPosition::LowerRight,
         },
         lat,
     )?;
@@ -532,6 +598,7 @@ pub fn plots(docs: &[Doc], dir: &Path) -> Result<Vec<PathBuf>> {
                 y: "ms",
                 log_x: false,
                 log_y: false,
+                legend: UL,
             },
             vec![
                 (
@@ -565,6 +632,7 @@ pub fn plots(docs: &[Doc], dir: &Path) -> Result<Vec<PathBuf>> {
                 y: "hops (p50)",
                 log_x: false,
                 log_y: false,
+                legend: UL,
             },
             vec![
                 ("get".into(), curve(d, "/nodes", "/get_hops_p50")),
@@ -579,6 +647,7 @@ pub fn plots(docs: &[Doc], dir: &Path) -> Result<Vec<PathBuf>> {
                 y: "KiB",
                 log_x: false,
                 log_y: false,
+                legend: UL,
             },
             vec![(
                 "DHT network".into(),
@@ -598,6 +667,7 @@ pub fn plots(docs: &[Doc], dir: &Path) -> Result<Vec<PathBuf>> {
                 y: "ms",
                 log_x: false,
                 log_y: false,
+                legend: UL,
             },
             vec![
                 (
@@ -624,6 +694,7 @@ pub fn plots(docs: &[Doc], dir: &Path) -> Result<Vec<PathBuf>> {
                 y: "duplicates",
                 log_x: false,
                 log_y: false,
+                legend: UL,
             },
             vec![(
                 "duplicates".into(),
@@ -640,6 +711,7 @@ pub fn plots(docs: &[Doc], dir: &Path) -> Result<Vec<PathBuf>> {
                 y: "ms",
                 log_x: false,
                 log_y: false,
+                legend: UL,
             },
             vec![
                 (
@@ -697,6 +769,7 @@ pub fn plots(docs: &[Doc], dir: &Path) -> Result<Vec<PathBuf>> {
             y: "MiB/s",
             log_x: true,
             log_y: true,
+            legend: UL,
         },
         tput,
     )?;
@@ -736,8 +809,16 @@ mod tests {
                            {"size": 1024, "peerlink": {"mib_per_sec": 400.0}, "raw_tcp": {"mib_per_sec": 2000.0}}],
             }),
         );
+        if let Err(e) = font() {
+            eprintln!("skipped: the plots need a font ({e})");
+            return;
+        }
         let dir = tempfile::tempdir().unwrap();
         let plots = plots(std::slice::from_ref(&all), dir.path()).unwrap();
+        for p in &plots {
+            let png = std::fs::read(p.with_extension("png")).unwrap();
+            assert!(png.starts_with(b"\x89PNG") && png.len() > 5000, "{p:?}");
+        }
         let names: Vec<String> = plots
             .iter()
             .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())

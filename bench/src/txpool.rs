@@ -33,7 +33,7 @@ use peerlink_txpool::{
 };
 use serde::Serialize;
 
-use crate::{rss_bytes, Latency};
+use crate::{rss_bytes, Latency, Meter, Usage};
 
 /// Operations timed together; a sample is their mean.
 pub const BATCH: usize = 100;
@@ -385,6 +385,9 @@ pub struct LoadReport {
     /// Whether what [`Until`] asked for happened within 60 s.
     pub settled: bool,
     pub rss_peak: u64,
+    /// CPU per transaction delivered to a pool, the whole network's, and
+    /// memory per node at the end of the load.
+    pub usage: Usage,
 }
 
 /// Submits `txs` at random pools at `rate` per second, then waits for
@@ -395,10 +398,12 @@ pub async fn drive(
     rate: f64,
     until: Until,
     seed: u64,
+    meter: &mut Meter,
 ) -> Result<LoadReport> {
     if pools.len() < 2 {
         bail!("a load needs at least 2 pools");
     }
+    meter.start();
     let seen = watch(pools);
     let received_before = sum(pools, |c| c.received.load(Relaxed));
     let dups_before = sum(pools, |c| c.duplicates.load(Relaxed));
@@ -484,6 +489,11 @@ pub async fn drive(
         }
     }
     let per = (submitted.len().max(1) * (pools.len() - 1)) as f64;
+    let usage = meter.finish(
+        pools.len(),
+        "transaction delivered to a pool",
+        complete as u64,
+    );
     Ok(LoadReport {
         nodes: pools.len(),
         submitted: submitted.len() as u64,
@@ -501,6 +511,7 @@ pub async fn drive(
         settle_ms,
         settled,
         rss_peak,
+        usage,
     })
 }
 
@@ -514,11 +525,12 @@ pub async fn propagation(b: &TxpoolBench) -> Result<LoadReport> {
         .into_iter()
         .take(b.txs)
         .collect();
+    let mut meter = Meter::new();
     let (net, pools) = network(b.nodes.max(2), accounts, 1, None).await?;
     // Let connections settle after the joins.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let rate = 1.0 / b.interval.as_secs_f64().max(1e-4);
-    let report = drive(&pools, &txs, rate, Until::AllHave, b.seed).await;
+    let report = drive(&pools, &txs, rate, Until::AllHave, b.seed, &mut meter).await;
     drop(pools);
     net.shutdown().await;
     report
@@ -535,9 +547,18 @@ pub async fn sustained(b: &TxpoolBench) -> Result<SustainedReport> {
         .take(total)
         .collect();
     let rss_before = rss_bytes().unwrap_or(0);
+    let mut meter = Meter::new();
     let (net, pools) = network(b.sustained_nodes.max(2), accounts, 2, Some(b.block_every)).await?;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let load = drive(&pools, &txs, b.rate as f64, Until::AllIncluded, b.seed).await;
+    let load = drive(
+        &pools,
+        &txs,
+        b.rate as f64,
+        Until::AllIncluded,
+        b.seed,
+        &mut meter,
+    )
+    .await;
     let rss_after = rss_bytes().unwrap_or(0);
     drop(pools);
     net.shutdown().await;

@@ -5,7 +5,9 @@
 //!
 //! rust-libp2p is measured twice: one `write_all` per message (what a
 //! user writes first), and with the sender buffering into 64 KiB writes by
-//! hand (what a user must do to go fast).
+//! hand (what a user must do to go fast). commonware-p2p (authenticated
+//! lookup network) runs the stream workload too, with a bounded window of
+//! messages in flight (its receive side drops what it cannot queue).
 
 use std::time::{Duration, Instant};
 
@@ -17,6 +19,7 @@ use libp2p::{noise, tcp, yamux, Multiaddr, StreamProtocol};
 
 const PROTOCOL: StreamProtocol = StreamProtocol::new("/bench/stream/1");
 
+mod commonware;
 mod gossipsub;
 mod kad;
 
@@ -311,10 +314,22 @@ async fn run(args: Args) -> Result<()> {
         let ours = peerlink_bench::stream(size, args.secs).await?;
         let (d_msgs, d_mib) = libp2p_stream(size, args.secs, false).await?;
         let (b_msgs, b_mib) = libp2p_stream(size, args.secs, true).await?;
+        let secs = args.secs;
+        let cw = tokio::task::spawn_blocking(move || commonware::stream(size, secs)).await??;
         println!(
             "{:>6} | {:>12.0} ({:>7.1}) | {:>12.0} ({:>7.1}) | {:>12.0} ({:>7.1}) | {:>16.1} | {:>8.1}× {:>8.1}×",
             size, ours.peerlink.msgs_per_sec, ours.peerlink.mib_per_sec, d_msgs, d_mib, b_msgs, b_mib,
             ours.raw_tcp.mib_per_sec, ours.peerlink.msgs_per_sec / d_msgs, ours.peerlink.msgs_per_sec / b_msgs,
+        );
+        println!(
+            "{:>6} | commonware-p2p (window {}): {:.0} msg/s ({:.1} MiB/s), {} of {} sent arrived; peerlink {:.1}×",
+            size,
+            512,
+            cw.msgs_per_sec,
+            cw.mib_per_sec,
+            cw.received,
+            cw.sent,
+            ours.peerlink.msgs_per_sec / cw.msgs_per_sec.max(1e-9)
         );
         results.push(serde_json::json!({
             "size": size,
@@ -323,6 +338,8 @@ async fn run(args: Args) -> Result<()> {
             "libp2p_buffered": { "msgs_per_sec": b_msgs, "mib_per_sec": b_mib },
             "ratio_direct": ours.peerlink.msgs_per_sec / d_msgs,
             "ratio_buffered": ours.peerlink.msgs_per_sec / b_msgs,
+            "commonware": cw,
+            "ratio_commonware": ours.peerlink.msgs_per_sec / cw.msgs_per_sec.max(1e-9),
         }));
     }
     // Request/response, 64 B, one in flight.

@@ -106,11 +106,14 @@ pub async fn run(a: Args) -> Result<Value> {
     if on(Part::PublishInstall) {
         let mut all = Vec::new();
         for (k, &lat) in a.latency.iter().enumerate() {
-            let rn = reg::RegistryNet::start(a.nodes, lat).await?;
+            let mut rn = reg::RegistryNet::start(a.nodes, lat).await?;
+            rn.meter.start();
             let mut r =
                 reg::publish_install(&rn.registries, &cat, a.publishes, a.installs, 11 + k as u64)
                     .await?;
             r.latency_ms = lat.as_secs_f64() * 1e3;
+            let ops = (r.publish.samples + r.install.samples) as u64;
+            r.usage = Some(rn.meter.finish(a.nodes, "publish or install", ops));
             rn.shutdown().await;
             println!(
                 "{} nodes, {:.0} ms links: publish p50/p99 {} ({} publishes); install of {} packages ({} KiB) p50/p99 {} ({} installs)",

@@ -769,6 +769,8 @@ fn bench_all_quick_runs_every_workload_into_one_document() {
     ] {
         let text = std::fs::read_to_string(plots.join(svg)).unwrap();
         assert!(text.starts_with("<svg"), "{svg}");
+        let png = std::fs::read(plots.join(svg).with_extension("png")).unwrap();
+        assert!(png.starts_with(b"\x89PNG"), "{svg}: no PNG beside it");
         assert!(md.contains(&format!("(plots/{svg})")), "{svg} not linked");
     }
 }
