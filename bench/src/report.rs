@@ -224,6 +224,8 @@ fn is_latency(m: &serde_json::Map<String, Value>) -> bool {
 /// joined with `.`; arrays of runs are left for their own table.
 fn leaves(prefix: &str, v: &Value, out: &mut Vec<(String, String)>) {
     match v {
+        // A map of like objects gets its own table (see `nested_runs`).
+        Value::Object(m) if !prefix.is_empty() && m.len() >= 2 && same_shape(m) => {}
         Value::Object(m) => {
             let lat = is_latency(m);
             for (k, v) in m {
@@ -249,7 +251,7 @@ fn leaves(prefix: &str, v: &Value, out: &mut Vec<(String, String)>) {
 }
 
 /// Nested arrays of runs inside `v`, with their paths.
-fn nested_runs<'a>(prefix: &str, v: &'a Value, out: &mut Vec<(String, &'a Vec<Value>)>) {
+fn nested_runs<'a>(prefix: &str, v: &'a Value, out: &mut Vec<(String, &'a Value)>) {
     if let Value::Object(m) = v {
         for (k, v) in m {
             let name = if prefix.is_empty() {
@@ -258,7 +260,8 @@ fn nested_runs<'a>(prefix: &str, v: &'a Value, out: &mut Vec<(String, &'a Vec<Va
                 format!("{prefix}.{k}")
             };
             match v {
-                Value::Array(a) if a.iter().any(Value::is_object) => out.push((name, a)),
+                Value::Array(a) if a.iter().any(Value::is_object) => out.push((name, v)),
+                Value::Object(m) if m.len() >= 2 && same_shape(m) => out.push((name, v)),
                 Value::Object(_) => nested_runs(&name, v, out),
                 _ => {}
             }
@@ -267,7 +270,8 @@ fn nested_runs<'a>(prefix: &str, v: &'a Value, out: &mut Vec<(String, &'a Vec<Va
 }
 
 /// Columns that say which run a row is, shown first.
-const PARAMETERS: [&str; 8] = [
+const PARAMETERS: [&str; 9] = [
+    "name",
     "nodes",
     "size",
     "processes",
@@ -277,6 +281,19 @@ const PARAMETERS: [&str; 8] = [
     "peers",
     "link_delay_ms",
 ];
+
+/// Every value an object with the same keys (and none of them latencies
+/// or scalars): rows of one table.
+fn same_shape(m: &serde_json::Map<String, Value>) -> bool {
+    let mut shapes = m.values().map(|v| match v {
+        Value::Object(o) if !is_latency(o) => Some(o.keys().collect::<Vec<_>>()),
+        _ => None,
+    });
+    match shapes.next().flatten() {
+        Some(first) => shapes.all(|s| s.as_ref() == Some(&first)),
+        None => false,
+    }
+}
 
 fn table(out: &mut String, v: &Value) {
     match v {
@@ -318,9 +335,24 @@ fn table(out: &mut String, v: &Value) {
                 nested_runs("", r, &mut nested);
                 for (name, a) in nested {
                     let _ = writeln!(out, "\n_run {} · {name}_\n", i + 1);
-                    table(out, &Value::Array(a.clone()));
+                    table(out, a);
                 }
             }
+        }
+        // A map of like objects (kernels by name): one row each.
+        Value::Object(m) if m.len() >= 2 && same_shape(m) => {
+            let rows: Vec<Value> = m
+                .iter()
+                .map(|(k, v)| {
+                    let mut row = serde_json::Map::new();
+                    row.insert("name".into(), Value::String(k.clone()));
+                    if let Value::Object(o) = v {
+                        row.extend(o.clone());
+                    }
+                    Value::Object(row)
+                })
+                .collect();
+            table(out, &Value::Array(rows));
         }
         Value::Object(_) => {
             let mut l = Vec::new();
@@ -335,7 +367,7 @@ fn table(out: &mut String, v: &Value) {
             nested_runs("", v, &mut nested);
             for (name, a) in nested {
                 let _ = writeln!(out, "\n_{name}_\n");
-                table(out, &Value::Array(a.clone()));
+                table(out, a);
             }
         }
         v => {
@@ -846,6 +878,15 @@ mod tests {
         assert!(md.contains("| 30 | 1200 | 2400 | 2 |"), "{md}");
         assert!(!md.contains("p90_us") && !md.contains("cdf_us"));
         assert!(md.contains("| p50_ratio | 2.00 |"));
+
+        // Kernels by name: a row each.
+        let icount = doc(
+            "instructions",
+            json!({"kernels": {"a": {"instructions_per_op": 10.5, "op": "x"}, "b": {"instructions_per_op": 20.0, "op": "y"}}}),
+        );
+        let md = markdown(std::slice::from_ref(&icount), &[]);
+        assert!(md.contains("| name | instructions_per_op | op |"), "{md}");
+        assert!(md.contains("| b | 20.00 | y |"), "{md}");
     }
 
     #[test]
