@@ -4,7 +4,7 @@
 //!
 //! commonware's receive side is lossy by design (a full channel mailbox
 //! drops the arriving message), so the sender keeps a bounded window in
-//! flight: at most `WINDOW` messages beyond what the receiver has
+//! flight: at most `window` messages beyond what the receiver has
 //! acknowledged on a second channel. Throughput is what arrived, counted
 //! at the receiver; a window that stops moving for a second ends the run
 //! and the loss is reported, not hidden.
@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Result};
-use commonware_cryptography::{ed25519, ChaCha20Poly1305, PrivateKey as _, Signer as _};
+use commonware_cryptography::{ed25519, ChaCha20Poly1305, Signer as _};
 use commonware_p2p::{
     authenticated::lookup::{self, Network},
     Address, AddressableManager as _, Receiver as _, Recipients, Sender as _,
@@ -30,8 +30,10 @@ use commonware_utils::{ordered::Map, NZU32};
 
 const DATA: u64 = 0;
 const ACK: u64 = 1;
-const WINDOW: u64 = 512;
-const ACK_EVERY: u64 = 64;
+/// Messages in flight past the receiver's acknowledgements. Swept on
+/// this machine (64 B, 1 s): 512 → 337 k msg/s, 2,048 → 410 k, 8,192 →
+/// 488 k; the default is the largest, so the window is not what limits it.
+pub const WINDOW: u64 = 8192;
 
 #[derive(Debug, Clone, Copy, serde::Serialize)]
 pub struct Report {
@@ -39,21 +41,27 @@ pub struct Report {
     pub mib_per_sec: f64,
     pub sent: u64,
     pub received: u64,
+    pub window: u64,
 }
 
 fn free_port() -> Result<u16> {
-    Ok(TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?.local_addr()?.port())
+    Ok(TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?
+        .local_addr()?
+        .port())
 }
 
 /// Streams `size`-byte messages for `secs` from one commonware peer to
 /// another. Runs on its own runtime, on its own thread.
-pub fn stream(size: usize, secs: f64) -> Result<Report> {
-    std::thread::spawn(move || run(size, secs))
+pub fn stream(size: usize, secs: f64, window: u64) -> Result<Report> {
+    std::thread::spawn(move || run(size, secs, window.max(16)))
         .join()
         .map_err(|_| anyhow!("the commonware run panicked"))?
 }
 
-fn run(size: usize, secs: f64) -> Result<Report> {
+fn run(size: usize, secs: f64, window: u64) -> Result<Report> {
+    let ack_every = window / 8;
+    let burst = u32::try_from(4 * window)?;
+    let burst = std::num::NonZeroU32::new(burst).ok_or_else(|| anyhow!("window"))?;
     let keys = [
         ed25519::PrivateKey::from_seed(1),
         ed25519::PrivateKey::from_seed(2),
@@ -95,8 +103,9 @@ fn run(size: usize, secs: f64) -> Result<Report> {
                 .try_into()
                 .map_err(|_| anyhow!("peer set"))?;
             let _ = oracle.track(0, set);
-            // No rate limit worth the name: the window is the flow control.
-            let quota = Quota::per_second(NZU32!(u32::MAX));
+            // No rate limit worth the name (the window is the flow control);
+            // the burst sizes the receive mailbox, so it holds a window.
+            let quota = Quota::per_second(NZU32!(u32::MAX)).allow_burst(burst);
             let data = network.register(DATA, quota);
             let ack = network.register(ACK, quota);
             network.start();
@@ -123,17 +132,24 @@ fn run(size: usize, secs: f64) -> Result<Report> {
             }
         }
         // Drain the probes still in flight.
-        while let Ok(Ok(_)) = tokio::time::timeout(Duration::from_millis(200), b_data.recv()).await {}
+        while let Ok(Ok(_)) = tokio::time::timeout(Duration::from_millis(200), b_data.recv()).await
+        {
+        }
 
         let received = Arc::new(AtomicU64::new(0));
         let counter = received.clone();
         let receiver = tokio::spawn(async move {
             let mut n = 0u64;
-            while let Ok(Ok(_)) = tokio::time::timeout(Duration::from_secs(2), b_data.recv()).await {
+            while let Ok(Ok(_)) = tokio::time::timeout(Duration::from_secs(2), b_data.recv()).await
+            {
                 n += 1;
                 counter.store(n, Relaxed);
-                if n % ACK_EVERY == 0 {
-                    let _ = b_ack.send(Recipients::One(a_key.clone()), n.to_le_bytes().to_vec(), true);
+                if n % ack_every == 0 {
+                    let _ = b_ack.send(
+                        Recipients::One(a_key.clone()),
+                        n.to_le_bytes().to_vec(),
+                        true,
+                    );
                 }
             }
             n
@@ -144,7 +160,7 @@ fn run(size: usize, secs: f64) -> Result<Report> {
         let t0 = Instant::now();
         let (mut sent, mut acked) = (0u64, 0u64);
         'run: while t0.elapsed() < duration {
-            while sent - acked < WINDOW {
+            while sent - acked < window {
                 let _ = a_data.send(Recipients::One(b_key.clone()), payload.clone(), false);
                 sent += 1;
             }
@@ -168,6 +184,7 @@ fn run(size: usize, secs: f64) -> Result<Report> {
             mib_per_sec: msgs_per_sec * size as f64 / (1024.0 * 1024.0),
             sent,
             received: got,
+            window,
         })
     })
 }

@@ -33,6 +33,10 @@ struct Args {
     /// Seconds per measurement.
     #[arg(long, default_value_t = 5.0)]
     secs: f64,
+    /// commonware-p2p: messages in flight past the receiver's
+    /// acknowledgements (its receive side drops what it cannot queue).
+    #[arg(long, default_value_t = commonware::WINDOW)]
+    cw_window: u64,
     /// Write all results as JSON here.
     #[arg(long, global = true)]
     json: Option<std::path::PathBuf>,
@@ -315,7 +319,9 @@ async fn run(args: Args) -> Result<()> {
         let (d_msgs, d_mib) = libp2p_stream(size, args.secs, false).await?;
         let (b_msgs, b_mib) = libp2p_stream(size, args.secs, true).await?;
         let secs = args.secs;
-        let cw = tokio::task::spawn_blocking(move || commonware::stream(size, secs)).await??;
+        let window = args.cw_window;
+        let cw =
+            tokio::task::spawn_blocking(move || commonware::stream(size, secs, window)).await??;
         println!(
             "{:>6} | {:>12.0} ({:>7.1}) | {:>12.0} ({:>7.1}) | {:>12.0} ({:>7.1}) | {:>16.1} | {:>8.1}× {:>8.1}×",
             size, ours.peerlink.msgs_per_sec, ours.peerlink.mib_per_sec, d_msgs, d_mib, b_msgs, b_mib,
@@ -324,7 +330,7 @@ async fn run(args: Args) -> Result<()> {
         println!(
             "{:>6} | commonware-p2p (window {}): {:.0} msg/s ({:.1} MiB/s), {} of {} sent arrived; peerlink {:.1}×",
             size,
-            512,
+            cw.window,
             cw.msgs_per_sec,
             cw.mib_per_sec,
             cw.received,
