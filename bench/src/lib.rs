@@ -391,7 +391,14 @@ pub struct Latency {
     /// CDF plots (`peerlink bench report`).
     #[serde(default)]
     pub cdf_us: Vec<(f64, f64)>,
+    /// Every sample, in µs, when there are at most [`RAW_SAMPLES`] (block
+    /// applies, joins, installs): few enough to keep whole.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub raw_us: Vec<f64>,
 }
+
+/// Up to this many samples, a [`Latency`] keeps them all.
+pub const RAW_SAMPLES: usize = 64;
 
 /// Where [`Latency::cdf_us`] samples the distribution.
 pub const CDF_QUANTILES: [f64; 13] = [
@@ -412,6 +419,11 @@ pub fn histogram() -> Histogram {
 impl Latency {
     pub fn from_samples(samples: Vec<Duration>) -> Self {
         let mut h = histogram();
+        let raw_us = if samples.len() <= RAW_SAMPLES {
+            samples.iter().map(|s| s.as_secs_f64() * 1e6).collect()
+        } else {
+            Vec::new()
+        };
         for s in samples {
             let ns = s.as_nanos().min(u64::MAX as u128) as u64;
             // Grows to fit (saturating_record would clamp to the current top).
@@ -419,7 +431,10 @@ impl Latency {
                 h.saturating_record(ns);
             }
         }
-        Latency::from_histogram(&h)
+        Latency {
+            raw_us,
+            ..Latency::from_histogram(&h)
+        }
     }
 
     pub fn from_histogram(h: &Histogram) -> Self {
@@ -441,6 +456,7 @@ impl Latency {
             } else {
                 CDF_QUANTILES.iter().map(|&q| (q, us(q))).collect()
             },
+            raw_us: Vec::new(),
         }
     }
 }
@@ -670,6 +686,9 @@ mod tests {
         assert!(near(l.p50_us, 50.0) && near(l.p99_us, 99.0), "{l:?}");
         assert!(near(l.mean_us, 50.5), "{l:?}");
         assert_eq!(l.cdf_us.len(), CDF_QUANTILES.len());
+        assert!(l.raw_us.is_empty(), "100 samples are over the raw limit");
+        let few = Latency::from_samples(vec![Duration::from_micros(3), Duration::from_micros(1)]);
+        assert_eq!(few.raw_us, [3.0, 1.0]);
         assert!(near(l.cdf_us[0].1, 1.0) && near(l.cdf_us[12].1, 100.0));
         assert!(l.cdf_us.windows(2).all(|w| w[0].1 <= w[1].1));
         let empty = Latency::from_samples(vec![]);

@@ -149,7 +149,12 @@ pub fn markdown(docs: &[Doc], plots: &[PathBuf]) -> String {
         );
         let _ = writeln!(out, "|---|---|---|---|---|---|");
         for r in rows {
-            let t = &r["target"];
+            // The target's fields sit beside the verdict (flattened).
+            let t = if r["target"].is_object() {
+                &r["target"]
+            } else {
+                r
+            };
             let measured = match (r["measured"].as_f64(), t["unit"].as_str()) {
                 (Some(v), Some(u)) => format!("{} {u}", number(v)),
                 _ => r["why"].as_str().unwrap_or("-").to_string(),
@@ -801,7 +806,7 @@ pub fn plots(docs: &[Doc], dir: &Path) -> Result<Vec<PathBuf>> {
             y: "MiB/s",
             log_x: true,
             log_y: true,
-            legend: UL,
+            legend: SeriesLabelPosition::LowerRight,
         },
         tput,
     )?;

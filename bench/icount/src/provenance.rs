@@ -22,6 +22,9 @@ pub struct Provenance {
     /// RFC 3339, UTC.
     pub timestamp: String,
     pub peerlink_version: &'static str,
+    /// Versions of the dependencies the figures hang on most (tokio,
+    /// snow, ring, ...), from the lock file this was built with.
+    pub crates: std::collections::BTreeMap<&'static str, &'static str>,
     pub rustc: Option<String>,
     /// `release` or `debug`.
     pub profile: &'static str,
@@ -85,6 +88,10 @@ impl Provenance {
             args: std::env::args().collect(),
             timestamp,
             peerlink_version: env!("CARGO_PKG_VERSION"),
+            crates: env!("PEERLINK_CRATE_VERSIONS")
+                .split(',')
+                .filter_map(|kv| kv.split_once('='))
+                .collect(),
             rustc,
             profile: if cfg!(debug_assertions) {
                 "debug"
