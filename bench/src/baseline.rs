@@ -186,15 +186,11 @@ impl Baseline {
 
     /// Whole file or nothing: temp, fsync, rename.
     pub fn save(&self, path: &Path) -> Result<()> {
-        let dir = path
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        std::fs::create_dir_all(dir)?;
-        let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
-        std::io::Write::write_all(&mut tmp, serde_json::to_string_pretty(self)?.as_bytes())?;
-        tmp.as_file().sync_all()?;
-        tmp.persist(path)?;
+        if let Some(dir) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)?;
+        }
+        let text = serde_json::to_string_pretty(self)?;
+        peerlink_net::fsutil::write_atomic(path, text.as_bytes(), true)?;
         Ok(())
     }
 }

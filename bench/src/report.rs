@@ -568,6 +568,14 @@ fn curve(runs: &Value, x: &str, y: &str) -> Vec<(f64, f64)> {
         .unwrap_or_default()
 }
 
+/// [`curve`] with y from µs to ms.
+fn curve_ms(runs: &Value, x: &str, y: &str) -> Vec<(f64, f64)> {
+    curve(runs, x, y)
+        .into_iter()
+        .map(|(x, y)| (x, y / 1e3))
+        .collect()
+}
+
 /// Writes every plot the documents have data for into `dir`; returns
 /// their paths.
 pub fn plots(docs: &[Doc], dir: &Path) -> Result<Vec<PathBuf>> {
@@ -640,27 +648,9 @@ pub fn plots(docs: &[Doc], dir: &Path) -> Result<Vec<PathBuf>> {
                 legend: UL,
             },
             vec![
-                (
-                    "get p50".into(),
-                    curve(d, "/nodes", "/get/p50_us")
-                        .into_iter()
-                        .map(|(x, y)| (x, y / 1e3))
-                        .collect(),
-                ),
-                (
-                    "get p99".into(),
-                    curve(d, "/nodes", "/get/p99_us")
-                        .into_iter()
-                        .map(|(x, y)| (x, y / 1e3))
-                        .collect(),
-                ),
-                (
-                    "lookup p50".into(),
-                    curve(d, "/nodes", "/lookup/p50_us")
-                        .into_iter()
-                        .map(|(x, y)| (x, y / 1e3))
-                        .collect(),
-                ),
+                ("get p50".into(), curve_ms(d, "/nodes", "/get/p50_us")),
+                ("get p99".into(), curve_ms(d, "/nodes", "/get/p99_us")),
+                ("lookup p50".into(), curve_ms(d, "/nodes", "/lookup/p50_us")),
             ],
         )?;
         emit(
@@ -709,20 +699,8 @@ pub fn plots(docs: &[Doc], dir: &Path) -> Result<Vec<PathBuf>> {
                 legend: UL,
             },
             vec![
-                (
-                    "p50".into(),
-                    curve(g, "/nodes", "/time_to_all/p50_us")
-                        .into_iter()
-                        .map(|(x, y)| (x, y / 1e3))
-                        .collect(),
-                ),
-                (
-                    "p99".into(),
-                    curve(g, "/nodes", "/time_to_all/p99_us")
-                        .into_iter()
-                        .map(|(x, y)| (x, y / 1e3))
-                        .collect(),
-                ),
+                ("p50".into(), curve_ms(g, "/nodes", "/time_to_all/p50_us")),
+                ("p99".into(), curve_ms(g, "/nodes", "/time_to_all/p99_us")),
             ],
         )?;
         emit(
@@ -755,17 +733,11 @@ pub fn plots(docs: &[Doc], dir: &Path) -> Result<Vec<PathBuf>> {
             vec![
                 (
                     "bootstrap p50".into(),
-                    curve(b, "/nodes", "/bootstrap/p50_us")
-                        .into_iter()
-                        .map(|(x, y)| (x, y / 1e3))
-                        .collect(),
+                    curve_ms(b, "/nodes", "/bootstrap/p50_us"),
                 ),
                 (
                     "full table p50".into(),
-                    curve(b, "/nodes", "/full_table/p50_us")
-                        .into_iter()
-                        .map(|(x, y)| (x, y / 1e3))
-                        .collect(),
+                    curve_ms(b, "/nodes", "/full_table/p50_us"),
                 ),
             ],
         )?;

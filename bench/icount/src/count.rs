@@ -188,13 +188,9 @@ impl Baseline {
 
     /// Writes the file whole or not at all (temp, fsync, rename).
     pub fn save(&self, path: &Path) -> Result<()> {
-        let dir = path.parent().filter(|p| !p.as_os_str().is_empty());
-        let dir = dir.unwrap_or(Path::new("."));
-        let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
-        std::io::Write::write_all(&mut tmp, serde_json::to_string_pretty(self)?.as_bytes())?;
-        std::io::Write::write_all(&mut tmp, b"\n")?;
-        tmp.as_file().sync_all()?;
-        tmp.persist(path)?;
+        let mut text = serde_json::to_string_pretty(self)?;
+        text.push('\n');
+        peerlink_net::fsutil::write_atomic(path, text.as_bytes(), true)?;
         Ok(())
     }
 }
