@@ -7,47 +7,7 @@ use std::time::Duration;
 use peerlink_proto::keepalive::KeepaliveConfig;
 use peerlink_proto::CipherSuite;
 
-/// What a full queue does with one more message.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Policy {
-    /// The sender waits for space (`send`), or gets `QueueFull`
-    /// (`try_send`). On inbound queues, the connection stops reading, so
-    /// TCP flow control pushes back on the remote sender.
-    Block,
-    /// The message is dropped and counted in `peerlink_messages_dropped_total`.
-    Drop,
-}
-
-/// Per-channel queue settings. Application channels are numbered from
-/// [`peerlink_proto::control::FIRST_APP_CHANNEL`] (16) up.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ChannelConfig {
-    pub id: u16,
-    /// Bytes that may wait per connection (outbound) or per node (inbound).
-    pub max_queued_bytes: usize,
-    pub policy: Policy,
-}
-
-impl ChannelConfig {
-    /// A channel with the default limit (4 MiB) and [`Policy::Block`].
-    pub fn new(id: u16) -> Self {
-        ChannelConfig {
-            id,
-            max_queued_bytes: 4 << 20,
-            policy: Policy::Block,
-        }
-    }
-
-    pub fn max_queued_bytes(mut self, bytes: usize) -> Self {
-        self.max_queued_bytes = bytes.max(1);
-        self
-    }
-
-    pub fn policy(mut self, policy: Policy) -> Self {
-        self.policy = policy;
-        self
-    }
-}
+pub use peerlink_proto::session::{ChannelConfig, Policy};
 
 /// Connection limits.
 #[derive(Clone, Copy, Debug)]
@@ -173,13 +133,4 @@ impl Default for NodeConfig {
             gossip: Some(peerlink_proto::gossip::GossipConfig::default()),
         }
     }
-}
-
-/// The settings of channel `id`: configured, or the defaults.
-pub(crate) fn channel_config(channels: &[ChannelConfig], id: u16) -> ChannelConfig {
-    channels
-        .iter()
-        .copied()
-        .find(|c| c.id == id)
-        .unwrap_or_else(|| ChannelConfig::new(id))
 }

@@ -1,30 +1,32 @@
-//! One connection: the handshake over a socket, then a reader task and a
-//! writer task around the sans-IO frame codec and keepalive machine.
+//! One connection over TCP: the handshake over a socket, then a reader
+//! task and a writer task that drive the sans-IO [`Session`] — the reader
+//! opens frames and hands their plaintext in, the writer takes frames out,
+//! seals them (the one place they are sealed) and writes them.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use peerlink_proto::control::{
-    Control, GoAwayReason, RemoteErrorCode, RrMessage, CONTROL_CHANNEL, FIRST_APP_CHANNEL,
-    GOSSIP_CHANNEL, REQUEST_CHANNEL,
+    GoAwayReason, RemoteErrorCode, FIRST_APP_CHANNEL, GOSSIP_CHANNEL, REQUEST_CHANNEL,
 };
 use peerlink_proto::frame::{Record, DEFAULT_FRAME_TARGET, MAX_RECORD_OVERHEAD};
-use peerlink_proto::keepalive::{Keepalive, KeepaliveAction};
+use peerlink_proto::session::{Event, Refused, Session, Status, Transmit};
 use peerlink_proto::{
     Established, FrameDecoder, FrameSealer, Handshake, HandshakeError, PeerId, Records,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, Notify};
 use tokio::task::AbortHandle;
 
+use crate::metrics::{ChannelCounters, Metrics};
 use crate::node::Inner;
-use crate::queue::{lock, Close, Inbox, Message, Outbound, WriteSide};
+use crate::queue::{lock, Inbox, Message};
 use crate::share::Share;
 use crate::NetError;
 
@@ -33,15 +35,12 @@ const READ_CHUNK: usize = 256 << 10;
 /// ...and this much when it is light.
 const IDLE_READ: usize = 4 << 10;
 /// A closing connection answers requests that crossed its go-away for at
-/// most this long...
-const DRAIN: Duration = Duration::from_secs(5);
+/// most this long, and after its go-away lingers this long for the peer
+/// to close its side...
+pub(crate) const DRAIN: Duration = Duration::from_secs(5);
 /// ...checking this often whether both sides are done.
 const DRAIN_POLL: Duration = Duration::from_millis(20);
-/// User pings carry nonces with the top bit set; keepalive's never do.
-const USER_PING_BIT: u64 = 1 << 63;
 
-/// Runs the handshake on `stream`; returns the session and any bytes that
-/// arrived after it (early frames).
 /// The responder's deadline for the initiator's first message; `heard`
 /// is set once it arrived whole.
 pub(crate) struct FirstMessage<'a> {
@@ -49,6 +48,8 @@ pub(crate) struct FirstMessage<'a> {
     pub heard: &'a std::sync::atomic::AtomicBool,
 }
 
+/// Runs the handshake on `stream`; returns the session and any bytes that
+/// arrived after it (early frames).
 pub(crate) async fn handshake(
     stream: &mut TcpStream,
     mut hs: Handshake,
@@ -104,30 +105,92 @@ pub(crate) async fn handshake(
     }
 }
 
-type Pending = oneshot::Sender<Result<Bytes, NetError>>;
+/// What a caller waits on: the answer to its request, or its ping's pong.
+pub(crate) enum Waiter {
+    Response(oneshot::Sender<Result<Bytes, NetError>>),
+    Pong(oneshot::Sender<Instant>),
+}
 
-/// State shared by a connection's tasks and the node.
+/// One connection as the node sees it: the sans-IO [`Session`] behind one
+/// lock, and what the tasks that drive it over a socket share.
 pub(crate) struct Conn {
     pub id: u64,
     pub peer: PeerId,
     pub addr: SocketAddr,
     pub inbound: bool,
     pub connected_at: Instant,
-    pub out: Outbound,
-    pub keepalive: Mutex<Keepalive>,
-    requests: Mutex<HashMap<u64, Pending>>,
-    /// Requests from the peer handed to a handler and not yet answered.
-    serving: AtomicUsize,
+    session: Mutex<Session<Waiter>>,
+    /// Frames are queued (or the session closes): the writer has work.
+    wake_writer: Notify,
+    /// Frames were taken: senders waiting on a full channel may retry.
+    space: Notify,
+    /// The write side, while the writer task sleeps.
+    write_slot: Mutex<Option<WriteSide>>,
+    /// When a direct write was last tried, in ns since `connected_at` (0: never).
+    last_direct: AtomicU64,
     /// What its served requests cost against its rate ([`crate::share`]);
     /// `None` when the node sets no rate.
     share: Option<Share>,
-    /// The peer said go-away: it takes no new requests on this connection.
-    peer_leaving: AtomicBool,
-    pings: Mutex<HashMap<u64, oneshot::Sender<Instant>>>,
-    next_id: AtomicU64,
+    metrics: Arc<Metrics>,
     terminated: AtomicBool,
     tasks: OnceLock<[AbortHandle; 2]>,
 }
+
+/// The socket's write half and the frame sealer: frames are sealed here
+/// and nowhere else. The writer task holds it while it writes and parks it
+/// in the [`Conn`] while it sleeps, so a sender that finds the connection
+/// quiet seals and writes directly: one task hand-off less, which is most
+/// of a round trip on a quiet connection.
+pub(crate) struct WriteSide {
+    wr: OwnedWriteHalf,
+    sealer: FrameSealer,
+    /// Bytes a direct write could not finish; the writer sends them first.
+    backlog: BytesMut,
+    /// Sent-message counters per channel, looked up once per connection.
+    counters: Vec<(u16, ChannelCounters)>,
+    /// Per-channel (messages, bytes) of the frames being written.
+    sent: Vec<(u16, u64, u64)>,
+}
+
+impl WriteSide {
+    pub fn new(wr: OwnedWriteHalf, sealer: FrameSealer) -> Self {
+        WriteSide {
+            wr,
+            sealer,
+            backlog: BytesMut::new(),
+            counters: Vec::new(),
+            sent: Vec::new(),
+        }
+    }
+
+    /// Takes what the session has to send (`writer`: with closing).
+    fn poll(&mut self, s: &mut Session<Waiter>, writer: bool) -> Option<Transmit> {
+        let sent = &mut self.sent;
+        s.poll_transmit_counted(Instant::now(), writer, &mut |c, m, b| sent.push((c, m, b)))
+    }
+
+    /// Counts what the last [`WriteSide::poll`] took.
+    fn count(&mut self, metrics: &Metrics) {
+        for (channel, messages, bytes) in self.sent.drain(..) {
+            let i = match self.counters.iter().position(|(c, _)| *c == channel) {
+                Some(i) => i,
+                None => {
+                    self.counters.push((channel, metrics.outbound(channel)));
+                    self.counters.len() - 1
+                }
+            };
+            if let Some((_, c)) = self.counters.get(i) {
+                c.messages.inc_by(messages);
+                c.bytes.inc_by(bytes);
+            }
+        }
+    }
+}
+
+/// Only messages up to this size are written directly.
+const DIRECT_WRITE_MAX: usize = 4 << 10;
+/// Direct writes at most this often (ns); denser traffic goes via the writer.
+const DIRECT_WRITE_GAP_NS: u64 = 5_000;
 
 impl Conn {
     pub fn new(
@@ -135,9 +198,9 @@ impl Conn {
         peer: PeerId,
         addr: SocketAddr,
         inbound: bool,
-        keepalive: Keepalive,
-        out: Outbound,
+        session: Session<Waiter>,
         share: Option<Share>,
+        metrics: Arc<Metrics>,
     ) -> Self {
         Conn {
             id,
@@ -145,52 +208,175 @@ impl Conn {
             addr,
             inbound,
             connected_at: Instant::now(),
-            out,
-            keepalive: Mutex::new(keepalive),
-            requests: Mutex::new(HashMap::new()),
-            serving: AtomicUsize::new(0),
+            session: Mutex::new(session),
+            wake_writer: Notify::new(),
+            space: Notify::new(),
+            write_slot: Mutex::new(None),
+            last_direct: AtomicU64::new(0),
             share,
-            peer_leaving: AtomicBool::new(false),
-            pings: Mutex::new(HashMap::new()),
-            next_id: AtomicU64::new(1),
+            metrics,
             terminated: AtomicBool::new(false),
             tasks: OnceLock::new(),
         }
     }
 
-    pub fn rtt(&self) -> Option<Duration> {
-        lock(&self.keepalive).rtt()
+    fn session(&self) -> MutexGuard<'_, Session<Waiter>> {
+        lock(&self.session)
     }
 
-    /// Registers a request and returns its id and the response receiver.
-    pub fn register_request(&self) -> (u64, oneshot::Receiver<Result<Bytes, NetError>>) {
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = oneshot::channel();
-        lock(&self.requests).insert(id, tx);
-        (id, rx)
+    /// Runs `op` on the session and gets what it queued written: directly
+    /// when `small` and the writer sleeps, else by waking the writer.
+    fn with<R>(&self, small: bool, op: impl FnOnce(&mut Session<Waiter>) -> R) -> R {
+        let mut s = self.session();
+        let idle = !s.has_pending();
+        let r = op(&mut s);
+        let wake = idle && s.has_pending();
+        drop(s);
+        // Large messages gain nothing from skipping the writer: one write
+        // of them already amortises its system call.
+        if wake && !(small && self.write_through()) {
+            self.wake_writer.notify_one();
+        }
+        r
     }
 
-    pub fn forget_request(&self, id: u64) {
-        lock(&self.requests).remove(&id);
-        self.close_if_drained();
+    /// If the writer is asleep with its write side parked, seals and writes
+    /// what is queued from this task. True when all of it went out; false
+    /// when the writer must be woken (busy, closing, or a partial write).
+    fn write_through(&self) -> bool {
+        // Only for sparse traffic: a sender that comes back within the gap
+        // is streaming, and the writer task batches that far better.
+        let now = self.connected_at.elapsed().as_nanos() as u64 + 1;
+        let last = self.last_direct.load(Ordering::Relaxed);
+        if last != 0 && now.saturating_sub(last) < DIRECT_WRITE_GAP_NS {
+            return false;
+        }
+        self.last_direct.store(now, Ordering::Relaxed);
+        let Ok(mut slot) = self.write_slot.try_lock() else {
+            return false;
+        };
+        let Some(ws) = slot.as_mut() else {
+            return false;
+        };
+        if !ws.backlog.is_empty() {
+            return false;
+        }
+        let Some(t) = ws.poll(&mut self.session(), false) else {
+            return false;
+        };
+        ws.count(&self.metrics);
+        for mut frame in t.frames {
+            if ws.sealer.seal(&mut frame, 0).is_err() {
+                // Nonce space exhausted (2^64 frames): only a new connection helps.
+                drop(slot);
+                self.close(GoAwayReason::ProtocolError, false);
+                return true;
+            }
+            let written = if ws.backlog.is_empty() {
+                ws.wr.try_write(&frame).unwrap_or(0)
+            } else {
+                0
+            };
+            // What did not fit (or failed) goes to the writer, in order;
+            // a real socket error resurfaces there and ends the connection.
+            if let Some(rest) = frame.get(written..).filter(|r| !r.is_empty()) {
+                ws.backlog.extend_from_slice(rest);
+            }
+            self.session().recycle(frame);
+        }
+        ws.backlog.is_empty()
     }
 
-    /// The peer said go-away and nothing is in flight either way: say
-    /// go-away too, so both sides close now rather than at the drain
-    /// deadline.
-    pub fn close_if_drained(&self) {
-        if self.peer_leaving.load(Ordering::Acquire) && !self.busy() && !self.out.is_closing() {
-            self.out.close(Close {
-                reason: GoAwayReason::Normal,
-                flush: true,
-            });
+    /// Queues `payload` on `channel` if there is room now. The synchronous
+    /// fast path of sending, so no future is built per message.
+    pub fn push_now(&self, channel: u16, payload: &[u8], force: bool) -> Result<(), Refused> {
+        let r = self.with(payload.len() <= DIRECT_WRITE_MAX, |s| {
+            s.push(channel, payload, force)
+        });
+        if r == Err(Refused::Dropped) {
+            self.metrics.outbound(channel).dropped.inc();
+        }
+        r
+    }
+
+    /// Queues without waiting: a full queue is `QueueFull`.
+    pub fn try_push(&self, channel: u16, payload: &[u8], force: bool) -> Result<(), NetError> {
+        self.push_now(channel, payload, force)
+            .map_err(|e| refused(e, channel))
+    }
+
+    /// Queues `payload` on `channel`, waiting for space if the channel blocks.
+    pub async fn push(&self, channel: u16, payload: &[u8]) -> Result<(), NetError> {
+        loop {
+            // Register for a wake-up before trying, so none is lost.
+            let space = self.space.notified();
+            match self.push_now(channel, payload, false) {
+                Err(Refused::Blocked) => space.await,
+                r => return r.map_err(|e| refused(e, channel)),
+            }
         }
     }
 
-    /// A request from the peer went to a handler; [`Conn::answered`] when
-    /// its answer (or its drop) goes out.
-    pub fn serving(&self) {
-        self.serving.fetch_add(1, Ordering::AcqRel);
+    /// Sends a request, waiting for queue space; returns its id and where
+    /// its answer arrives.
+    pub async fn request(
+        &self,
+        protocol: &str,
+        body: Bytes,
+    ) -> Result<(u64, oneshot::Receiver<Result<Bytes, NetError>>), NetError> {
+        let (tx, rx) = oneshot::channel();
+        let mut waiter = Waiter::Response(tx);
+        loop {
+            let space = self.space.notified();
+            let r = self.with(body.len() <= DIRECT_WRITE_MAX, |s| {
+                s.request(protocol, body.clone(), waiter)
+            });
+            match r {
+                Ok(id) => return Ok((id, rx)),
+                Err((Refused::Blocked, w)) => {
+                    waiter = w;
+                    space.await
+                }
+                Err((e, _)) => return Err(refused(e, REQUEST_CHANNEL)),
+            }
+        }
+    }
+
+    pub fn forget_request(&self, id: u64) {
+        self.with(true, |s| s.forget_request(id));
+    }
+
+    /// Answers the peer's request `id`; fails if the peer has let too many
+    /// answers pile up unread.
+    pub fn respond(&self, id: u64, body: Bytes) -> Result<(), NetError> {
+        Ok(self.with(body.len() <= DIRECT_WRITE_MAX, |s| s.respond(id, body))?)
+    }
+
+    /// Answers the peer's request `id` with an error.
+    pub fn respond_error(
+        &self,
+        id: u64,
+        code: RemoteErrorCode,
+        message: &str,
+    ) -> Result<(), NetError> {
+        Ok(self.with(true, |s| s.respond_error(id, code, message))?)
+    }
+
+    /// Sends a ping now; returns when it left, its nonce and where its
+    /// pong's arrival time comes.
+    pub fn ping(&self) -> (Instant, u64, oneshot::Receiver<Instant>) {
+        let (tx, rx) = oneshot::channel();
+        let sent = Instant::now();
+        let nonce = self.with(true, |s| s.ping(Waiter::Pong(tx)));
+        (sent, nonce, rx)
+    }
+
+    pub fn forget_ping(&self, nonce: u64) {
+        self.session().forget_ping(nonce);
+    }
+
+    pub fn rtt(&self) -> Option<Duration> {
+        self.session().rtt()
     }
 
     /// Charges the peer `bytes` of served requests ([`crate::share`]).
@@ -200,35 +386,28 @@ impl Conn {
         }
     }
 
-    pub fn answered(&self) {
-        let _ = self
-            .serving
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
-        self.close_if_drained();
-    }
-
     /// Requests are in flight on this connection, either way: closing it
     /// now would fail them.
     pub fn busy(&self) -> bool {
-        self.serving.load(Ordering::Acquire) > 0 || !lock(&self.requests).is_empty()
+        self.session().is_busy()
     }
 
     /// Usable for new traffic: neither closing nor ended.
     pub fn is_open(&self) -> bool {
-        !self.is_terminated()
-            && !self.out.is_closing()
-            && !self.peer_leaving.load(Ordering::Acquire)
+        !self.is_terminated() && self.session().is_open()
     }
 
-    /// Sends a ping now and returns when its pong arrives.
-    pub fn ping(&self) -> (Instant, oneshot::Receiver<Instant>) {
-        let nonce = self.next_id.fetch_add(1, Ordering::Relaxed) | USER_PING_BIT;
-        let (tx, rx) = oneshot::channel();
-        lock(&self.pings).insert(nonce, tx);
-        let sent = Instant::now();
-        // If the control queue is full the ping is lost and the caller times out.
-        let _ = self.out.push_control(Control::Ping(nonce).encode());
-        (sent, rx)
+    /// Payload bytes queued on `channel` and not yet written.
+    pub fn queued_bytes(&self, channel: u16) -> usize {
+        self.session().queued_bytes(channel)
+    }
+
+    /// Starts closing: a go-away goes out (after what is queued if
+    /// `flush`), then the connection drains and ends.
+    pub fn close(&self, reason: GoAwayReason, flush: bool) {
+        self.session().close(reason, flush);
+        self.wake_writer.notify_one();
+        self.space.notify_waiters();
     }
 
     pub fn is_terminated(&self) -> bool {
@@ -245,14 +424,18 @@ impl Conn {
         if self.terminated.swap(true, Ordering::AcqRel) {
             return false;
         }
-        self.out.close(Close {
-            reason: GoAwayReason::ProtocolError,
-            flush: false,
-        });
-        for (_, tx) in lock(&self.requests).drain() {
-            let _ = tx.send(Err(NetError::ConnectionClosed));
+        let waiters: Vec<Waiter> = {
+            let mut s = self.session();
+            s.close(GoAwayReason::ProtocolError, false);
+            s.abort_all().collect()
+        };
+        for w in waiters {
+            if let Waiter::Response(tx) = w {
+                let _ = tx.send(Err(NetError::ConnectionClosed));
+            }
         }
-        lock(&self.pings).clear();
+        self.wake_writer.notify_one();
+        self.space.notify_waiters();
         if let Some(tasks) = self.tasks.get() {
             for t in tasks {
                 t.abort();
@@ -262,13 +445,21 @@ impl Conn {
     }
 }
 
+fn refused(e: Refused, channel: u16) -> NetError {
+    match e {
+        Refused::Closed => NetError::ConnectionClosed,
+        Refused::Full | Refused::Dropped | Refused::Blocked => NetError::QueueFull { channel },
+    }
+}
+
 /// Per-reader cache of channel inboxes, refreshed when the node's set changes.
 struct InboxCache {
     generation: u64,
     map: HashMap<u16, Arc<Inbox>>,
 }
 
-/// Reads and dispatches frames until EOF or an error.
+/// Reads frames, opens them and hands their plaintext to the session until
+/// EOF or an error; delivers what the session makes of them.
 pub(crate) async fn reader(
     node: Arc<Inner>,
     conn: Arc<Conn>,
@@ -281,6 +472,7 @@ pub(crate) async fn reader(
         generation: u64::MAX,
         map: HashMap::new(),
     };
+    let mut events: Vec<Event<Waiter>> = Vec::new();
     let mut pending: VecDeque<Message> = VecDeque::new();
     let mut arena = BytesMut::new();
     let mut goaway = None;
@@ -297,71 +489,52 @@ pub(crate) async fn reader(
             let Some(plain) = dec.decode(&mut buf)? else {
                 break;
             };
-            let now = Instant::now();
-            let mut app = false;
+            let copy = conn.with(true, |s| {
+                let copy = copies(&node, s, &mut cache, &plain);
+                s.handle_frame(plain, Instant::now(), &mut events)
+                    .map(|()| copy)
+            })?;
             let mut current: Option<Arc<Inbox>> = None;
-            let copy = copies(&node, &conn, &mut cache, &plain);
-            for record in Records::new(plain) {
-                let record = record?;
-                match record.channel {
-                    CONTROL_CHANNEL => match Control::decode(&record.payload)? {
-                        Control::Ping(n) => {
-                            if !conn.out.push_control(Control::Pong(n).encode()) {
-                                return Err(NetError::Flood("pings"));
-                            }
-                        }
-                        Control::Pong(n) if n & USER_PING_BIT != 0 => {
-                            if let Some(tx) = lock(&conn.pings).remove(&n) {
-                                let _ = tx.send(now);
-                            }
-                        }
-                        Control::Pong(n) => {
-                            lock(&conn.keepalive).on_pong(n, now);
-                        }
-                        Control::GoAway(reason) => {
-                            conn.peer_leaving.store(true, Ordering::Release);
-                            conn.close_if_drained();
-                            goaway = Some(reason)
-                        }
-                    },
-                    REQUEST_CHANNEL => {
-                        app = true;
-                        let payload = match copy {
-                            true => copy_out(&mut arena, &record.payload),
-                            false => record.payload,
-                        };
-                        on_rr(&node, &conn, RrMessage::decode(&payload)?)?;
-                    }
-                    ch if ch < FIRST_APP_CHANNEL && ch != GOSSIP_CHANNEL => {
-                        return Err(NetError::ReservedChannel(ch))
-                    }
-                    ch => {
-                        app = true;
-                        if current.as_ref().is_none_or(|i| i.config.id != ch) {
+            for event in events.drain(..) {
+                match event {
+                    Event::Message { channel, payload } => {
+                        if current.as_ref().is_none_or(|i| i.config.id != channel) {
                             deliver(&mut current, &mut pending).await;
-                            current = inbox_for(&node, &mut cache, ch);
+                            current = inbox_for(&node, &mut cache, channel);
                             if current.is_none() {
                                 node.metrics.dropped_unrouted();
                                 continue;
                             }
                         }
-                        let payload = match copy {
-                            true => copy_out(&mut arena, &record.payload),
-                            false => record.payload,
-                        };
                         pending.push_back(Message {
                             peer: conn.peer,
-                            payload,
+                            payload: kept(copy, &mut arena, payload),
                         });
                     }
+                    Event::Request { id, protocol, body } => {
+                        let body = kept(copy, &mut arena, body);
+                        node.on_request(&conn, id, protocol, body)?;
+                    }
+                    Event::Response { token, result } => {
+                        if let Waiter::Response(tx) = token {
+                            let result = result.map(|b| kept(copy, &mut arena, b)).map_err(|e| {
+                                NetError::Remote {
+                                    code: e.code,
+                                    message: e.message,
+                                }
+                            });
+                            let _ = tx.send(result);
+                        }
+                    }
+                    Event::Pong { token } => {
+                        if let Waiter::Pong(tx) = token {
+                            let _ = tx.send(Instant::now());
+                        }
+                    }
+                    Event::GoAway(reason) => goaway = Some(reason),
                 }
             }
             deliver(&mut current, &mut pending).await;
-            let mut ka = lock(&conn.keepalive);
-            ka.on_receive(now);
-            if app {
-                ka.on_app_traffic(now);
-            }
         }
         let need = dec.needed(&buf)?;
         // Busy connections read in large chunks; quiet ones keep a small
@@ -457,13 +630,13 @@ async fn deliver(inbox: &mut Option<Arc<Inbox>>, pending: &mut VecDeque<Message>
 
 /// Whether `record` will be kept: a request (queued for a handler), a
 /// response to a request of ours, or a message on a routed channel.
-fn keeps(node: &Inner, conn: &Conn, cache: &mut InboxCache, record: &Record) -> bool {
+fn keeps(node: &Inner, s: &Session<Waiter>, cache: &mut InboxCache, record: &Record) -> bool {
     let p = &record.payload;
     match record.channel {
         REQUEST_CHANNEL => match p.first() {
             Some(1) => true,
             Some(2) => peerlink_proto::varint::get(p.get(1..).unwrap_or_default(), u64::MAX)
-                .is_ok_and(|(id, _)| lock(&conn.requests).contains_key(&id)),
+                .is_ok_and(|(id, _)| s.awaits(id)),
             _ => false,
         },
         ch if ch == GOSSIP_CHANNEL || ch >= FIRST_APP_CHANNEL => {
@@ -483,7 +656,7 @@ fn keeps(node: &Inner, conn: &Conn, cache: &mut InboxCache, record: &Record) -> 
 /// that is mostly discarded, are copied into an arena that holds kept
 /// bytes only ([`copy_out`]). A large frame that is mostly kept stays
 /// zero-copy: it is at least half of the allocation it pins.
-fn copies(node: &Inner, conn: &Conn, cache: &mut InboxCache, plain: &Bytes) -> bool {
+fn copies(node: &Inner, s: &Session<Waiter>, cache: &mut InboxCache, plain: &Bytes) -> bool {
     if plain.len() < READ_CHUNK / 2 {
         return true;
     }
@@ -491,11 +664,19 @@ fn copies(node: &Inner, conn: &Conn, cache: &mut InboxCache, plain: &Bytes) -> b
     for record in Records::new(plain.clone()) {
         // A malformed record is reported when the frame is handled.
         let Ok(record) = record else { return true };
-        if keeps(node, conn, cache, &record) {
+        if keeps(node, s, cache, &record) {
             kept += record.payload.len();
         }
     }
     kept.saturating_mul(2) < plain.len()
+}
+
+/// A kept payload: copied out of the read buffer when `copy` ([`copies`]).
+fn kept(copy: bool, arena: &mut BytesMut, payload: Bytes) -> Bytes {
+    match copy {
+        true => copy_out(arena, &payload),
+        false => payload,
+    }
 }
 
 /// Arena chunks: one allocation per this many bytes of small payloads.
@@ -521,68 +702,19 @@ fn inbox_for(node: &Inner, cache: &mut InboxCache, ch: u16) -> Option<Arc<Inbox>
     cache.map.get(&ch).cloned()
 }
 
-fn on_rr(node: &Arc<Inner>, conn: &Arc<Conn>, msg: RrMessage) -> Result<(), NetError> {
-    match msg {
-        RrMessage::Request { id, protocol, body } => node.on_request(conn, id, protocol, body)?,
-        RrMessage::Response { id, body } => {
-            let tx = lock(&conn.requests).remove(&id);
-            if let Some(tx) = tx {
-                let _ = tx.send(Ok(body));
-            }
-        }
-        RrMessage::Error { id, code, message } => {
-            let tx = lock(&conn.requests).remove(&id);
-            if let Some(tx) = tx {
-                let _ = tx.send(Err(NetError::Remote { code, message }));
-            }
-        }
-    }
-    conn.close_if_drained();
-    Ok(())
-}
-
-/// Sends an error response for request `id`; fails if the peer has let
-/// too many answers pile up unread.
-pub(crate) fn respond_error(
-    conn: &Conn,
-    id: u64,
-    code: RemoteErrorCode,
-    message: &str,
-) -> Result<(), NetError> {
-    let msg = RrMessage::Error {
-        id,
-        code,
-        message: message.to_string(),
-    }
-    .encode();
-    conn.out
-        .try_push(REQUEST_CHANNEL, msg, true)
-        .map_err(|e| match e {
-            // A closing connection is not the peer's fault.
-            NetError::QueueFull { .. } => NetError::Flood("requests"),
-            other => other,
-        })
-}
-
-/// Seals and writes the queued frames until the connection closes.
+/// Takes frames from the session, seals and writes them, and runs its
+/// timers, until the session is finished.
 pub(crate) async fn writer(
-    node: Arc<Inner>,
     conn: Arc<Conn>,
     wr: OwnedWriteHalf,
     sealer: FrameSealer,
 ) -> Result<(), NetError> {
-    let stall = node.config.keepalive.timeout;
+    let stall = conn.session().config().keepalive.timeout;
     let mut idle = false;
-    // Set once our go-away is out: the drain's deadline.
-    let mut draining: Option<tokio::time::Instant> = None;
-    let mut held = Some(WriteSide {
-        wr,
-        sealer,
-        backlog: BytesMut::new(),
-    });
+    let mut held = Some(WriteSide::new(wr, sealer));
     loop {
         if held.is_none() {
-            held = conn.out.unpark_write_side();
+            held = lock(&conn.write_slot).take();
         }
         let Some(ws) = held.as_mut() else {
             // A sender is writing directly this instant (it never awaits).
@@ -593,75 +725,71 @@ pub(crate) async fn writer(
             write(&mut ws.wr, &ws.backlog, stall).await?;
             ws.backlog.clear();
         }
-        let Some(batch) = conn.out.take() else {
-            if !idle {
-                // Let senders on this worker add more before we park: fewer
-                // wake-ups, fuller frames.
-                idle = true;
-                tokio::task::yield_now().await;
-                continue;
-            }
-            conn.out.trim();
-            // While we sleep, senders may write directly.
-            if let Some(ws) = held.take() {
-                conn.out.park_write_side(ws);
-            }
-            let deadline = lock(&conn.keepalive).next_deadline();
-            tokio::select! {
-                _ = conn.out.wait_for_work() => {}
-                _ = tokio::time::sleep_until(deadline.into()) => {}
-            }
-            poll_keepalive(&node, &conn);
-            continue;
+        let now = Instant::now();
+        let (transmit, status, timers, waiters) = {
+            let mut s = conn.session();
+            let timers = s.handle_timeout(now);
+            let t = ws.poll(&mut s, true);
+            (t, s.status(now), timers, s.take_space_waiters())
         };
-        idle = false;
-        for mut frame in batch.frames {
-            ws.sealer.seal(&mut frame, 0)?;
-            write(&mut ws.wr, &frame, stall).await?;
-            conn.out.recycle(frame);
+        if waiters {
+            conn.space.notify_waiters();
         }
-        if let Some(close) = batch.closing {
-            let drain_until = match draining {
-                Some(t) => t,
-                None => {
-                    let mut frame = BytesMut::new();
-                    peerlink_proto::frame::begin_frame(&mut frame);
-                    peerlink_proto::frame::put_record(
-                        &mut frame,
-                        CONTROL_CHANNEL,
-                        &Control::GoAway(close.reason).encode(),
-                    );
-                    ws.sealer.seal(&mut frame, 0)?;
-                    write(&mut ws.wr, &frame, stall).await?;
-                    let t = tokio::time::Instant::now() + DRAIN;
-                    draining = Some(t);
-                    t
+        if timers.is_err() {
+            return Err(NetError::PeerSilent(stall));
+        }
+        if let Some(t) = transmit {
+            idle = false;
+            ws.count(&conn.metrics);
+            let mut frames = t.frames;
+            for frame in &mut frames {
+                ws.sealer.seal(frame, 0)?;
+                write(&mut ws.wr, frame, stall).await?;
+            }
+            let mut s = conn.session();
+            for frame in frames {
+                s.recycle(frame);
+            }
+            continue;
+        }
+        match status {
+            Status::Open => {
+                if !idle {
+                    // Let senders on this worker add more before we park:
+                    // fewer wake-ups, fuller frames.
+                    idle = true;
+                    tokio::task::yield_now().await;
+                    continue;
                 }
-            };
-            // Draining: a request the peer sent before it saw our go-away
-            // is still answered, until the peer says go-away too (it does
-            // once nothing of its own is in flight) and we have answered
-            // everything. A peer that broke the protocol gets no drain.
-            let done = conn.peer_leaving.load(Ordering::Acquire) && !conn.busy();
-            let abort = !close.flush || close.reason == GoAwayReason::ProtocolError;
-            if !(done || abort || tokio::time::Instant::now() >= drain_until) {
+                let deadline = {
+                    let mut s = conn.session();
+                    s.trim();
+                    s.poll_timeout()
+                };
+                // While we sleep, senders may write directly.
+                if let Some(ws) = held.take() {
+                    *lock(&conn.write_slot) = Some(ws);
+                }
                 tokio::select! {
-                    _ = conn.out.wait_for_work() => {}
+                    _ = conn.wake_writer.notified() => {}
+                    _ = tokio::time::sleep_until(deadline.into()) => {}
+                }
+            }
+            Status::Draining { .. } => {
+                tokio::select! {
+                    _ = conn.wake_writer.notified() => {}
                     _ = tokio::time::sleep(DRAIN_POLL) => {}
                 }
-                continue;
             }
-            let _ = ws.wr.shutdown().await;
-            // Give the peer a moment to close its side, then end regardless.
-            if !abort {
-                tokio::time::sleep(DRAIN).await;
+            Status::Finished { linger } => {
+                let _ = ws.wr.shutdown().await;
+                // Give the peer a moment to close its side, then end regardless.
+                if linger {
+                    tokio::time::sleep(DRAIN).await;
+                }
+                return Ok(());
             }
-            return Ok(());
         }
-        if batch.app {
-            lock(&conn.keepalive).on_app_traffic(Instant::now());
-        }
-        poll_keepalive(&node, &conn);
     }
 }
 
@@ -675,32 +803,6 @@ async fn write(wr: &mut OwnedWriteHalf, bytes: &[u8], stall: Duration) -> Result
             std::io::ErrorKind::TimedOut,
             "peer stopped reading",
         ))),
-    }
-}
-
-fn poll_keepalive(node: &Inner, conn: &Conn) {
-    let now = Instant::now();
-    let action = {
-        let mut ka = lock(&conn.keepalive);
-        if conn.out.take_sent_app() {
-            ka.on_app_traffic(now);
-        }
-        ka.poll(now)
-    };
-    match action {
-        KeepaliveAction::Wait => {}
-        KeepaliveAction::SendPing(n) => {
-            // A full control queue means a flood; the reader closes that.
-            let _ = conn.out.push_control(Control::Ping(n).encode());
-        }
-        KeepaliveAction::TimedOut => {
-            node.metrics.closed("keepalive_timeout");
-            conn.terminate();
-        }
-        KeepaliveAction::Idle => conn.out.close(Close {
-            reason: GoAwayReason::Idle,
-            flush: true,
-        }),
     }
 }
 

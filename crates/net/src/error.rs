@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use peerlink_proto::control::{ControlError, RemoteErrorCode};
+use peerlink_proto::session::SessionError;
 use peerlink_proto::{FrameError, HandshakeError, IdentityError, PeerId};
 
 /// Errors from the [`crate::Node`] API and connection handling.
@@ -33,6 +34,8 @@ pub enum NetError {
     ReservedChannel(u16),
     #[error("peer floods {0} without reading the answers")]
     Flood(&'static str),
+    #[error("peer silent for {0:?}: keepalive timed out")]
+    PeerSilent(Duration),
     #[error("identity: {0}")]
     Identity(#[from] IdentityError),
     #[error("not connected to {0}")]
@@ -80,6 +83,17 @@ pub enum NetError {
     Topic(#[from] peerlink_proto::gossip::WireError),
 }
 
+impl From<SessionError> for NetError {
+    fn from(e: SessionError) -> Self {
+        match e {
+            SessionError::Frame(e) => NetError::Frame(e),
+            SessionError::Message(e) => NetError::Message(e),
+            SessionError::ReservedChannel(ch) => NetError::ReservedChannel(ch),
+            SessionError::Flood(what) => NetError::Flood(what),
+        }
+    }
+}
+
 impl NetError {
     /// Whether the peer broke the protocol (as opposed to the network or
     /// this node failing): such peers are counted in `peer_errors`.
@@ -109,6 +123,7 @@ impl NetError {
             NetError::Message(_) => "bad_message",
             NetError::ReservedChannel(_) => "reserved_channel",
             NetError::Flood(_) => "flood",
+            NetError::PeerSilent(_) => "keepalive_timeout",
             _ => "other",
         }
     }

@@ -9,21 +9,20 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use peerlink_proto::control::{
-    GoAwayReason, RemoteErrorCode, RrMessage, FIRST_APP_CHANNEL, GOSSIP_CHANNEL, MAX_PROTOCOL_NAME,
-    REQUEST_CHANNEL,
+    GoAwayReason, RemoteErrorCode, FIRST_APP_CHANNEL, GOSSIP_CHANNEL, MAX_PROTOCOL_NAME,
 };
-use peerlink_proto::keepalive::Keepalive;
+use peerlink_proto::session::{keep_newer, Session, SessionConfig};
 use peerlink_proto::{Handshake, Keypair, NoiseIdentity, PeerAddr, PeerId};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
 
 use crate::admission::{Admitted, Ban, Bans, PendingHandshakes};
-use crate::config::{channel_config, ChannelConfig, Limits, NodeConfig, Policy};
+use crate::config::{ChannelConfig, Limits, NodeConfig, Policy};
 use crate::conn::{self, Conn};
 use crate::fair::{self, FairQueue};
 use crate::metrics::Metrics;
-use crate::queue::{lock, Close, Inbox, Message, Outbound, Refused};
+use crate::queue::{lock, Inbox, Message};
 use crate::share::{self, Share};
 use crate::NetError;
 
@@ -148,7 +147,11 @@ impl NodeBuilder {
         let inner = Arc::new(Inner {
             keypair,
             identity,
-            channels: Arc::new(self.config.channels.clone()),
+            session: Arc::new(SessionConfig {
+                keepalive: self.config.keepalive,
+                channels: self.config.channels.clone(),
+                drain: conn::DRAIN,
+            }),
             handshakes: PendingHandshakes::new(self.config.limits),
             bans: Bans::new(self.config.max_bans, self.config.ip_ban_strikes),
             config: self.config,
@@ -168,7 +171,12 @@ impl NodeBuilder {
             gossip: std::sync::OnceLock::new(),
             requesters: Arc::new(share::Requesters::new(Instant::now())),
         });
-        for c in inner.channels.iter().filter(|c| c.id >= FIRST_APP_CHANNEL) {
+        for c in inner
+            .session
+            .channels
+            .iter()
+            .filter(|c| c.id >= FIRST_APP_CHANNEL)
+        {
             inner.inbox(c.id);
         }
         if inner.config.gossip.is_some() {
@@ -205,7 +213,8 @@ pub(crate) struct Inner {
     pub keypair: Keypair,
     identity: NoiseIdentity,
     pub config: NodeConfig,
-    channels: Arc<Vec<ChannelConfig>>,
+    /// What every connection's session is configured with.
+    session: Arc<SessionConfig>,
     pub metrics: Arc<Metrics>,
     peers: Mutex<HashMap<PeerId, Arc<Conn>>>,
     per_ip: Mutex<HashMap<IpAddr, usize>>,
@@ -415,24 +424,12 @@ impl Inner {
         let inbox = map
             .entry(id)
             .or_insert_with(|| {
-                let config = channel_config(&self.channels, id);
+                let config = self.session.channel(id);
                 Arc::new(Inbox::new(config, self.metrics.inbound(id)))
             })
             .clone();
         self.inbox_generation.fetch_add(1, Ordering::AcqRel);
         inbox
-    }
-
-    /// Of two connections to the same peer, the one to keep: the one dialled
-    /// by the smaller peer id (both sides agree), else the newer.
-    fn keep_new(&self, old: &Conn, new: &Conn) -> bool {
-        let local = self.keypair.peer_id();
-        let dialler = |c: &Conn| if c.inbound { c.peer } else { local };
-        let preferred = local.min(new.peer);
-        if dialler(old) == dialler(new) {
-            return true;
-        }
-        dialler(new) == preferred
     }
 
     /// Installs an established connection and starts its tasks.
@@ -456,17 +453,15 @@ impl Inner {
             }
             return Err(NetError::Banned(peer));
         }
-        let keepalive = Keepalive::new(self.config.keepalive, Instant::now());
         let id = self.next_conn_id.fetch_add(1, Ordering::Relaxed);
-        let out = Outbound::new(self.channels.clone(), self.metrics.clone());
         let conn = Arc::new(Conn::new(
             id,
             peer,
             addr,
             inbound,
-            keepalive,
-            out,
+            Session::new(self.session.clone(), Instant::now()),
             Share::new(self.config.peer_serve_rate, self.requesters.clone()),
+            self.metrics.clone(),
         ));
         let mut refused = None;
         {
@@ -475,14 +470,14 @@ impl Inner {
                 return Err(NetError::Shutdown);
             }
             match peers.get(&peer) {
-                Some(old) if old.is_open() && !self.keep_new(old, &conn) => {
+                Some(old)
+                    if old.is_open()
+                        && !keep_newer(self.keypair.peer_id(), peer, old.inbound, inbound) =>
+                {
                     refused = Some((GoAwayReason::Duplicate, None))
                 }
                 Some(old) => {
-                    old.out.close(Close {
-                        reason: GoAwayReason::Duplicate,
-                        flush: true,
-                    });
+                    old.close(GoAwayReason::Duplicate, true);
                     peers.insert(peer, conn.clone());
                 }
                 None => {
@@ -512,17 +507,14 @@ impl Inner {
         let writer = tokio::spawn({
             let (node, conn) = (self.clone(), conn.clone());
             async move {
-                let result = conn::writer(node.clone(), conn.clone(), wr, enc).await;
+                let result = conn::writer(conn.clone(), wr, enc).await;
                 node.on_closed(&conn, result.map(|_| None));
             }
         });
         conn.set_tasks(reader.abort_handle(), writer.abort_handle());
         if let Some((reason, limit)) = refused {
             // The peer learns why from the go-away; its connection ends.
-            conn.out.close(Close {
-                reason,
-                flush: false,
-            });
+            conn.close(reason, false);
             return match limit {
                 Some(l) => {
                     self.reject(l);
@@ -590,13 +582,12 @@ impl Inner {
         body: Bytes,
     ) -> Result<(), NetError> {
         if body.len() > self.config.max_request_size {
-            return conn::respond_error(conn, id, RemoteErrorCode::TooLarge, "request too large");
+            return conn.respond_error(id, RemoteErrorCode::TooLarge, "request too large");
         }
         let handler = lock(&self.handlers).get(&protocol).cloned();
         let Some(handler) = handler else {
-            return conn::respond_error(conn, id, RemoteErrorCode::UnknownProtocol, &protocol);
+            return conn.respond_error(id, RemoteErrorCode::UnknownProtocol, &protocol);
         };
-        conn.serving();
         conn.charge(body.len() as u64 + share::REQUEST_COST);
         let request = Request {
             peer: conn.peer,
@@ -608,18 +599,11 @@ impl Inner {
             Ok(()) => Ok(()),
             Err(fair::Refused::Full(mut r)) => {
                 r.reply = None;
-                conn.answered();
-                conn::respond_error(conn, id, RemoteErrorCode::Overloaded, "request queue full")
+                conn.respond_error(id, RemoteErrorCode::Overloaded, "request queue full")
             }
             Err(fair::Refused::Closed(mut r)) => {
                 r.reply = None;
-                conn.answered();
-                conn::respond_error(
-                    conn,
-                    id,
-                    RemoteErrorCode::UnknownProtocol,
-                    "no longer served",
-                )
+                conn.respond_error(id, RemoteErrorCode::UnknownProtocol, "no longer served")
             }
         }
     }
@@ -786,10 +770,7 @@ impl Node {
         let conn = lock(&self.inner.peers).get(peer).cloned();
         match conn {
             Some(c) => {
-                c.out.close(Close {
-                    reason: GoAwayReason::Normal,
-                    flush: true,
-                });
+                c.close(GoAwayReason::Normal, true);
                 true
             }
             None => false,
@@ -804,10 +785,7 @@ impl Node {
         self.inner
             .ban_offender(*peer, conn.as_ref().map(|c| c.addr.ip()), reason);
         if let Some(c) = conn {
-            c.out.close(Close {
-                reason: GoAwayReason::ProtocolError,
-                flush: false,
-            });
+            c.close(GoAwayReason::ProtocolError, false);
         }
     }
 
@@ -905,7 +883,7 @@ impl Node {
     ) -> Result<(), NetError> {
         let payload = payload.into();
         self.check_send(channel, payload.len())?;
-        self.conn(peer)?.out.push(channel, payload).await
+        self.conn(peer)?.push(channel, &payload).await
     }
 
     /// Like [`Node::send`], but never waits: a full queue is `QueueFull`.
@@ -917,7 +895,7 @@ impl Node {
     ) -> Result<(), NetError> {
         let payload = payload.into();
         self.check_send(channel, payload.len())?;
-        self.conn(peer)?.out.try_push(channel, payload, false)
+        self.conn(peer)?.try_push(channel, &payload, false)
     }
 
     /// A handle that sends to one peer without a peer-table lookup per
@@ -931,7 +909,7 @@ impl Node {
 
     /// Bytes queued to `peer` on `channel` and not yet written.
     pub fn queued_bytes(&self, peer: &PeerId, channel: u16) -> usize {
-        self.conn(peer).map_or(0, |c| c.out.queued_bytes(channel))
+        self.conn(peer).map_or(0, |c| c.queued_bytes(channel))
     }
 
     /// The receiver of an application channel (>= 16): messages from every
@@ -975,7 +953,7 @@ impl Node {
         payload: Bytes,
         force: bool,
     ) -> Result<(), NetError> {
-        self.conn(peer)?.out.try_push(channel, payload, force)
+        self.conn(peer)?.try_push(channel, &payload, force)
     }
 
     /// Serves a request/response protocol: requests arrive on the returned
@@ -1025,15 +1003,10 @@ impl Node {
             });
         }
         let conn = self.conn(peer)?;
-        let (id, rx) = conn.register_request();
-        let msg = RrMessage::Request {
-            id,
-            protocol: protocol.to_string(),
-            body,
-        }
-        .encode();
+        let mut sent = None;
         let result = async {
-            conn.out.push(REQUEST_CHANNEL, msg).await?;
+            let (id, rx) = conn.request(protocol, body).await?;
+            sent = Some(id);
             match tokio::time::timeout(timeout, rx).await {
                 Ok(Ok(Ok(b))) if b.len() > max_response => Err(NetError::ResponseTooLarge {
                     len: b.len(),
@@ -1045,7 +1018,7 @@ impl Node {
             }
         }
         .await;
-        if result.is_err() {
+        if let Some(id) = sent.filter(|_| result.is_err()) {
             conn.forget_request(id);
         }
         let outcome = match &result {
@@ -1062,11 +1035,14 @@ impl Node {
     /// Measures one round trip to `peer` with a ping.
     pub async fn ping(&self, peer: &PeerId) -> Result<Duration, NetError> {
         let conn = self.conn(peer)?;
-        let (sent, rx) = conn.ping();
+        let (sent, nonce, rx) = conn.ping();
         match tokio::time::timeout(self.inner.config.request_timeout, rx).await {
             Ok(Ok(at)) => Ok(at.saturating_duration_since(sent)),
             Ok(Err(_)) => Err(NetError::ConnectionClosed),
-            Err(_) => Err(NetError::RequestTimeout(self.inner.config.request_timeout)),
+            Err(_) => {
+                conn.forget_ping(nonce);
+                Err(NetError::RequestTimeout(self.inner.config.request_timeout))
+            }
         }
     }
 
@@ -1089,10 +1065,7 @@ impl Node {
         }
         let conns: Vec<_> = lock(&inner.peers).values().cloned().collect();
         for c in &conns {
-            c.out.close(Close {
-                reason: GoAwayReason::Normal,
-                flush: true,
-            });
+            c.close(GoAwayReason::Normal, true);
         }
         let deadline = Instant::now() + Duration::from_secs(2);
         while Instant::now() < deadline && conns.iter().any(|c| !c.is_terminated()) {
@@ -1133,17 +1106,13 @@ impl PeerSender {
     pub async fn send(&self, channel: u16, payload: impl Into<Bytes>) -> Result<(), NetError> {
         let payload = payload.into();
         self.node.check_send(channel, payload.len())?;
-        match self.conn.out.push_now(channel, payload) {
-            Ok(()) => Ok(()),
-            Err(Refused::Wait(payload)) => self.conn.out.push_slow(channel, payload).await,
-            Err(e) => Err(e.into_error(channel)),
-        }
+        self.conn.push(channel, &payload).await
     }
 
     pub fn try_send(&self, channel: u16, payload: impl Into<Bytes>) -> Result<(), NetError> {
         let payload = payload.into();
         self.node.check_send(channel, payload.len())?;
-        self.conn.out.try_push(channel, payload, false)
+        self.conn.try_push(channel, &payload, false)
     }
 }
 
@@ -1235,9 +1204,7 @@ impl Request {
     /// The connection to answer on, once (it stops counting as busy).
     fn take_reply(&mut self) -> Option<(Arc<Conn>, u64)> {
         let (conn, id) = self.reply.take()?;
-        let conn = conn.upgrade()?;
-        conn.answered();
-        Some((conn, id))
+        Some((conn.upgrade()?, id))
     }
 
     /// Counts `bytes` more against the peer's share of request handling
@@ -1252,12 +1219,8 @@ impl Request {
     /// Sends `body` as the response (dropped if the peer has gone).
     pub fn respond(mut self, body: impl Into<Bytes>) {
         if let Some((conn, id)) = self.take_reply() {
-            let body = body.into();
-            let _ = conn.out.try_push(
-                REQUEST_CHANNEL,
-                RrMessage::Response { id, body }.encode(),
-                true,
-            );
+            // Fails only if the peer is not reading its answers.
+            let _ = conn.respond(id, body.into());
         }
     }
 
@@ -1265,7 +1228,7 @@ impl Request {
     pub fn reject(mut self, message: &str) {
         if let Some((conn, id)) = self.take_reply() {
             // Fails only if the peer is not reading; its connection closes.
-            let _ = conn::respond_error(&conn, id, RemoteErrorCode::Application, message);
+            let _ = conn.respond_error(id, RemoteErrorCode::Application, message);
         }
     }
 }
@@ -1273,8 +1236,7 @@ impl Request {
 impl Drop for Request {
     fn drop(&mut self) {
         if let Some((conn, id)) = self.take_reply() {
-            let _ = conn::respond_error(
-                &conn,
+            let _ = conn.respond_error(
                 id,
                 RemoteErrorCode::NoResponse,
                 "handler dropped the request",

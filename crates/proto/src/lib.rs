@@ -8,7 +8,7 @@
 //! |---|---|
 //! | 1 identity | [`identity`]: [`Keypair`], [`PeerId`], [`PeerAddr`] |
 //! | 2 secure session | [`handshake`] (Noise XX bound to ed25519), [`cipher`], [`frame`] |
-//! | 3 connection | [`control`] (ping/pong/go-away), [`keepalive`] |
+//! | 3 connection | [`session`] (one connection: queues, requests, go-away, drain), [`control`] (its records), [`keepalive`] |
 //! | 4 discovery | [`peers`]: the address book for peer exchange and bootstrap |
 //! | 5 DHT | [`dht`]: Kademlia routing, lookups, signed records, providers |
 //! | 6 gossip | [`gossip`]: topic mesh, broadcast trees, IHAVE/IWANT repair, scoring |
@@ -30,6 +30,7 @@ pub mod peers;
 pub mod prefix;
 pub mod recent;
 pub mod rng;
+pub mod session;
 pub mod varint;
 
 pub use cipher::{CipherState, CipherSuite};
