@@ -3,10 +3,10 @@
 //! opens frames and hands their plaintext in, the writer takes frames out,
 //! seals them (the one place they are sealed) and writes them.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
@@ -25,8 +25,8 @@ use tokio::sync::{oneshot, Notify};
 use tokio::task::AbortHandle;
 
 use crate::metrics::{ChannelCounters, Metrics};
-use crate::node::Inner;
 use crate::queue::{lock, Inbox, Message};
+use crate::routing::{deliver, InboxCache, Responder, Router};
 use crate::share::Share;
 use crate::NetError;
 
@@ -445,6 +445,20 @@ impl Conn {
     }
 }
 
+impl Responder for Conn {
+    fn respond(&self, id: u64, body: Bytes) -> Result<(), NetError> {
+        Conn::respond(self, id, body)
+    }
+
+    fn respond_error(&self, id: u64, code: RemoteErrorCode, message: &str) -> Result<(), NetError> {
+        Conn::respond_error(self, id, code, message)
+    }
+
+    fn charge(&self, bytes: u64) {
+        Conn::charge(self, bytes)
+    }
+}
+
 fn refused(e: Refused, channel: u16) -> NetError {
     match e {
         Refused::Closed => NetError::ConnectionClosed,
@@ -452,26 +466,19 @@ fn refused(e: Refused, channel: u16) -> NetError {
     }
 }
 
-/// Per-reader cache of channel inboxes, refreshed when the node's set changes.
-struct InboxCache {
-    generation: u64,
-    map: HashMap<u16, Arc<Inbox>>,
-}
-
 /// Reads frames, opens them and hands their plaintext to the session until
 /// EOF or an error; delivers what the session makes of them.
 pub(crate) async fn reader(
-    node: Arc<Inner>,
     conn: Arc<Conn>,
+    router: Arc<Router>,
     rd: OwnedReadHalf,
     mut buf: BytesMut,
     mut dec: FrameDecoder,
+    link_delay: Duration,
 ) -> Result<Option<GoAwayReason>, NetError> {
-    let mut rd = Source::new(rd, node.config.link_delay);
-    let mut cache = InboxCache {
-        generation: u64::MAX,
-        map: HashMap::new(),
-    };
+    let mut rd = Source::new(rd, link_delay);
+    let mut cache = InboxCache::default();
+    let responder: Weak<dyn Responder> = Arc::downgrade(&conn) as Weak<dyn Responder>;
     let mut events: Vec<Event<Waiter>> = Vec::new();
     let mut pending: VecDeque<Message> = VecDeque::new();
     let mut arena = BytesMut::new();
@@ -482,7 +489,7 @@ pub(crate) async fn reader(
             // Over its share of our request handling, the peer waits in
             // its own socket.
             if let Some(wait) = conn.share.as_ref().and_then(Share::over) {
-                node.metrics.paused(wait);
+                conn.metrics.paused(wait);
                 tokio::time::sleep(wait).await;
                 continue;
             }
@@ -490,7 +497,7 @@ pub(crate) async fn reader(
                 break;
             };
             let copy = conn.with(true, |s| {
-                let copy = copies(&node, s, &mut cache, &plain);
+                let copy = copies(&router, s, &mut cache, &plain);
                 s.handle_frame(plain, Instant::now(), &mut events)
                     .map(|()| copy)
             })?;
@@ -500,9 +507,9 @@ pub(crate) async fn reader(
                     Event::Message { channel, payload } => {
                         if current.as_ref().is_none_or(|i| i.config.id != channel) {
                             deliver(&mut current, &mut pending).await;
-                            current = inbox_for(&node, &mut cache, channel);
+                            current = router.routed(&mut cache, channel);
                             if current.is_none() {
-                                node.metrics.dropped_unrouted();
+                                router.dropped_unrouted();
                                 continue;
                             }
                         }
@@ -513,7 +520,7 @@ pub(crate) async fn reader(
                     }
                     Event::Request { id, protocol, body } => {
                         let body = kept(copy, &mut arena, body);
-                        node.on_request(&conn, id, protocol, body)?;
+                        router.on_request(conn.peer, responder.clone(), id, protocol, body)?;
                     }
                     Event::Response { token, result } => {
                         if let Waiter::Response(tx) = token {
@@ -617,20 +624,9 @@ impl Drop for Source {
     }
 }
 
-/// Hands the messages gathered for one inbox over, waiting for space if
-/// the channel blocks (which stops this connection's reading).
-async fn deliver(inbox: &mut Option<Arc<Inbox>>, pending: &mut VecDeque<Message>) {
-    if let Some(inbox) = inbox {
-        while !inbox.push(pending) {
-            inbox.wait_for_space().await;
-        }
-    }
-    pending.clear();
-}
-
 /// Whether `record` will be kept: a request (queued for a handler), a
 /// response to a request of ours, or a message on a routed channel.
-fn keeps(node: &Inner, s: &Session<Waiter>, cache: &mut InboxCache, record: &Record) -> bool {
+fn keeps(router: &Router, s: &Session<Waiter>, cache: &mut InboxCache, record: &Record) -> bool {
     let p = &record.payload;
     match record.channel {
         REQUEST_CHANNEL => match p.first() {
@@ -639,9 +635,7 @@ fn keeps(node: &Inner, s: &Session<Waiter>, cache: &mut InboxCache, record: &Rec
                 .is_ok_and(|(id, _)| s.awaits(id)),
             _ => false,
         },
-        ch if ch == GOSSIP_CHANNEL || ch >= FIRST_APP_CHANNEL => {
-            inbox_for(node, cache, ch).is_some()
-        }
+        ch if ch == GOSSIP_CHANNEL || ch >= FIRST_APP_CHANNEL => router.routed(cache, ch).is_some(),
         _ => false,
     }
 }
@@ -656,7 +650,7 @@ fn keeps(node: &Inner, s: &Session<Waiter>, cache: &mut InboxCache, record: &Rec
 /// that is mostly discarded, are copied into an arena that holds kept
 /// bytes only ([`copy_out`]). A large frame that is mostly kept stays
 /// zero-copy: it is at least half of the allocation it pins.
-fn copies(node: &Inner, s: &Session<Waiter>, cache: &mut InboxCache, plain: &Bytes) -> bool {
+fn copies(router: &Router, s: &Session<Waiter>, cache: &mut InboxCache, plain: &Bytes) -> bool {
     if plain.len() < READ_CHUNK / 2 {
         return true;
     }
@@ -664,7 +658,7 @@ fn copies(node: &Inner, s: &Session<Waiter>, cache: &mut InboxCache, plain: &Byt
     for record in Records::new(plain.clone()) {
         // A malformed record is reported when the frame is handled.
         let Ok(record) = record else { return true };
-        if keeps(node, s, cache, &record) {
+        if keeps(router, s, cache, &record) {
             kept += record.payload.len();
         }
     }
@@ -691,15 +685,6 @@ fn copy_out(arena: &mut BytesMut, payload: &Bytes) -> Bytes {
     }
     arena.extend_from_slice(payload);
     arena.split().freeze()
-}
-
-fn inbox_for(node: &Inner, cache: &mut InboxCache, ch: u16) -> Option<Arc<Inbox>> {
-    let generation = node.inbox_generation.load(Ordering::Acquire);
-    if generation != cache.generation {
-        cache.map = lock(&node.inboxes).clone();
-        cache.generation = generation;
-    }
-    cache.map.get(&ch).cloned()
 }
 
 /// Takes frames from the session, seals and writes them, and runs its

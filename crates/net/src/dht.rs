@@ -9,7 +9,6 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -23,7 +22,7 @@ use peerlink_proto::{PeerAddr, PeerId};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::dbwriter::{DbWriter, Ticket};
-use crate::node::{Inner, Node};
+use crate::node::{Node, WeakNode};
 use crate::NetError;
 
 /// The request/response protocol the DHT speaks.
@@ -255,13 +254,21 @@ fn unix_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
+impl Node {
+    /// The node's DHT (Kademlia): put/get signed records, providers,
+    /// closest peers. Calls fail with [`NetError::DhtDisabled`] when the
+    /// node was built without one.
+    pub fn dht(&self) -> DhtHandle {
+        self.service().unwrap_or_else(DhtHandle::disabled)
+    }
+}
+
 /// Starts the DHT task for a freshly built node.
 pub(crate) fn start(node: &Node, seeds: &[PeerAddr]) -> Result<DhtHandle, NetError> {
-    let inner = node.inner();
-    let Some(config) = inner.config.dht.clone() else {
+    let Some(config) = node.config().dht.clone() else {
         return Ok(DhtHandle::disabled());
     };
-    let (store, writer): (Box<dyn RecordStore>, _) = match &inner.config.data_dir {
+    let (store, writer): (Box<dyn RecordStore>, _) = match &node.config().data_dir {
         Some(dir) => {
             let store =
                 crate::store::RedbStore::open(dir).map_err(|e| NetError::Store(e.to_string()))?;
@@ -270,13 +277,13 @@ pub(crate) fn start(node: &Node, seeds: &[PeerAddr]) -> Result<DhtHandle, NetErr
         }
         None => (Box::new(MemoryStore::default()), None),
     };
-    let listen = inner.listen_addrs.first().copied();
+    let listen = node.listen_addrs().first().copied();
     let mut rng = Rng::from_os();
     let now = Instant::now();
     let timeout = config.query_timeout + Duration::from_secs(1);
     let mut dht = Dht::new(
         config,
-        inner.keypair.clone(),
+        node.keypair().clone(),
         listen,
         store,
         now,
@@ -284,7 +291,7 @@ pub(crate) fn start(node: &Node, seeds: &[PeerAddr]) -> Result<DhtHandle, NetErr
         rng.next_u64(),
     );
     let book = PeerBook::new(
-        inner.config.discovery.clone(),
+        node.config().discovery.clone(),
         node.peer_id(),
         rng.next_u64(),
     );
@@ -296,7 +303,7 @@ pub(crate) fn start(node: &Node, seeds: &[PeerAddr]) -> Result<DhtHandle, NetErr
         dht.bootstrap(now, contacts);
     }
     let driver = Driver {
-        node: Arc::downgrade(inner),
+        node: node.downgrade(),
         dht,
         book,
         rng,
@@ -314,7 +321,7 @@ pub(crate) fn start(node: &Node, seeds: &[PeerAddr]) -> Result<DhtHandle, NetErr
 }
 
 struct Driver {
-    node: Weak<Inner>,
+    node: WeakNode,
     dht: Dht,
     book: PeerBook,
     rng: Rng,
@@ -341,13 +348,13 @@ impl Driver {
     async fn run(
         mut self,
         mut commands: mpsc::Receiver<Command>,
-        mut requests: crate::node::Requests,
+        mut requests: crate::routing::Requests,
     ) {
         let (reply_tx, mut replies) = mpsc::unbounded_channel::<Reply>();
         let mut maintain = tokio::time::interval(Duration::from_secs(5));
         maintain.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            let Some(node) = self.node.upgrade().map(Node::from_inner) else {
+            let Some(node) = self.node.upgrade() else {
                 return;
             };
             self.carry_out(&node, &reply_tx);
@@ -404,7 +411,7 @@ impl Driver {
         }
     }
 
-    fn on_request(&mut self, node: &Node, req: crate::node::Request) {
+    fn on_request(&mut self, node: &Node, req: crate::routing::Request) {
         let from = req.peer;
         match Request::decode(&req.body) {
             Ok(r) => {

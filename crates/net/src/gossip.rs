@@ -32,7 +32,7 @@
 //! ```
 
 use std::collections::HashMap;
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -44,7 +44,8 @@ use peerlink_proto::rng::Rng;
 use peerlink_proto::PeerId;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
-use crate::node::{Inner, Node, PeerEvent, Receiver};
+use crate::node::{Node, PeerEvent, WeakNode};
+use crate::routing::Receiver;
 use crate::NetError;
 
 /// A message received on a subscribed topic (validated, delivered once).
@@ -198,30 +199,40 @@ impl GossipHandle {
     }
 }
 
+impl Node {
+    /// The node's topic gossip: subscribe, publish, validate. Calls fail
+    /// with [`NetError::GossipDisabled`] when the node was built without it.
+    pub fn gossip(&self) -> GossipHandle {
+        self.service().unwrap_or_else(GossipHandle::disabled)
+    }
+}
+
 /// Starts the gossip task for a freshly built node.
 pub(crate) fn start(node: &Node) -> GossipHandle {
-    let inner = node.inner();
-    let Some(config) = inner.config.gossip.clone() else {
+    let Some(config) = node.config().gossip.clone() else {
         return GossipHandle::disabled();
     };
     let mut rng = Rng::from_os();
     let gossip = Gossip::new(config, node.peer_id(), Instant::now(), rng.next_u64());
     let (tx, rx) = mpsc::unbounded_channel();
     let driver = Driver {
-        node: Arc::downgrade(inner),
+        node: node.downgrade(),
         gossip,
         subscribers: HashMap::new(),
         validators: HashMap::new(),
         lagged: 0,
     };
-    let inbox = node.internal_channel(GOSSIP_CHANNEL);
+    // The gossip channel's inbox is made at build and claimed only here.
+    let Some(inbox) = node.internal_channel(GOSSIP_CHANNEL) else {
+        return GossipHandle::disabled();
+    };
     let events = node.events();
     node.add_task(tokio::spawn(driver.run(rx, inbox, events)));
     GossipHandle { tx: Some(tx) }
 }
 
 struct Driver {
-    node: Weak<Inner>,
+    node: WeakNode,
     gossip: Gossip,
     subscribers: HashMap<Topic, Vec<mpsc::Sender<GossipMessage>>>,
     validators: HashMap<Topic, Validator>,
@@ -235,12 +246,12 @@ impl Driver {
         mut inbox: Receiver,
         mut events: broadcast::Receiver<PeerEvent>,
     ) {
-        if let Some(node) = self.node.upgrade().map(Node::from_inner) {
+        if let Some(node) = self.node.upgrade() {
             self.sync_peers(&node);
         }
         let mut batch = Vec::with_capacity(256);
         loop {
-            let Some(node) = self.node.upgrade().map(Node::from_inner) else {
+            let Some(node) = self.node.upgrade() else {
                 return;
             };
             self.carry_out(&node);
@@ -363,7 +374,7 @@ impl Driver {
                     let force = priority != Priority::Forward;
                     match node.push_internal(&to, GOSSIP_CHANNEL, message.encode(), force) {
                         Err(NetError::QueueFull { .. }) => {
-                            node.inner().metrics.outbound(GOSSIP_CHANNEL).dropped.inc();
+                            node.metrics().outbound(GOSSIP_CHANNEL).dropped.inc();
                         }
                         Err(NetError::NotConnected(_)) => self.gossip.remove_peer(&to),
                         _ => {}

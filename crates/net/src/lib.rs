@@ -51,6 +51,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admission;
+mod builder;
 mod config;
 mod conn;
 pub mod control;
@@ -65,24 +66,27 @@ mod metrics;
 mod metrics_http;
 mod node;
 mod queue;
+mod routing;
 mod share;
 mod store;
 pub mod testnet;
 
 pub use admission::Ban;
+pub use builder::NodeBuilder;
 pub use config::{ChannelConfig, Limits, NodeConfig, Policy};
 pub use dht::{DhtHandle, DhtInfo, Outcome};
 pub use error::NetError;
 pub use gossip::{GossipHandle, GossipInfo, GossipMessage, Subscription};
 pub use metrics::Metrics;
 pub use metrics_http::serve_metrics;
-pub use node::{Node, NodeBuilder, PeerEvent, PeerInfo, PeerSender, Receiver, Request, Requests};
+pub use node::{Node, PeerEvent, PeerInfo, PeerSender};
 pub use peerlink_proto::dht::{DhtConfig, Key as DhtKey, Record};
 pub use peerlink_proto::gossip::{GossipConfig, MessageId, PublishError, Published, Validation};
 pub use peerlink_proto::keepalive::KeepaliveConfig;
 pub use peerlink_proto::peers::PeerBookConfig;
 pub use peerlink_proto::{CipherSuite, Keypair, PeerAddr, PeerId};
 pub use queue::Message;
+pub use routing::{Receiver, Request, Requests};
 pub use store::RedbStore;
 
 /// Resolves `<peer-id>@host:port` where host may be a name (`localhost`).

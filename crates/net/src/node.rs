@@ -1,6 +1,7 @@
 //! The [`Node`]: listeners, dialling, the peer table, channels,
 //! request/response, events, seeds and shutdown.
 
+use std::any::Any;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -8,9 +9,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use peerlink_proto::control::{
-    GoAwayReason, RemoteErrorCode, FIRST_APP_CHANNEL, GOSSIP_CHANNEL, MAX_PROTOCOL_NAME,
-};
+use peerlink_proto::control::{GoAwayReason, FIRST_APP_CHANNEL, GOSSIP_CHANNEL, MAX_PROTOCOL_NAME};
 use peerlink_proto::session::{keep_newer, Session, SessionConfig};
 use peerlink_proto::{Handshake, Keypair, NoiseIdentity, PeerAddr, PeerId};
 use tokio::net::{TcpListener, TcpStream};
@@ -18,11 +17,11 @@ use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
 
 use crate::admission::{Admitted, Ban, Bans, PendingHandshakes};
-use crate::config::{ChannelConfig, Limits, NodeConfig, Policy};
+use crate::config::NodeConfig;
 use crate::conn::{self, Conn};
-use crate::fair::{self, FairQueue};
 use crate::metrics::Metrics;
-use crate::queue::{lock, Inbox, Message};
+use crate::queue::lock;
+use crate::routing::{Receiver, Requests, Router};
 use crate::share::{self, Share};
 use crate::NetError;
 
@@ -52,90 +51,23 @@ pub struct PeerInfo {
     pub connected_for: Duration,
 }
 
-/// Builds a [`Node`]; every setting has a default.
-pub struct NodeBuilder {
-    keypair: Option<Keypair>,
-    listen: Vec<SocketAddr>,
-    bootstrap: Vec<PeerAddr>,
-    config: NodeConfig,
-}
-
-impl NodeBuilder {
-    /// The node's identity (default: a fresh random one).
-    pub fn keypair(mut self, keypair: Keypair) -> Self {
-        self.keypair = Some(keypair);
-        self
-    }
-
-    /// Adds a listen address (`127.0.0.1:0` picks a free port).
-    pub fn listen(mut self, addr: SocketAddr) -> Self {
-        self.listen.push(addr);
-        self
-    }
-
-    /// Adds seed peers, dialled at start and re-dialled with backoff.
-    pub fn bootstrap(mut self, seeds: impl IntoIterator<Item = PeerAddr>) -> Self {
-        self.bootstrap.extend(seeds);
-        self
-    }
-
-    pub fn limits(mut self, limits: Limits) -> Self {
-        self.config.limits = limits;
-        self
-    }
-
-    /// Configures one application channel's queues.
-    pub fn channel(mut self, channel: ChannelConfig) -> Self {
-        self.config.channels.retain(|c| c.id != channel.id);
-        self.config.channels.push(channel);
-        self
-    }
-
-    /// Replaces the whole configuration.
-    /// DHT settings (the DHT is on by default).
-    pub fn dht(mut self, config: peerlink_proto::dht::DhtConfig) -> Self {
-        self.config.dht = Some(config);
-        self
-    }
-
-    /// Runs without a DHT (plain transport and request/response).
-    pub fn without_dht(mut self) -> Self {
-        self.config.dht = None;
-        self
-    }
-
-    /// Gossip settings (gossip is on by default).
-    pub fn gossip(mut self, config: peerlink_proto::gossip::GossipConfig) -> Self {
-        self.config.gossip = Some(config);
-        self
-    }
-
-    /// Runs without topic gossip.
-    pub fn without_gossip(mut self) -> Self {
-        self.config.gossip = None;
-        self
-    }
-
-    /// Keeps DHT records in a redb database in `dir`, across restarts.
-    pub fn data_dir(mut self, dir: impl Into<std::path::PathBuf>) -> Self {
-        self.config.data_dir = Some(dir.into());
-        self
-    }
-
-    pub fn config(mut self, config: NodeConfig) -> Self {
-        self.config = config;
-        self
-    }
-
-    /// Binds the listeners and starts the node.
-    pub async fn build(self) -> Result<Node, NetError> {
-        let keypair = match self.keypair {
+impl Node {
+    /// Binds the listeners and starts the transport: accepting, seeds,
+    /// connections. Services (DHT, gossip) are started on top by the
+    /// builder ([`crate::NodeBuilder::build`]).
+    pub(crate) async fn start(
+        keypair: Option<Keypair>,
+        listen: &[SocketAddr],
+        bootstrap: &[PeerAddr],
+        config: NodeConfig,
+    ) -> Result<Node, NetError> {
+        let keypair = match keypair {
             Some(k) => k,
             None => Keypair::generate()?,
         };
         let identity = NoiseIdentity::new(&keypair)?;
         let mut listeners = Vec::new();
-        for addr in &self.listen {
+        for addr in listen {
             listeners.push(TcpListener::bind(addr).await?);
         }
         let listen_addrs = listeners
@@ -143,32 +75,36 @@ impl NodeBuilder {
             .map(|l| l.local_addr())
             .collect::<Result<Vec<_>, _>>()?;
         let metrics = Arc::new(Metrics::new());
+        let session = Arc::new(SessionConfig {
+            keepalive: config.keepalive,
+            channels: config.channels.clone(),
+            drain: conn::DRAIN,
+        });
+        let router = Arc::new(Router::new(
+            session.clone(),
+            metrics.clone(),
+            config.max_request_size,
+            config.request_queue,
+        ));
         let (events, _) = broadcast::channel(512);
         let inner = Arc::new(Inner {
             keypair,
             identity,
-            session: Arc::new(SessionConfig {
-                keepalive: self.config.keepalive,
-                channels: self.config.channels.clone(),
-                drain: conn::DRAIN,
-            }),
-            handshakes: PendingHandshakes::new(self.config.limits),
-            bans: Bans::new(self.config.max_bans, self.config.ip_ban_strikes),
-            config: self.config,
+            session,
+            handshakes: PendingHandshakes::new(config.limits),
+            bans: Bans::new(config.max_bans, config.ip_ban_strikes),
+            config,
             metrics,
             peers: Mutex::new(HashMap::new()),
             per_ip: Mutex::new(HashMap::new()),
             dials: Mutex::new(HashMap::new()),
-            inboxes: Mutex::new(HashMap::new()),
-            inbox_generation: AtomicU64::new(0),
-            handlers: Mutex::new(HashMap::new()),
+            router,
             events,
             next_conn_id: AtomicU64::new(1),
             listen_addrs,
             tasks: Mutex::new(Vec::new()),
             shutdown: AtomicBool::new(false),
-            dht: std::sync::OnceLock::new(),
-            gossip: std::sync::OnceLock::new(),
+            services: Mutex::new(Vec::new()),
             requesters: Arc::new(share::Requesters::new(Instant::now())),
         });
         for c in inner
@@ -177,26 +113,31 @@ impl NodeBuilder {
             .iter()
             .filter(|c| c.id >= FIRST_APP_CHANNEL)
         {
-            inner.inbox(c.id);
+            inner.router.inbox(c.id);
         }
         if inner.config.gossip.is_some() {
             // Before any connection, so no peer's subscriptions are lost.
-            inner.inbox(GOSSIP_CHANNEL);
+            inner.router.inbox(GOSSIP_CHANNEL);
         }
         let mut tasks = Vec::new();
         for listener in listeners {
             tasks.push(tokio::spawn(accept_loop(Arc::downgrade(&inner), listener)));
         }
-        for seed in self.bootstrap.iter().copied() {
+        for seed in bootstrap.iter().copied() {
             tasks.push(tokio::spawn(redial_loop(Arc::downgrade(&inner), seed)));
         }
         lock(&inner.tasks).extend(tasks);
-        let node = Node { inner };
-        let dht = crate::dht::start(&node, &self.bootstrap)?;
-        let _ = node.inner.dht.set(dht);
-        let gossip = crate::gossip::start(&node);
-        let _ = node.inner.gossip.set(gossip);
-        Ok(node)
+        Ok(Node { inner })
+    }
+}
+
+/// A handle to a [`Node`] that does not keep it alive.
+#[derive(Clone)]
+pub(crate) struct WeakNode(Weak<Inner>);
+
+impl WeakNode {
+    pub fn upgrade(&self) -> Option<Node> {
+        self.0.upgrade().map(|inner| Node { inner })
     }
 }
 
@@ -222,16 +163,16 @@ pub(crate) struct Inner {
     dials: Mutex<HashMap<PeerId, Arc<tokio::sync::Mutex<()>>>>,
     handshakes: Arc<PendingHandshakes>,
     bans: Bans,
-    pub inboxes: Mutex<HashMap<u16, Arc<Inbox>>>,
-    pub inbox_generation: AtomicU64,
-    handlers: Mutex<HashMap<String, Arc<FairQueue<Request>>>>,
+    /// Where inbound messages and requests go.
+    router: Arc<Router>,
     events: broadcast::Sender<PeerEvent>,
     next_conn_id: AtomicU64,
     pub listen_addrs: Vec<SocketAddr>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
     shutdown: AtomicBool,
-    dht: std::sync::OnceLock<crate::dht::DhtHandle>,
-    gossip: std::sync::OnceLock<crate::gossip::GossipHandle>,
+    /// The services started on top (the DHT's and gossip's handles), one
+    /// per type: the node itself knows none of them.
+    services: Mutex<Vec<Arc<dyn Any + Send + Sync>>>,
     /// Peers with requests served lately (see [`crate::share`]).
     requesters: Arc<share::Requesters>,
 }
@@ -419,19 +360,6 @@ impl Inner {
         lock(&self.peers).get(peer).is_some_and(|c| c.is_open())
     }
 
-    pub(crate) fn inbox(&self, id: u16) -> Arc<Inbox> {
-        let mut map = lock(&self.inboxes);
-        let inbox = map
-            .entry(id)
-            .or_insert_with(|| {
-                let config = self.session.channel(id);
-                Arc::new(Inbox::new(config, self.metrics.inbound(id)))
-            })
-            .clone();
-        self.inbox_generation.fetch_add(1, Ordering::AcqRel);
-        inbox
-    }
-
     /// Installs an established connection and starts its tasks.
     fn register(
         self: &Arc<Self>,
@@ -499,7 +427,8 @@ impl Inner {
         let reader = tokio::spawn({
             let (node, conn) = (self.clone(), conn.clone());
             async move {
-                let result = conn::reader(node.clone(), conn.clone(), rd, buf, dec).await;
+                let (router, delay) = (node.router.clone(), node.config.link_delay);
+                let result = conn::reader(conn.clone(), router, rd, buf, dec, delay).await;
                 node.on_closed(&conn, result);
                 drop(slot);
             }
@@ -573,40 +502,6 @@ impl Inner {
             });
         }
     }
-
-    pub(crate) fn on_request(
-        &self,
-        conn: &Arc<Conn>,
-        id: u64,
-        protocol: String,
-        body: Bytes,
-    ) -> Result<(), NetError> {
-        if body.len() > self.config.max_request_size {
-            return conn.respond_error(id, RemoteErrorCode::TooLarge, "request too large");
-        }
-        let handler = lock(&self.handlers).get(&protocol).cloned();
-        let Some(handler) = handler else {
-            return conn.respond_error(id, RemoteErrorCode::UnknownProtocol, &protocol);
-        };
-        conn.charge(body.len() as u64 + share::REQUEST_COST);
-        let request = Request {
-            peer: conn.peer,
-            protocol,
-            body,
-            reply: Some((Arc::downgrade(conn), id)),
-        };
-        match handler.push(conn.peer, request) {
-            Ok(()) => Ok(()),
-            Err(fair::Refused::Full(mut r)) => {
-                r.reply = None;
-                conn.respond_error(id, RemoteErrorCode::Overloaded, "request queue full")
-            }
-            Err(fair::Refused::Closed(mut r)) => {
-                r.reply = None;
-                conn.respond_error(id, RemoteErrorCode::UnknownProtocol, "no longer served")
-            }
-        }
-    }
 }
 
 impl Metrics {
@@ -617,51 +512,32 @@ impl Metrics {
 
 impl Node {
     /// Starts building a node.
-    pub(crate) fn from_inner(inner: Arc<Inner>) -> Node {
-        Node { inner }
-    }
-
-    pub(crate) fn inner(&self) -> &Arc<Inner> {
-        &self.inner
+    /// A handle that does not keep the node alive (for its own tasks).
+    pub(crate) fn downgrade(&self) -> WeakNode {
+        WeakNode(Arc::downgrade(&self.inner))
     }
 
     pub(crate) fn add_task(&self, task: JoinHandle<()>) {
         lock(&self.inner.tasks).push(task);
     }
 
-    /// The node's DHT (Kademlia): put/get signed records, providers,
-    /// closest peers. Calls fail with [`NetError::DhtDisabled`] when the
-    /// node was built without one.
-    pub fn dht(&self) -> crate::dht::DhtHandle {
-        self.inner
-            .dht
-            .get()
-            .cloned()
-            .unwrap_or_else(crate::dht::DhtHandle::disabled)
+    /// Installs a service's handle (replacing one of the same type).
+    pub(crate) fn set_service<T: Any + Send + Sync>(&self, service: T) {
+        let mut services = lock(&self.inner.services);
+        services.retain(|s| !s.is::<T>());
+        services.push(Arc::new(service));
     }
 
-    /// The node's topic gossip: subscribe, publish, validate. Calls fail
-    /// with [`NetError::GossipDisabled`] when the node was built without it.
-    pub fn gossip(&self) -> crate::gossip::GossipHandle {
-        self.inner
-            .gossip
-            .get()
-            .cloned()
-            .unwrap_or_else(crate::gossip::GossipHandle::disabled)
+    /// The handle of the service of type `T`, if one was installed.
+    pub(crate) fn service<T: Any + Send + Sync + Clone>(&self) -> Option<T> {
+        lock(&self.inner.services)
+            .iter()
+            .find_map(|s| s.downcast_ref::<T>().cloned())
     }
 
     /// The remote address of the connection to `peer`, if connected.
     pub fn remote_addr(&self, peer: &PeerId) -> Option<SocketAddr> {
         lock(&self.inner.peers).get(peer).map(|c| c.addr)
-    }
-
-    pub fn builder() -> NodeBuilder {
-        NodeBuilder {
-            keypair: None,
-            listen: Vec::new(),
-            bootstrap: Vec::new(),
-            config: NodeConfig::default(),
-        }
     }
 
     pub fn peer_id(&self) -> PeerId {
@@ -921,27 +797,17 @@ impl Node {
         if id < FIRST_APP_CHANNEL {
             return Err(NetError::ChannelReserved(id));
         }
-        let inbox = self.inner.inbox(id);
-        if !inbox.claim() {
-            return Err(NetError::ChannelTaken(id));
-        }
-        Ok(Receiver {
-            inbox,
-            node: Arc::downgrade(&self.inner),
-            id,
-        })
+        self.inner
+            .router
+            .receiver(id)
+            .ok_or(NetError::ChannelTaken(id))
     }
 
     /// The receiver of a channel peerlink itself uses (below 16); its
     /// inbox was created when the node was built.
-    pub(crate) fn internal_channel(&self, id: u16) -> Receiver {
-        let inbox = self.inner.inbox(id);
-        inbox.claim();
-        Receiver {
-            inbox,
-            node: Arc::downgrade(&self.inner),
-            id,
-        }
+    /// `None` if it was claimed already.
+    pub(crate) fn internal_channel(&self, id: u16) -> Option<Receiver> {
+        self.inner.router.receiver(id)
     }
 
     /// Queues on an internal channel without waiting; `force` ignores the
@@ -960,13 +826,7 @@ impl Node {
     /// stream; answer each with [`Request::respond`].
     pub fn serve(&self, protocol: &str) -> Result<Requests, NetError> {
         check_protocol(protocol)?;
-        let mut handlers = lock(&self.inner.handlers);
-        if handlers.get(protocol).is_some_and(|h| !h.is_closed()) {
-            return Err(NetError::ProtocolTaken(protocol.to_string()));
-        }
-        let queue = Arc::new(FairQueue::new(self.inner.config.request_queue));
-        handlers.insert(protocol.to_string(), queue.clone());
-        Ok(Requests { queue })
+        self.inner.router.serve(protocol)
     }
 
     /// Sends a request and waits for the response, with the node's default
@@ -1074,13 +934,7 @@ impl Node {
         for c in &conns {
             inner.on_closed(c, Ok(None));
         }
-        for inbox in lock(&inner.inboxes).values() {
-            inbox.close(false);
-        }
-        let handlers = std::mem::take(&mut *lock(&inner.handlers));
-        for queue in handlers.values() {
-            queue.close();
-        }
+        inner.router.close();
     }
 }
 
@@ -1113,134 +967,5 @@ impl PeerSender {
         let payload = payload.into();
         self.node.check_send(channel, payload.len())?;
         self.conn.try_push(channel, &payload, false)
-    }
-}
-
-/// Receives an application channel's messages; see [`Node::channel`].
-/// Dropping it discards what is queued and frees the channel.
-pub struct Receiver {
-    inbox: Arc<Inbox>,
-    node: Weak<Inner>,
-    id: u16,
-}
-
-impl Receiver {
-    /// The next message, or `None` once the node has shut down.
-    pub async fn recv(&mut self) -> Option<Message> {
-        self.inbox.recv().await
-    }
-
-    /// Appends up to `max` queued messages to `out` (waiting for at least
-    /// one); returns how many, 0 once the node has shut down.
-    pub async fn recv_many(&mut self, out: &mut Vec<Message>, max: usize) -> usize {
-        self.inbox.recv_many(out, max).await
-    }
-
-    pub fn try_recv(&mut self) -> Option<Message> {
-        self.inbox.try_recv()
-    }
-
-    /// Messages dropped on this channel because the queue was full.
-    pub fn dropped(&self) -> u64 {
-        self.inbox.counters.dropped.get()
-    }
-
-    pub fn policy(&self) -> Policy {
-        self.inbox.config.policy
-    }
-}
-
-impl Drop for Receiver {
-    fn drop(&mut self) {
-        self.inbox.close(true);
-        if let Some(node) = self.node.upgrade() {
-            let mut map = lock(&node.inboxes);
-            if map
-                .get(&self.id)
-                .is_some_and(|i| Arc::ptr_eq(i, &self.inbox))
-            {
-                map.remove(&self.id);
-            }
-            node.inbox_generation.fetch_add(1, Ordering::AcqRel);
-        }
-    }
-}
-
-/// Incoming requests of one served protocol; see [`Node::serve`].
-///
-/// Requests are taken in turn by peer, one from each peer with any
-/// waiting, and one peer may hold at most an eighth of the queue
-/// (`NodeConfig::request_queue`; beyond it the peer is answered
-/// "overloaded"), so a peer with many requests in flight does not delay
-/// one with a single request by more than one request's handling.
-pub struct Requests {
-    queue: Arc<FairQueue<Request>>,
-}
-
-impl Requests {
-    /// The next request, or `None` once the node has shut down.
-    pub async fn recv(&mut self) -> Option<Request> {
-        self.queue.recv().await
-    }
-}
-
-impl Drop for Requests {
-    /// No longer served: what is queued is answered "no response".
-    fn drop(&mut self) {
-        drop(self.queue.close_and_drain());
-    }
-}
-
-/// A request from a peer. Answer with [`Request::respond`] or
-/// [`Request::reject`]; dropping it unanswered sends a `NoResponse` error.
-pub struct Request {
-    pub peer: PeerId,
-    pub protocol: String,
-    pub body: Bytes,
-    reply: Option<(Weak<Conn>, u64)>,
-}
-
-impl Request {
-    /// The connection to answer on, once (it stops counting as busy).
-    fn take_reply(&mut self) -> Option<(Arc<Conn>, u64)> {
-        let (conn, id) = self.reply.take()?;
-        Some((conn.upgrade()?, id))
-    }
-
-    /// Counts `bytes` more against the peer's share of request handling
-    /// ([`NodeConfig::peer_serve_rate`]), for a request that cost more
-    /// than its bytes or was worth nothing to us.
-    pub(crate) fn charge(&self, bytes: u64) {
-        if let Some(conn) = self.reply.as_ref().and_then(|(c, _)| c.upgrade()) {
-            conn.charge(bytes);
-        }
-    }
-
-    /// Sends `body` as the response (dropped if the peer has gone).
-    pub fn respond(mut self, body: impl Into<Bytes>) {
-        if let Some((conn, id)) = self.take_reply() {
-            // Fails only if the peer is not reading its answers.
-            let _ = conn.respond(id, body.into());
-        }
-    }
-
-    /// Answers with an application error.
-    pub fn reject(mut self, message: &str) {
-        if let Some((conn, id)) = self.take_reply() {
-            // Fails only if the peer is not reading; its connection closes.
-            let _ = conn.respond_error(id, RemoteErrorCode::Application, message);
-        }
-    }
-}
-
-impl Drop for Request {
-    fn drop(&mut self) {
-        if let Some((conn, id)) = self.take_reply() {
-            let _ = conn.respond_error(
-                id,
-                RemoteErrorCode::NoResponse,
-                "handler dropped the request",
-            );
-        }
     }
 }

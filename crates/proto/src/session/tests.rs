@@ -272,7 +272,7 @@ fn idle_timeout_closes_both_sides_gracefully() {
     // Finished means quiet: later timers queue no second go-away, and a
     // repeated close changes nothing.
     p.a.close(GoAwayReason::Normal, true);
-    p.advance(Duration::from_millis(100));
+    assert_eq!(p.advance(Duration::from_millis(100)), (Ok(()), Ok(())));
     assert!(!p.a.has_pending());
     let goaways = |t: Option<Transmit>| t.map_or(0, |t| t.frames.len());
     assert_eq!(goaways(p.a.poll_transmit(p.now, true)), 0);
