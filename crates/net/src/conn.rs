@@ -307,6 +307,10 @@ impl Conn {
 
     /// Queues `payload` on `channel`, waiting for space if the channel blocks.
     pub async fn push(&self, channel: u16, payload: &[u8]) -> Result<(), NetError> {
+        match self.push_now(channel, payload, false) {
+            Err(Refused::Blocked) => {}
+            r => return r.map_err(|e| refused(e, channel)),
+        }
         loop {
             // Register for a wake-up before trying, so none is lost.
             let space = self.space.notified();
