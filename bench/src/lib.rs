@@ -30,7 +30,7 @@ pub use peerlink_icount::provenance;
 
 use anyhow::{bail, Context, Result};
 use bytes::{BufMut, Bytes, BytesMut};
-use peerlink_net::{Limits, Node, NodeConfig};
+use peerlink_net::{Limits, Node, NodeConfig, Transport, TransportAddr};
 use serde::Serialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -94,8 +94,17 @@ fn bench_config() -> NodeConfig {
 }
 
 async fn node() -> Result<Node> {
+    node_on(Transport::Tcp).await
+}
+
+/// A node listening on loopback over `transport`.
+async fn node_on(transport: Transport) -> Result<Node> {
+    let at = TransportAddr {
+        transport,
+        socket: "127.0.0.1:0".parse()?,
+    };
     Ok(Node::builder()
-        .listen("127.0.0.1:0".parse()?)
+        .listen_on(at)
         .config(bench_config())
         .build()
         .await?)
@@ -145,10 +154,15 @@ fn seq_of(payload: &[u8]) -> u64 {
 
 /// Streams `size`-byte messages from one node to another for `secs`.
 pub async fn stream(size: usize, secs: f64) -> Result<StreamReport> {
+    stream_on(Transport::Tcp, size, secs).await
+}
+
+/// [`stream`] over `transport`.
+pub async fn stream_on(transport: Transport, size: usize, secs: f64) -> Result<StreamReport> {
     if size < 8 {
         bail!("message size must be at least 8 bytes (it carries a sequence number)");
     }
-    let (a, b) = (node().await?, node().await?);
+    let (a, b) = (node_on(transport).await?, node_on(transport).await?);
     let mut rx = b.channel(CHANNEL)?;
     a.connect(b.addr().context("no listen address")?).await?;
     let tx = a.sender(&b.peer_id())?;
@@ -479,7 +493,12 @@ pub struct RrReport {
 
 /// Request/response round trips with one request in flight for `secs`.
 pub async fn request_response(size: usize, secs: f64) -> Result<RrReport> {
-    let (a, b) = (node().await?, node().await?);
+    request_response_on(Transport::Tcp, size, secs).await
+}
+
+/// [`request_response`] over `transport`.
+pub async fn request_response_on(transport: Transport, size: usize, secs: f64) -> Result<RrReport> {
+    let (a, b) = (node_on(transport).await?, node_on(transport).await?);
     let mut requests = b.serve("bench/rr")?;
     tokio::spawn(async move {
         while let Some(r) = requests.recv().await {
@@ -584,12 +603,17 @@ pub struct HandshakeReport {
 /// Dials a fresh connection `count` times, measuring until the first
 /// message arrives at the other side.
 pub async fn handshake(count: usize) -> Result<HandshakeReport> {
-    let b = node().await?;
+    handshake_on(Transport::Tcp, count).await
+}
+
+/// [`handshake`] over `transport`.
+pub async fn handshake_on(transport: Transport, count: usize) -> Result<HandshakeReport> {
+    let b = node_on(transport).await?;
     let mut rx = b.channel(CHANNEL)?;
     let addr = b.addr().context("no listen address")?;
     let mut samples = Vec::with_capacity(count);
     for _ in 0..count {
-        let a = node().await?;
+        let a = node_on(transport).await?;
         let t = Instant::now();
         a.connect(addr).await?;
         a.send(&b.peer_id(), CHANNEL, &b"first"[..]).await?;

@@ -70,8 +70,8 @@ fuzz_target!(|data: &[u8]| {
         }
         for e in events.drain(..) {
             match e {
-                Event::Request { id, .. } => served.push(id),
-                Event::Response { .. } => returned += 1,
+                Event::Request(r) => served.push(r.id),
+                Event::Response(_) => returned += 1,
                 _ => {}
             }
         }

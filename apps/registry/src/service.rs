@@ -896,7 +896,7 @@ impl Registry {
             owner,
             announced,
             inner.node.peer_id(),
-            inner.node.listen_addrs(),
+            &inner.node.listen_addrs(),
             inner.config.max_providers,
         );
         let fail = |tried: usize, reasons: Vec<String>| RegistryError::Fetch {

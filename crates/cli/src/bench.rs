@@ -7,6 +7,7 @@ use anyhow::{Context, Result};
 use clap::{Subcommand, ValueEnum};
 use peerlink_bench::baseline::{self, Baseline};
 use peerlink_bench::sla::{self, Targets, Verdict};
+use peerlink_net::Transport;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -73,6 +74,10 @@ enum Workload {
         /// Seconds per measurement.
         #[arg(long, default_value_t = 5.0)]
         secs: f64,
+        /// The transport peerlink runs on: tcp or quic (raw TCP stays
+        /// the reference either way).
+        #[arg(long, default_value = "tcp", value_parser = parse_transport)]
+        transport: Transport,
     },
     /// Request/response round trips, one in flight, vs raw TCP ping-pong.
     Rr {
@@ -80,11 +85,17 @@ enum Workload {
         size: usize,
         #[arg(long, default_value_t = 5.0)]
         secs: f64,
+        /// tcp or quic.
+        #[arg(long, default_value = "tcp", value_parser = parse_transport)]
+        transport: Transport,
     },
     /// Dial to first delivered message on a fresh connection.
     Handshake {
         #[arg(long, default_value_t = 200)]
         count: usize,
+        /// tcp or quic.
+        #[arg(long, default_value = "tcp", value_parser = parse_transport)]
+        transport: Transport,
     },
     /// Resident memory per idle connection (every pair of N nodes connected).
     Idle {
@@ -547,10 +558,22 @@ async fn pass(
     Ok((report, checked))
 }
 
+fn parse_transport(s: &str) -> Result<Transport, String> {
+    match s {
+        "tcp" => Ok(Transport::Tcp),
+        "quic" => Ok(Transport::Quic),
+        other => Err(format!("unknown transport {other:?} (tcp or quic)")),
+    }
+}
+
 /// Runs one workload, prints its table and returns its results.
 async fn measure(workload: Workload) -> Result<serde_json::Value> {
     Ok(match workload {
-        Workload::Stream { size, secs } => {
+        Workload::Stream {
+            size,
+            secs,
+            transport,
+        } => {
             let sizes = if size.is_empty() {
                 vec![Size::B64, Size::K1, Size::K16]
             } else {
@@ -562,7 +585,7 @@ async fn measure(workload: Workload) -> Result<serde_json::Value> {
                 "size", "peerlink msg/s", "MiB/s", "CPU ns/msg", "raw TCP msg/s", "MiB/s", "of raw"
             );
             for s in sizes {
-                let r = peerlink_bench::stream(s.bytes(), secs).await?;
+                let r = peerlink_bench::stream_on(transport, s.bytes(), secs).await?;
                 println!(
                     "{:>7} | {:>14.0} {:>12.1} {:>10.0} | {:>14.0} {:>12.1} | {:>7.1}% | {}",
                     r.size,
@@ -581,8 +604,12 @@ async fn measure(workload: Workload) -> Result<serde_json::Value> {
             }
             serde_json::to_value(all)?
         }
-        Workload::Rr { size, secs } => {
-            let r = peerlink_bench::request_response(size, secs).await?;
+        Workload::Rr {
+            size,
+            secs,
+            transport,
+        } => {
+            let r = peerlink_bench::request_response_on(transport, size, secs).await?;
             println!(
                 "request/response, {size} B, one in flight ({} round trips)",
                 r.peerlink.samples
@@ -606,8 +633,8 @@ async fn measure(workload: Workload) -> Result<serde_json::Value> {
             );
             serde_json::to_value(r)?
         }
-        Workload::Handshake { count } => {
-            let r = peerlink_bench::handshake(count).await?;
+        Workload::Handshake { count, transport } => {
+            let r = peerlink_bench::handshake_on(transport, count).await?;
             let l = &r.dial_to_first_message;
             println!(
                 "dial to first message ({} dials): p50 {:.0} µs, p99 {:.0} µs",

@@ -8,7 +8,9 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use peerlink_net::control::ControlRequest;
-use peerlink_net::{keyfile, resolve_peer_addr, Limits, Node, NodeConfig, PeerEvent};
+use peerlink_net::{
+    keyfile, resolve_peer_addr, Limits, Node, NodeConfig, PeerEvent, TransportAddr,
+};
 
 mod bench;
 mod bench_registry;
@@ -72,7 +74,7 @@ enum Command {
     },
     /// Connect to a node and print round-trip times.
     Ping {
-        /// The node, as <peer-id>@host:port.
+        /// The node, as <peer-id>@host:port (TCP) or <peer-id>@quic://host:port.
         peer: String,
         #[arg(long, short, default_value_t = 5)]
         count: u32,
@@ -212,10 +214,12 @@ async fn run(cli: Cli) -> Result<()> {
 
 #[derive(clap::Args)]
 struct NodeOpts {
-    /// Address to listen on, e.g. 0.0.0.0:4001.
+    /// Addresses to listen on (repeatable): 0.0.0.0:4001 or
+    /// tcp://0.0.0.0:4001 for TCP, quic://0.0.0.0:4001 for QUIC.
     #[arg(long, default_value = "0.0.0.0:4001")]
-    listen: SocketAddr,
-    /// Seed peers, as <peer-id>@host:port (repeatable).
+    listen: Vec<TransportAddr>,
+    /// Seed peers, as <peer-id>@host:port (TCP) or
+    /// <peer-id>@quic://host:port (repeatable).
     #[arg(long)]
     bootstrap: Vec<String>,
     /// Identity key file; created if missing.
@@ -284,16 +288,18 @@ async fn run_node(opts: NodeOpts) -> Result<()> {
         },
         ..NodeConfig::default()
     };
-    let node = Node::builder()
-        .keypair(keypair)
-        .listen(listen)
+    let mut builder = Node::builder().keypair(keypair);
+    for at in listen {
+        builder = builder.listen_on(at);
+    }
+    let node = builder
         .bootstrap(seeds)
         .config(config)
         .data_dir(&data_dir)
         .build()
         .await?;
-    for addr in node.listen_addrs() {
-        println!("listening on {}@{}", node.peer_id(), addr);
+    for addr in node.addrs() {
+        println!("listening on {addr}");
     }
     let registry = peerlink_registry::Registry::start(
         node.clone(),

@@ -4,7 +4,7 @@
 
 use std::net::SocketAddr;
 
-use peerlink_proto::{Keypair, PeerAddr};
+use peerlink_proto::{Keypair, PeerAddr, TransportAddr};
 
 use crate::config::{ChannelConfig, Limits, NodeConfig};
 use crate::node::Node;
@@ -13,7 +13,7 @@ use crate::NetError;
 /// Builds a [`Node`]; every setting has a default.
 pub struct NodeBuilder {
     keypair: Option<Keypair>,
-    listen: Vec<SocketAddr>,
+    listen: Vec<TransportAddr>,
     bootstrap: Vec<PeerAddr>,
     config: NodeConfig,
 }
@@ -25,9 +25,16 @@ impl NodeBuilder {
         self
     }
 
-    /// Adds a listen address (`127.0.0.1:0` picks a free port).
+    /// Adds a TCP listen address (`127.0.0.1:0` picks a free port).
     pub fn listen(mut self, addr: SocketAddr) -> Self {
-        self.listen.push(addr);
+        self.listen.push(TransportAddr::tcp(addr));
+        self
+    }
+
+    /// Adds a listen address on any transport (`quic://127.0.0.1:0`); a
+    /// node may listen on TCP and QUIC at once.
+    pub fn listen_on(mut self, at: TransportAddr) -> Self {
+        self.listen.push(at);
         self
     }
 

@@ -18,8 +18,7 @@ use peerlink_proto::session::{Event, Refused, Session, Status, Transmit};
 use peerlink_proto::{
     Established, FrameDecoder, FrameSealer, Handshake, HandshakeError, PeerId, Records,
 };
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{oneshot, Notify};
 use tokio::task::AbortHandle;
@@ -132,9 +131,16 @@ pub(crate) struct Conn {
     /// `None` when the node sets no rate.
     share: Option<Share>,
     metrics: Arc<Metrics>,
+    /// Over QUIC, the connection to close when this one ends.
+    quic: Option<quinn::Connection>,
     terminated: AtomicBool,
     tasks: OnceLock<[AbortHandle; 2]>,
 }
+
+/// What a connection reads from and writes to: a TCP socket's halves, or
+/// a QUIC stream's.
+pub(crate) type Rd = Box<dyn AsyncRead + Send + Unpin>;
+pub(crate) type Wr = Box<dyn AsyncWrite + Send + Unpin>;
 
 /// The socket's write half and the frame sealer: frames are sealed here
 /// and nowhere else. The writer task holds it while it writes and parks it
@@ -142,7 +148,7 @@ pub(crate) struct Conn {
 /// quiet seals and writes directly: one task hand-off less, which is most
 /// of a round trip on a quiet connection.
 pub(crate) struct WriteSide {
-    wr: OwnedWriteHalf,
+    wr: Wr,
     sealer: FrameSealer,
     /// Bytes a direct write could not finish; the writer sends them first.
     backlog: BytesMut,
@@ -153,7 +159,7 @@ pub(crate) struct WriteSide {
 }
 
 impl WriteSide {
-    pub fn new(wr: OwnedWriteHalf, sealer: FrameSealer) -> Self {
+    pub fn new(wr: Wr, sealer: FrameSealer) -> Self {
         WriteSide {
             wr,
             sealer,
@@ -215,9 +221,16 @@ impl Conn {
             last_direct: AtomicU64::new(0),
             share,
             metrics,
+            quic: None,
             terminated: AtomicBool::new(false),
             tasks: OnceLock::new(),
         }
+    }
+
+    /// Over QUIC: the connection to close when this one ends.
+    pub fn with_quic(mut self, quic: Option<quinn::Connection>) -> Self {
+        self.quic = quic;
+        self
     }
 
     fn session(&self) -> MutexGuard<'_, Session<Waiter>> {
@@ -273,7 +286,7 @@ impl Conn {
                 return true;
             }
             let written = if ws.backlog.is_empty() {
-                ws.wr.try_write(&frame).unwrap_or(0)
+                try_write(&mut ws.wr, &frame)
             } else {
                 0
             };
@@ -440,6 +453,9 @@ impl Conn {
         }
         self.wake_writer.notify_one();
         self.space.notify_waiters();
+        if let Some(quic) = &self.quic {
+            quic.close(0u32.into(), b"closed");
+        }
         if let Some(tasks) = self.tasks.get() {
             for t in tasks {
                 t.abort();
@@ -475,7 +491,7 @@ fn refused(e: Refused, channel: u16) -> NetError {
 pub(crate) async fn reader(
     conn: Arc<Conn>,
     router: Arc<Router>,
-    rd: OwnedReadHalf,
+    rd: Rd,
     mut buf: BytesMut,
     mut dec: FrameDecoder,
     link_delay: Duration,
@@ -522,18 +538,20 @@ pub(crate) async fn reader(
                             payload: kept(copy, &mut arena, payload),
                         });
                     }
-                    Event::Request { id, protocol, body } => {
-                        let body = kept(copy, &mut arena, body);
-                        router.on_request(conn.peer, responder.clone(), id, protocol, body)?;
+                    Event::Request(r) => {
+                        let body = kept(copy, &mut arena, r.body);
+                        router.on_request(conn.peer, responder.clone(), r.id, r.protocol, body)?;
                     }
-                    Event::Response { token, result } => {
-                        if let Waiter::Response(tx) = token {
-                            let result = result.map(|b| kept(copy, &mut arena, b)).map_err(|e| {
-                                NetError::Remote {
-                                    code: e.code,
-                                    message: e.message,
-                                }
-                            });
+                    Event::Response(answer) => {
+                        if let Waiter::Response(tx) = answer.token {
+                            let result =
+                                answer
+                                    .result
+                                    .map(|b| kept(copy, &mut arena, b))
+                                    .map_err(|e| NetError::Remote {
+                                        code: e.code,
+                                        message: e.message,
+                                    });
                             let _ = tx.send(result);
                         }
                     }
@@ -572,7 +590,7 @@ pub(crate) async fn reader(
 /// exactly one delay after it arrived and reads never wait on each other
 /// (a sleep after each read would delay data by up to twice the delay).
 enum Source {
-    Socket(OwnedReadHalf),
+    Direct(Rd),
     Delayed {
         rx: tokio::sync::mpsc::Receiver<(Instant, Bytes)>,
         delay: Duration,
@@ -581,9 +599,9 @@ enum Source {
 }
 
 impl Source {
-    fn new(mut rd: OwnedReadHalf, delay: Duration) -> Source {
+    fn new(mut rd: Rd, delay: Duration) -> Source {
         if delay.is_zero() {
-            return Source::Socket(rd);
+            return Source::Direct(rd);
         }
         let (tx, rx) = tokio::sync::mpsc::channel(1024);
         let task = tokio::spawn(async move {
@@ -607,7 +625,7 @@ impl Source {
 
     async fn read_buf(&mut self, buf: &mut BytesMut) -> std::io::Result<usize> {
         match self {
-            Source::Socket(rd) => rd.read_buf(buf).await,
+            Source::Direct(rd) => rd.read_buf(buf).await,
             Source::Delayed { rx, delay, .. } => match rx.recv().await {
                 None => Ok(0),
                 Some((arrived, chunk)) => {
@@ -693,11 +711,7 @@ fn copy_out(arena: &mut BytesMut, payload: &Bytes) -> Bytes {
 
 /// Takes frames from the session, seals and writes them, and runs its
 /// timers, until the session is finished.
-pub(crate) async fn writer(
-    conn: Arc<Conn>,
-    wr: OwnedWriteHalf,
-    sealer: FrameSealer,
-) -> Result<(), NetError> {
+pub(crate) async fn writer(conn: Arc<Conn>, wr: Wr, sealer: FrameSealer) -> Result<(), NetError> {
     let stall = conn.session().config().keepalive.timeout;
     let mut idle = false;
     let mut held = Some(WriteSide::new(wr, sealer));
@@ -782,7 +796,18 @@ pub(crate) async fn writer(
     }
 }
 
-async fn write(wr: &mut OwnedWriteHalf, bytes: &[u8], stall: Duration) -> Result<(), NetError> {
+/// Writes what the transport takes now, without waiting: the bytes
+/// written (0 when it would block or failed; a real error resurfaces on
+/// the writer's next write).
+fn try_write(wr: &mut Wr, bytes: &[u8]) -> usize {
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    match std::pin::Pin::new(wr).poll_write(&mut cx, bytes) {
+        std::task::Poll::Ready(Ok(n)) => n,
+        _ => 0,
+    }
+}
+
+async fn write(wr: &mut Wr, bytes: &[u8], stall: Duration) -> Result<(), NetError> {
     if bytes.is_empty() {
         return Ok(());
     }
@@ -793,6 +818,12 @@ async fn write(wr: &mut OwnedWriteHalf, bytes: &[u8], stall: Duration) -> Result
             "peer stopped reading",
         ))),
     }
+}
+
+/// Frame sealer and decoder for a transport that encrypts already (QUIC).
+pub(crate) fn plain_codecs(max_message: usize) -> (FrameSealer, FrameDecoder) {
+    let dec = FrameDecoder::plain(DEFAULT_FRAME_TARGET.max(max_message + MAX_RECORD_OVERHEAD));
+    (FrameSealer::plain(), dec)
 }
 
 /// Frame sealer and decoder for an established session.

@@ -34,6 +34,14 @@ pub enum NetError {
     ReservedChannel(u16),
     #[error("peer floods {0} without reading the answers")]
     Flood(&'static str),
+    #[error("TLS: {0}")]
+    Tls(String),
+    #[error("QUIC: {0}")]
+    Quic(#[from] quinn::ConnectionError),
+    #[error("peer certificate: {0}")]
+    Cert(#[from] peerlink_proto::tlscert::CertError),
+    #[error("no QUIC endpoint: listen on a quic:// address to dial QUIC peers")]
+    NoQuic,
     #[error("peer silent for {0:?}: keepalive timed out")]
     PeerSilent(Duration),
     #[error("identity: {0}")]

@@ -66,6 +66,7 @@ mod metrics;
 mod metrics_http;
 mod node;
 mod queue;
+mod quic;
 mod routing;
 mod share;
 mod store;
@@ -84,25 +85,40 @@ pub use peerlink_proto::dht::{DhtConfig, Key as DhtKey, Record};
 pub use peerlink_proto::gossip::{GossipConfig, MessageId, PublishError, Published, Validation};
 pub use peerlink_proto::keepalive::KeepaliveConfig;
 pub use peerlink_proto::peers::PeerBookConfig;
-pub use peerlink_proto::{CipherSuite, Keypair, PeerAddr, PeerId};
+pub use peerlink_proto::{CipherSuite, Keypair, PeerAddr, PeerId, Transport, TransportAddr};
 pub use queue::Message;
 pub use routing::{Receiver, Request, Requests};
 pub use store::RedbStore;
 
-/// Resolves `<peer-id>@host:port` where host may be a name (`localhost`).
+/// Resolves `<peer-id>@host:port` or `<peer-id>@quic://host:port` where
+/// host may be a name (`localhost`).
 pub async fn resolve_peer_addr(text: &str) -> Result<PeerAddr, NetError> {
     if let Ok(addr) = text.parse::<PeerAddr>() {
         return Ok(addr);
     }
-    let (id, host) = text
+    let (id, at) = text
         .split_once('@')
         .ok_or_else(|| peerlink_proto::IdentityError::AddrSyntax(text.to_string()))?;
     let id: PeerId = id.parse()?;
+    // The transport as in `TransportAddr`, then a host name to resolve.
+    let (transport, host) = match at.split_once("://") {
+        Some((scheme, host)) => {
+            let probe = format!("{scheme}://0.0.0.0:0").parse::<TransportAddr>()?;
+            (probe.transport, host)
+        }
+        None => (Transport::Tcp, at),
+    };
     let addr = tokio::net::lookup_host(host).await?.next().ok_or_else(|| {
         std::io::Error::new(
             std::io::ErrorKind::NotFound,
             format!("{host} did not resolve"),
         )
     })?;
-    Ok(PeerAddr::new(id, addr))
+    Ok(PeerAddr::with(
+        id,
+        TransportAddr {
+            transport,
+            socket: addr,
+        },
+    ))
 }

@@ -9,9 +9,12 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use bytes::BytesMut;
 use peerlink_proto::control::{GoAwayReason, FIRST_APP_CHANNEL, GOSSIP_CHANNEL, MAX_PROTOCOL_NAME};
 use peerlink_proto::session::{keep_newer, Session, SessionConfig};
-use peerlink_proto::{Handshake, Keypair, NoiseIdentity, PeerAddr, PeerId};
+use peerlink_proto::{
+    Handshake, Keypair, NoiseIdentity, PeerAddr, PeerId, Transport, TransportAddr,
+};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
@@ -21,6 +24,7 @@ use crate::config::NodeConfig;
 use crate::conn::{self, Conn};
 use crate::metrics::Metrics;
 use crate::queue::lock;
+use crate::quic::{self, QuicTls};
 use crate::routing::{Receiver, Requests, Router};
 use crate::share::{self, Share};
 use crate::NetError;
@@ -57,7 +61,7 @@ impl Node {
     /// builder ([`crate::NodeBuilder::build`]).
     pub(crate) async fn start(
         keypair: Option<Keypair>,
-        listen: &[SocketAddr],
+        listen: &[TransportAddr],
         bootstrap: &[PeerAddr],
         config: NodeConfig,
     ) -> Result<Node, NetError> {
@@ -66,14 +70,21 @@ impl Node {
             None => Keypair::generate()?,
         };
         let identity = NoiseIdentity::new(&keypair)?;
-        let mut listeners = Vec::new();
-        for addr in listen {
-            listeners.push(TcpListener::bind(addr).await?);
+        let tls = QuicTls::new(&keypair, config.keepalive.timeout * 2)?;
+        let (mut listeners, mut endpoints) = (Vec::new(), Vec::new());
+        for at in listen {
+            match at.transport {
+                Transport::Tcp => listeners.push(TcpListener::bind(at.socket).await?),
+                Transport::Quic => endpoints.push(quic::endpoint(&tls, at.socket, true)?),
+            }
         }
-        let listen_addrs = listeners
-            .iter()
-            .map(|l| l.local_addr())
-            .collect::<Result<Vec<_>, _>>()?;
+        let mut listen_addrs = Vec::new();
+        for l in &listeners {
+            listen_addrs.push(TransportAddr::tcp(l.local_addr()?));
+        }
+        for e in &endpoints {
+            listen_addrs.push(TransportAddr::quic(e.local_addr()?));
+        }
         let metrics = Arc::new(Metrics::new());
         let session = Arc::new(SessionConfig {
             keepalive: config.keepalive,
@@ -102,6 +113,11 @@ impl Node {
             events,
             next_conn_id: AtomicU64::new(1),
             listen_addrs,
+            quic: QuicSide {
+                tls,
+                endpoints: endpoints.clone(),
+                dialling: Mutex::new(Vec::new()),
+            },
             tasks: Mutex::new(Vec::new()),
             shutdown: AtomicBool::new(false),
             services: Mutex::new(Vec::new()),
@@ -122,6 +138,12 @@ impl Node {
         let mut tasks = Vec::new();
         for listener in listeners {
             tasks.push(tokio::spawn(accept_loop(Arc::downgrade(&inner), listener)));
+        }
+        for endpoint in endpoints {
+            tasks.push(tokio::spawn(quic_accept_loop(
+                Arc::downgrade(&inner),
+                endpoint,
+            )));
         }
         for seed in bootstrap.iter().copied() {
             tasks.push(tokio::spawn(redial_loop(Arc::downgrade(&inner), seed)));
@@ -167,7 +189,9 @@ pub(crate) struct Inner {
     router: Arc<Router>,
     events: broadcast::Sender<PeerEvent>,
     next_conn_id: AtomicU64,
-    pub listen_addrs: Vec<SocketAddr>,
+    /// Where it listens, TCP first.
+    pub listen_addrs: Vec<TransportAddr>,
+    quic: QuicSide,
     tasks: Mutex<Vec<JoinHandle<()>>>,
     shutdown: AtomicBool,
     /// The services started on top (the DHT's and gossip's handles), one
@@ -271,10 +295,139 @@ async fn inbound(
     drop(admitted);
     match result {
         Ok((est, buf)) => {
-            let _ = node.register(stream, est, buf, addr, true, Some(slot));
+            let peer = est.remote;
+            let est = Box::new(est);
+            let _ = node.register(Wire::Tcp { stream, est, buf }, peer, addr, true, Some(slot));
         }
         Err(e) => {
             tracing::debug!(%addr, "inbound handshake failed: {e}");
+            Metrics::inc(&node.metrics.handshake_failures, "reason", e.label());
+        }
+    }
+}
+
+/// What carries a connection once its handshake is done.
+pub(crate) enum Wire {
+    Tcp {
+        stream: TcpStream,
+        est: Box<peerlink_proto::Established>,
+        /// Bytes that arrived after the handshake.
+        buf: BytesMut,
+    },
+    Quic {
+        conn: quinn::Connection,
+        send: quinn::SendStream,
+        recv: quinn::RecvStream,
+    },
+}
+
+impl Wire {
+    fn quic_connection(&self) -> Option<quinn::Connection> {
+        match self {
+            Wire::Tcp { .. } => None,
+            Wire::Quic { conn, .. } => Some(conn.clone()),
+        }
+    }
+}
+
+/// A node's QUIC side: its TLS identity, its listening endpoints, and the
+/// endpoints it dials from when it listens on none of that address family.
+struct QuicSide {
+    tls: QuicTls,
+    endpoints: Vec<quinn::Endpoint>,
+    dialling: Mutex<Vec<quinn::Endpoint>>,
+}
+
+impl QuicSide {
+    /// The endpoint to dial `to` from: a listening one of its family (so
+    /// the peer sees our listening port), else one bound for dialling.
+    fn endpoint_for(&self, to: SocketAddr) -> Result<quinn::Endpoint, NetError> {
+        let family =
+            |e: &quinn::Endpoint| e.local_addr().is_ok_and(|a| a.is_ipv4() == to.is_ipv4());
+        if let Some(e) = self.endpoints.iter().find(|e| family(e)) {
+            return Ok(e.clone());
+        }
+        let mut dialling = lock(&self.dialling);
+        if let Some(e) = dialling.iter().find(|e| family(e)) {
+            return Ok(e.clone());
+        }
+        let any: SocketAddr = match to.is_ipv4() {
+            true => (std::net::Ipv4Addr::UNSPECIFIED, 0).into(),
+            false => (std::net::Ipv6Addr::UNSPECIFIED, 0).into(),
+        };
+        let e = quic::endpoint(&self.tls, any, false)?;
+        dialling.push(e.clone());
+        Ok(e)
+    }
+
+    fn close_all(&self) {
+        for e in self.endpoints.iter().chain(lock(&self.dialling).iter()) {
+            e.close(0u32.into(), b"shutdown");
+        }
+    }
+}
+
+async fn quic_accept_loop(node: Weak<Inner>, endpoint: quinn::Endpoint) {
+    while let Some(incoming) = endpoint.accept().await {
+        let Some(inner) = node.upgrade() else { return };
+        if inner.shutdown.load(Ordering::Acquire) {
+            return;
+        }
+        let addr = incoming.remote_address();
+        // The same admission as TCP, before any handshake work is done.
+        if inner.bans.ip_banned(Instant::now(), &addr.ip()) {
+            inner.reject("banned");
+            incoming.refuse();
+            continue;
+        }
+        let admitted = match inner.handshakes.admit(addr.ip()) {
+            Ok((admitted, _evicted)) => admitted,
+            Err(refusal) => {
+                inner.reject(refusal.label());
+                incoming.refuse();
+                continue;
+            }
+        };
+        let Some(slot) = inner.ip_slot(addr.ip()) else {
+            inner.reject("per_ip");
+            incoming.refuse();
+            continue;
+        };
+        tokio::spawn(inbound_quic(inner, incoming, addr, admitted, slot));
+    }
+}
+
+async fn inbound_quic(
+    node: Arc<Inner>,
+    incoming: quinn::Incoming,
+    addr: SocketAddr,
+    mut admitted: Admitted,
+    slot: IpSlot,
+) {
+    let timeout = node.config.handshake_timeout;
+    let heard = &admitted.heard;
+    let handshake = tokio::time::timeout(timeout, async {
+        let conn = incoming.accept().map_err(NetError::Quic)?.await?;
+        heard.store(true, Ordering::Release);
+        let peer = quic::peer_of(&conn)?;
+        // The dialler opens the stream and writes to it at once.
+        let (send, recv) = conn.accept_bi().await?;
+        Ok::<_, NetError>((peer, Wire::Quic { conn, send, recv }))
+    });
+    let result = tokio::select! {
+        r = handshake => r.unwrap_or(Err(NetError::HandshakeTimeout {
+            addr,
+            after: timeout,
+        })),
+        _ = &mut admitted.evicted => Err(NetError::HandshakeEvicted),
+    };
+    drop(admitted);
+    match result {
+        Ok((peer, wire)) => {
+            let _ = node.register(wire, peer, addr, true, Some(slot));
+        }
+        Err(e) => {
+            tracing::debug!(%addr, "inbound QUIC handshake failed: {e}");
             Metrics::inc(&node.metrics.handshake_failures, "reason", e.label());
         }
     }
@@ -363,14 +516,12 @@ impl Inner {
     /// Installs an established connection and starts its tasks.
     fn register(
         self: &Arc<Self>,
-        stream: TcpStream,
-        est: peerlink_proto::Established,
-        buf: bytes::BytesMut,
+        wire: Wire,
+        peer: PeerId,
         addr: SocketAddr,
         inbound: bool,
         slot: Option<IpSlot>,
     ) -> Result<PeerId, NetError> {
-        let peer = est.remote;
         if self.bans.peer_banned(Instant::now(), &peer) {
             // Only now is the identity known: no connection, not even for
             // a moment (the stream closes here). Coming back while banned
@@ -382,15 +533,18 @@ impl Inner {
             return Err(NetError::Banned(peer));
         }
         let id = self.next_conn_id.fetch_add(1, Ordering::Relaxed);
-        let conn = Arc::new(Conn::new(
-            id,
-            peer,
-            addr,
-            inbound,
-            Session::new(self.session.clone(), Instant::now()),
-            Share::new(self.config.peer_serve_rate, self.requesters.clone()),
-            self.metrics.clone(),
-        ));
+        let conn = Arc::new(
+            Conn::new(
+                id,
+                peer,
+                addr,
+                inbound,
+                Session::new(self.session.clone(), Instant::now()),
+                Share::new(self.config.peer_serve_rate, self.requesters.clone()),
+                self.metrics.clone(),
+            )
+            .with_quic(wire.quic_connection()),
+        );
         let mut refused = None;
         {
             let mut peers = lock(&self.peers);
@@ -422,8 +576,30 @@ impl Inner {
                 }
             }
         }
-        let (enc, dec) = conn::codecs(est, self.config.limits.max_message_size);
-        let (rd, wr) = stream.into_split();
+        let max = self.config.limits.max_message_size;
+        let (rd, wr, buf, enc, dec) = match wire {
+            Wire::Tcp { stream, est, buf } => {
+                let (enc, dec) = conn::codecs(*est, max);
+                let (rd, wr) = stream.into_split();
+                (
+                    Box::new(rd) as conn::Rd,
+                    Box::new(wr) as conn::Wr,
+                    buf,
+                    enc,
+                    dec,
+                )
+            }
+            Wire::Quic { send, recv, .. } => {
+                let (enc, dec) = conn::plain_codecs(max);
+                (
+                    Box::new(recv) as conn::Rd,
+                    Box::new(send) as conn::Wr,
+                    BytesMut::new(),
+                    enc,
+                    dec,
+                )
+            }
+        };
         let reader = tokio::spawn({
             let (node, conn) = (self.clone(), conn.clone());
             async move {
@@ -553,8 +729,29 @@ impl Node {
     }
 
     /// The bound listen addresses (with real ports where 0 was asked).
-    pub fn listen_addrs(&self) -> &[SocketAddr] {
-        &self.inner.listen_addrs
+    pub fn listen_addrs(&self) -> Vec<SocketAddr> {
+        self.listen_on(Transport::Tcp)
+    }
+
+    /// The local addresses listening on `transport`.
+    pub fn listen_on(&self, transport: Transport) -> Vec<SocketAddr> {
+        let on = |a: &&TransportAddr| a.transport == transport;
+        self.inner
+            .listen_addrs
+            .iter()
+            .filter(on)
+            .map(|a| a.socket)
+            .collect()
+    }
+
+    /// This node's addresses, one per listener (TCP first).
+    pub fn addrs(&self) -> Vec<PeerAddr> {
+        let id = self.peer_id();
+        self.inner
+            .listen_addrs
+            .iter()
+            .map(|a| PeerAddr::with(id, *a))
+            .collect()
     }
 
     /// This node's first listen address in `<peer-id>@host:port` form.
@@ -562,7 +759,7 @@ impl Node {
         self.inner
             .listen_addrs
             .first()
-            .map(|a| PeerAddr::new(self.peer_id(), *a))
+            .map(|a| PeerAddr::with(self.peer_id(), *a))
     }
 
     /// Dials `addr` unless already connected, checking that the remote key
@@ -603,6 +800,9 @@ impl Node {
         let inner = &self.inner;
         let timeout = inner.config.handshake_timeout;
         let result = tokio::time::timeout(timeout, async {
+            if addr.transport == Transport::Quic {
+                return self.dial_quic(addr).await;
+            }
             let delay = inner.config.link_delay;
             if !delay.is_zero() {
                 // The TCP handshake's round trip.
@@ -623,7 +823,8 @@ impl Node {
             stream.set_nodelay(true)?;
             let hs = Handshake::initiator(&inner.identity, addr.id, inner.config.cipher)?;
             let (est, buf) = conn::handshake(&mut stream, hs, delay, None).await?;
-            Ok::<_, NetError>((stream, est, buf))
+            let est = Box::new(est);
+            Ok::<_, NetError>(Wire::Tcp { stream, est, buf })
         })
         .await
         .unwrap_or(Err(NetError::HandshakeTimeout {
@@ -631,7 +832,7 @@ impl Node {
             after: timeout,
         }));
         match result {
-            Ok((stream, est, buf)) => inner.register(stream, est, buf, addr.addr, false, None),
+            Ok(wire) => inner.register(wire, addr.id, addr.addr, false, None),
             Err(e) => {
                 if !matches!(e, NetError::Io(_)) {
                     Metrics::inc(&inner.metrics.handshake_failures, "reason", e.label());
@@ -639,6 +840,25 @@ impl Node {
                 Err(e)
             }
         }
+    }
+
+    /// QUIC's handshake, then the connection's one stream, opened and
+    /// announced with an empty frame (the peer learns of a stream only
+    /// when something arrives on it).
+    async fn dial_quic(&self, addr: PeerAddr) -> Result<Wire, NetError> {
+        let quic = &self.inner.quic;
+        let delay = self.inner.config.link_delay;
+        if !delay.is_zero() {
+            // The QUIC handshake's round trip.
+            tokio::time::sleep(delay * 2).await;
+        }
+        let endpoint = quic.endpoint_for(addr.addr)?;
+        let conn = quic::connect(&endpoint, &quic.tls, addr.addr, addr.id).await?;
+        let (mut send, recv) = conn.open_bi().await?;
+        send.write_all(&[0u8; peerlink_proto::frame::FRAME_HEADER_LEN])
+            .await
+            .map_err(|e| NetError::Io(e.into()))?;
+        Ok(Wire::Quic { conn, send, recv })
     }
 
     /// Closes the connection to `peer` after sending what is queued.
@@ -935,6 +1155,7 @@ impl Node {
             inner.on_closed(c, Ok(None));
         }
         inner.router.close();
+        inner.quic.close_all();
     }
 }
 

@@ -84,13 +84,24 @@ pub fn put_record(buf: &mut BytesMut, channel: u16, payload: &[u8]) {
 }
 
 /// Seals frames in place: fills in the header and appends the tag.
+///
+/// A [`FrameSealer::plain`] one only fills in the header: for a transport
+/// that encrypts and authenticates already (QUIC), a frame is its length
+/// and its records.
 pub struct FrameSealer {
-    cipher: CipherState,
+    cipher: Option<CipherState>,
 }
 
 impl FrameSealer {
     pub fn new(cipher: CipherState) -> Self {
-        FrameSealer { cipher }
+        FrameSealer {
+            cipher: Some(cipher),
+        }
+    }
+
+    /// Frames with a length header and no encryption.
+    pub fn plain() -> Self {
+        FrameSealer { cipher: None }
     }
 
     /// Seals the frame that starts at `start` in `buf` (begun with
@@ -98,10 +109,15 @@ impl FrameSealer {
     #[inline]
     pub fn seal(&mut self, buf: &mut BytesMut, start: usize) -> Result<(), FrameError> {
         let body = start + FRAME_HEADER_LEN;
+        let Some(cipher) = self.cipher.as_mut() else {
+            let header = ((buf.len() - body) as u32).to_be_bytes();
+            buf[start..body].copy_from_slice(&header);
+            return Ok(());
+        };
         let sealed_len = buf.len() - body + TAG_LEN;
         let header = (sealed_len as u32).to_be_bytes();
         buf[start..body].copy_from_slice(&header);
-        let tag = self.cipher.seal(&header, &mut buf[body..])?;
+        let tag = cipher.seal(&header, &mut buf[body..])?;
         buf.extend_from_slice(&tag);
         Ok(())
     }
@@ -186,9 +202,10 @@ impl FrameEncoder {
     }
 }
 
-/// Opens sealed frames from a receive buffer.
+/// Opens sealed frames from a receive buffer (or, made with
+/// [`FrameDecoder::plain`], splits plain frames off it).
 pub struct FrameDecoder {
-    cipher: CipherState,
+    cipher: Option<CipherState>,
     max_sealed: usize,
 }
 
@@ -196,8 +213,16 @@ impl FrameDecoder {
     /// `max_plain` is the largest plaintext frame accepted.
     pub fn new(cipher: CipherState, max_plain: usize) -> Self {
         FrameDecoder {
-            cipher,
+            cipher: Some(cipher),
             max_sealed: (max_plain + TAG_LEN).min(ABSOLUTE_MAX_FRAME),
+        }
+    }
+
+    /// Frames written by [`FrameSealer::plain`].
+    pub fn plain(max_plain: usize) -> Self {
+        FrameDecoder {
+            cipher: None,
+            max_sealed: max_plain.min(ABSOLUTE_MAX_FRAME),
         }
     }
 
@@ -210,7 +235,7 @@ impl FrameDecoder {
         let mut len = [0u8; 4];
         len.copy_from_slice(header);
         let len = u32::from_be_bytes(len) as usize;
-        if len < TAG_LEN {
+        if len < TAG_LEN && self.cipher.is_some() {
             return Err(FrameError::FrameTooShort { len });
         }
         if len > self.max_sealed {
@@ -230,10 +255,12 @@ impl FrameDecoder {
             return Ok(None);
         }
         let mut frame = buf.split_to(total);
-        let mut header = [0u8; FRAME_HEADER_LEN];
-        header.copy_from_slice(&frame[..FRAME_HEADER_LEN]);
-        let plain_len = self.cipher.open(&header, &mut frame[FRAME_HEADER_LEN..])?;
-        frame.truncate(FRAME_HEADER_LEN + plain_len);
+        if let Some(cipher) = self.cipher.as_mut() {
+            let mut header = [0u8; FRAME_HEADER_LEN];
+            header.copy_from_slice(&frame[..FRAME_HEADER_LEN]);
+            let plain_len = cipher.open(&header, &mut frame[FRAME_HEADER_LEN..])?;
+            frame.truncate(FRAME_HEADER_LEN + plain_len);
+        }
         let mut plain = frame.freeze();
         bytes::Buf::advance(&mut plain, FRAME_HEADER_LEN);
         Ok(Some(plain))
@@ -453,5 +480,31 @@ mod tests {
             Records::new(truncated).next(),
             Some(Err(FrameError::Truncated))
         ));
+    }
+
+    #[test]
+    fn plain_frames_carry_a_length_and_no_tag() {
+        let mut sealer = FrameSealer::plain();
+        let mut dec = FrameDecoder::plain(64);
+        let mut buf = BytesMut::new();
+        begin_frame(&mut buf);
+        put_record(&mut buf, 16, b"hello");
+        sealer.seal(&mut buf, 0).unwrap();
+        assert_eq!(&buf[..4], &7u32.to_be_bytes());
+        // A partial frame waits; a whole one comes out as its records.
+        let mut partial = BytesMut::from(&buf[..6]);
+        assert_eq!(dec.decode(&mut partial).unwrap(), None);
+        let plain = dec.decode(&mut buf).unwrap().unwrap();
+        let rec = Records::new(plain).next().unwrap().unwrap();
+        assert_eq!((rec.channel, &rec.payload[..]), (16, &b"hello"[..]));
+        // An empty frame is allowed (no tag to check); an oversized one is
+        // refused before anything is buffered.
+        let mut empty = BytesMut::from(&0u32.to_be_bytes()[..]);
+        assert_eq!(dec.decode(&mut empty).unwrap().unwrap().len(), 0);
+        let mut huge = BytesMut::from(&65u32.to_be_bytes()[..]);
+        assert_eq!(
+            dec.decode(&mut huge),
+            Err(FrameError::FrameTooLarge { len: 65, max: 64 })
+        );
     }
 }

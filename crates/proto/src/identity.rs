@@ -1,5 +1,6 @@
 //! Layer 1 — identity: an ed25519 keypair, the [`PeerId`] derived from its
-//! public key, and the `<peer-id>@host:port` address form.
+//! public key, and the address forms: `<peer-id>@host:port` (TCP) and
+//! `<peer-id>@quic://host:port` (QUIC); see [`TransportAddr`].
 //!
 //! The text form of a [`PeerId`] is base58 (bitcoin alphabet) of the 32-byte
 //! public key, and it is the only text form used anywhere in peerlink.
@@ -19,8 +20,12 @@ pub enum IdentityError {
     PeerIdLength(usize),
     #[error("peer id is not a valid ed25519 public key")]
     PeerIdNotAKey,
-    #[error("peer address must look like <peer-id>@host:port, got {0:?}")]
+    #[error(
+        "peer address must look like <peer-id>@host:port or <peer-id>@quic://host:port, got {0:?}"
+    )]
     AddrSyntax(String),
+    #[error("unknown transport {scheme:?} in {addr:?} (known: tcp://, quic://)")]
+    UnknownTransport { addr: String, scheme: String },
     #[error("peer address {addr:?} has an invalid socket address: {reason}")]
     AddrSocket { addr: String, reason: String },
     #[error("secret key must be 32 bytes (64 hex characters), got {0} bytes")]
@@ -184,8 +189,9 @@ impl Keypair {
     }
 }
 
-/// A peer's address: who (the [`PeerId`]) and where (a socket address),
-/// written `<peer-id>@host:port`.
+/// A peer's address: who (the [`PeerId`]) and where (a socket address and
+/// the [`Transport`] that reaches it), written `<peer-id>@host:port` for
+/// TCP and `<peer-id>@quic://host:port` for QUIC.
 ///
 /// ```
 /// use peerlink_proto::{Keypair, PeerAddr};
@@ -198,36 +204,141 @@ impl Keypair {
 pub struct PeerAddr {
     pub id: PeerId,
     pub addr: SocketAddr,
+    pub transport: Transport,
 }
 
 impl PeerAddr {
+    /// A TCP address.
     pub fn new(id: PeerId, addr: SocketAddr) -> Self {
-        PeerAddr { id, addr }
+        PeerAddr {
+            id,
+            addr,
+            transport: Transport::Tcp,
+        }
+    }
+
+    /// An address on `transport`.
+    pub fn with(id: PeerId, at: TransportAddr) -> Self {
+        PeerAddr {
+            id,
+            addr: at.socket,
+            transport: at.transport,
+        }
+    }
+
+    /// Where it is, without whose.
+    pub fn at(&self) -> TransportAddr {
+        TransportAddr {
+            transport: self.transport,
+            socket: self.addr,
+        }
     }
 }
 
 impl fmt::Display for PeerAddr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}@{}", self.id, self.addr)
+        write!(f, "{}@{}", self.id, self.at())
     }
 }
 
 impl FromStr for PeerAddr {
     type Err = IdentityError;
-    /// Parses `<peer-id>@ip:port`. Host names are resolved by the caller
-    /// (see `peerlink_net::resolve_peer_addr`), so this stays I/O-free.
+    /// Parses `<peer-id>@ip:port` or `<peer-id>@quic://ip:port`. Host
+    /// names are resolved by the caller (see
+    /// `peerlink_net::resolve_peer_addr`), so this stays I/O-free.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let (id, addr) = s
             .split_once('@')
             .ok_or_else(|| IdentityError::AddrSyntax(s.to_string()))?;
         let id: PeerId = id.parse()?;
-        let addr: SocketAddr =
-            addr.parse()
+        Ok(PeerAddr::with(id, addr.parse()?))
+    }
+}
+
+/// The transports a peer can be reached on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub enum Transport {
+    /// TCP with a Noise XX handshake and sealed frames.
+    #[default]
+    Tcp,
+    /// QUIC (TLS 1.3, the ed25519 key as the certificate key).
+    Quic,
+}
+
+impl Transport {
+    /// The scheme in the text form (`tcp://`, `quic://`).
+    pub fn scheme(self) -> &'static str {
+        match self {
+            Transport::Tcp => "tcp",
+            Transport::Quic => "quic",
+        }
+    }
+}
+
+/// A socket address and the transport that reaches it. Text form:
+/// `quic://ip:port`, `tcp://ip:port`, or a bare `ip:port` for TCP.
+///
+/// ```
+/// use peerlink_proto::identity::{Transport, TransportAddr};
+/// let quic: TransportAddr = "quic://127.0.0.1:4001".parse().unwrap();
+/// assert_eq!(quic.transport, Transport::Quic);
+/// let tcp: TransportAddr = "[::1]:4001".parse().unwrap();
+/// assert_eq!((tcp.transport, tcp.to_string().as_str()), (Transport::Tcp, "[::1]:4001"));
+/// assert!("udp://127.0.0.1:1".parse::<TransportAddr>().is_err());
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct TransportAddr {
+    pub transport: Transport,
+    pub socket: SocketAddr,
+}
+
+impl TransportAddr {
+    pub fn tcp(socket: SocketAddr) -> Self {
+        TransportAddr {
+            transport: Transport::Tcp,
+            socket,
+        }
+    }
+
+    pub fn quic(socket: SocketAddr) -> Self {
+        TransportAddr {
+            transport: Transport::Quic,
+            socket,
+        }
+    }
+}
+
+impl fmt::Display for TransportAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.transport {
+            // The bare form stays the TCP form, as it always was.
+            Transport::Tcp => write!(f, "{}", self.socket),
+            t => write!(f, "{}://{}", t.scheme(), self.socket),
+        }
+    }
+}
+
+impl FromStr for TransportAddr {
+    type Err = IdentityError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (transport, rest) = match s.split_once("://") {
+            None => (Transport::Tcp, s),
+            Some(("tcp", rest)) => (Transport::Tcp, rest),
+            Some(("quic", rest)) => (Transport::Quic, rest),
+            Some((scheme, _)) => {
+                return Err(IdentityError::UnknownTransport {
+                    addr: s.to_string(),
+                    scheme: scheme.to_string(),
+                })
+            }
+        };
+        let socket =
+            rest.parse()
                 .map_err(|e: std::net::AddrParseError| IdentityError::AddrSocket {
                     addr: s.to_string(),
                     reason: e.to_string(),
                 })?;
-        Ok(PeerAddr { id, addr })
+        Ok(TransportAddr { transport, socket })
     }
 }
 
@@ -288,6 +399,18 @@ mod tests {
         assert!(matches!(
             "127.0.0.1:1".parse::<PeerAddr>(),
             Err(IdentityError::AddrSyntax(_))
+        ));
+        let quic: PeerAddr = format!("{id}@quic://10.0.0.1:9").parse().unwrap();
+        assert_eq!(quic.transport, Transport::Quic);
+        assert_eq!(quic.to_string(), format!("{id}@quic://10.0.0.1:9"));
+        assert_eq!(quic.to_string().parse::<PeerAddr>().unwrap(), quic);
+        assert!(matches!(
+            format!("{id}@ws://10.0.0.1:9").parse::<PeerAddr>(),
+            Err(IdentityError::UnknownTransport { .. })
+        ));
+        assert!(matches!(
+            format!("{id}@quic://nowhere").parse::<PeerAddr>(),
+            Err(IdentityError::AddrSocket { .. })
         ));
         assert!(matches!(
             format!("{id}@nowhere").parse::<PeerAddr>(),

@@ -31,9 +31,10 @@ pub mod prefix;
 pub mod recent;
 pub mod rng;
 pub mod session;
+pub mod tlscert;
 pub mod varint;
 
 pub use cipher::{CipherState, CipherSuite};
 pub use frame::{FrameDecoder, FrameEncoder, FrameError, FrameSealer, Record, Records};
 pub use handshake::{Established, Handshake, HandshakeError, NoiseIdentity};
-pub use identity::{IdentityError, Keypair, PeerAddr, PeerId};
+pub use identity::{IdentityError, Keypair, PeerAddr, PeerId, Transport, TransportAddr};

@@ -165,27 +165,36 @@ pub enum SessionError {
     Flood(&'static str),
 }
 
-/// What a received frame or the time produced, for the driver.
+/// What a received frame produced, for the driver. Messages are the hot
+/// path, so the rare variants are boxed: an event is as small as a message.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Event<T> {
     /// A message on the gossip channel or an application channel.
     Message { channel: u16, payload: Bytes },
     /// The peer asks; answer with [`Session::respond`] or
     /// [`Session::respond_error`] (it was counted as being served).
-    Request {
-        id: u64,
-        protocol: String,
-        body: Bytes,
-    },
+    Request(Box<PeerRequest>),
     /// The answer to one of our requests.
-    Response {
-        token: T,
-        result: Result<Bytes, RemoteError>,
-    },
+    Response(Box<Answer<T>>),
     /// The pong of a [`Session::ping`].
     Pong { token: T },
     /// The peer is leaving: it takes no new requests.
     GoAway(GoAwayReason),
+}
+
+/// A request from the peer.
+#[derive(Debug, PartialEq, Eq)]
+pub struct PeerRequest {
+    pub id: u64,
+    pub protocol: String,
+    pub body: Bytes,
+}
+
+/// The answer to one of our requests, with its token.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Answer<T> {
+    pub token: T,
+    pub result: Result<Bytes, RemoteError>,
 }
 
 /// The remote's error answer to a request.
@@ -422,22 +431,26 @@ impl<T> Session<T> {
                     match RrMessage::decode(&record.payload)? {
                         RrMessage::Request { id, protocol, body } => {
                             self.serving += 1;
-                            events.push(Event::Request { id, protocol, body });
+                            events.push(Event::Request(Box::new(PeerRequest {
+                                id,
+                                protocol,
+                                body,
+                            })));
                         }
                         RrMessage::Response { id, body } => {
                             if let Some(token) = self.requests.remove(&id) {
-                                events.push(Event::Response {
+                                events.push(Event::Response(Box::new(Answer {
                                     token,
                                     result: Ok(body),
-                                });
+                                })));
                             }
                         }
                         RrMessage::Error { id, code, message } => {
                             if let Some(token) = self.requests.remove(&id) {
-                                events.push(Event::Response {
+                                events.push(Event::Response(Box::new(Answer {
                                     token,
                                     result: Err(RemoteError { code, message }),
-                                });
+                                })));
                             }
                         }
                     }

@@ -157,7 +157,7 @@ fn request_response_and_error_return_their_tokens() {
         .b_events
         .drain(..)
         .map(|e| match e {
-            Event::Request { id, protocol, body } => (id, protocol, body),
+            Event::Request(r) => (r.id, r.protocol, r.body),
             other => panic!("{other:?}"),
         })
         .collect();
@@ -172,17 +172,17 @@ fn request_response_and_error_return_their_tokens() {
     assert_eq!(
         p.a_events,
         vec![
-            Event::Response {
+            Event::Response(Box::new(Answer {
                 token: 7,
                 result: Ok(Bytes::from_static(b"hi"))
-            },
-            Event::Response {
+            })),
+            Event::Response(Box::new(Answer {
                 token: 8,
                 result: Err(RemoteError {
                     code: RemoteErrorCode::Application,
                     message: "nope".into()
                 })
-            }
+            }))
         ]
     );
     assert!(!p.a.is_busy() && !p.a.awaits(id2));
@@ -194,9 +194,10 @@ fn a_forgotten_request_ignores_its_late_answer() {
     let id = p.a.request("slow/1", Bytes::new(), 1).unwrap();
     p.drive().unwrap();
     assert_eq!(p.a.forget_request(id), Some(1));
-    let Event::Request { id: rid, .. } = p.b_events.remove(0) else {
+    let Event::Request(r) = p.b_events.remove(0) else {
         panic!()
     };
+    let rid = r.id;
     p.b.respond(rid, Bytes::from_static(b"late")).unwrap();
     p.drive().unwrap();
     assert!(p.a_events.is_empty());
@@ -285,9 +286,10 @@ fn go_away_with_requests_in_flight_answers_them_first() {
     p.b.request("work/1", Bytes::from_static(b"job"), 1)
         .unwrap();
     p.drive().unwrap();
-    let Event::Request { id, .. } = p.a_events.remove(0) else {
+    let Event::Request(r) = p.a_events.remove(0) else {
         panic!()
     };
+    let id = r.id;
     p.a.close(GoAwayReason::Normal, true);
     p.drive().unwrap();
     assert_eq!(p.b_events, vec![Event::GoAway(GoAwayReason::Normal)]);
@@ -304,10 +306,10 @@ fn go_away_with_requests_in_flight_answers_them_first() {
     p.drive().unwrap();
     assert_eq!(
         p.b_events[1],
-        Event::Response {
+        Event::Response(Box::new(Answer {
             token: 1,
             result: Ok(Bytes::from_static(b"done"))
-        }
+        }))
     );
     assert!(p.a_events.contains(&Event::GoAway(GoAwayReason::Normal)));
     assert_eq!(p.a.status(p.now), Status::Finished { linger: true });
@@ -454,9 +456,10 @@ fn a_duplicate_closed_with_requests_in_flight_still_answers_them() {
     let mut old = Pair::new();
     old.b.request("get/1", Bytes::from_static(b"k"), 5).unwrap();
     old.drive().unwrap();
-    let Event::Request { id, .. } = old.a_events.remove(0) else {
+    let Event::Request(r) = old.a_events.remove(0) else {
         panic!()
     };
+    let id = r.id;
     old.a.close(GoAwayReason::Duplicate, true);
     old.drive().unwrap();
     old.a.respond(id, Bytes::from_static(b"v")).unwrap();
@@ -465,10 +468,10 @@ fn a_duplicate_closed_with_requests_in_flight_still_answers_them() {
         old.b_events,
         vec![
             Event::GoAway(GoAwayReason::Duplicate),
-            Event::Response {
+            Event::Response(Box::new(Answer {
                 token: 5,
                 result: Ok(Bytes::from_static(b"v"))
-            }
+            }))
         ]
     );
     assert_eq!(old.a.status(old.now), Status::Finished { linger: true });
