@@ -16,7 +16,7 @@ use peerlink_proto::frame::DEFAULT_FRAME_TARGET;
 use peerlink_proto::gossip::{self, Gossip, GossipConfig, Validation, Wire};
 use peerlink_proto::rng::Rng;
 use peerlink_proto::{
-    CipherState, CipherSuite, FrameDecoder, FrameEncoder, Keypair, PeerId, Records,
+    CipherState, CipherSuite, FrameDecoder, FrameEncoder, Keypair, PeerId, Records, TransportAddr,
 };
 use peerlink_txpool::{Account, Genesis, Pool, PoolConfig, Transaction};
 
@@ -249,7 +249,7 @@ impl DhtFindNode {
         let mut dht = Dht::new(
             DhtConfig::default(),
             keypair(0),
-            Some(addr(0)),
+            Some(TransportAddr::tcp(addr(0))),
             Box::new(MemoryStore::default()),
             now,
             1_700_000_000_000,
@@ -261,7 +261,7 @@ impl DhtFindNode {
             let body = RequestBody::FindNode {
                 target: Key([0; 32]),
             };
-            dht.handle_request(now, peer(i), Some(addr(i)), body);
+            dht.handle_request(now, peer(i), Some(TransportAddr::tcp(addr(i))), body);
             while let Some(a) = dht.poll_action() {
                 if let dht::Action::Send { id, .. } = a {
                     dht.on_response(now, id, Response::Pong);
@@ -278,7 +278,7 @@ impl DhtFindNode {
                 rng.fill(&mut target);
                 let from = 1 + rng.below(Self::PEERS);
                 let r = Request {
-                    listen: Some(addr(from)),
+                    listen: Some(TransportAddr::tcp(addr(from))),
                     body: RequestBody::FindNode {
                         target: Key(target),
                     },

@@ -558,7 +558,7 @@ async fn pass(
     Ok((report, checked))
 }
 
-fn parse_transport(s: &str) -> Result<Transport, String> {
+pub(crate) fn parse_transport(s: &str) -> Result<Transport, String> {
     match s {
         "tcp" => Ok(Transport::Tcp),
         "quic" => Ok(Transport::Quic),

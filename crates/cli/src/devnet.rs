@@ -11,6 +11,7 @@ use bytes::Bytes;
 use indicatif::{ProgressBar, ProgressStyle};
 use peerlink_bench::{rss_bytes, Latency};
 use peerlink_net::testnet::{Testnet, TestnetConfig};
+use peerlink_net::Transport;
 use peerlink_net::{DhtKey, Limits, NodeConfig};
 use peerlink_proto::rng::Rng;
 
@@ -41,6 +42,9 @@ pub struct Args {
     /// 10), with two producers taking turns every 500 ms; 0 skips it.
     #[arg(long, default_value_t = 1000)]
     txs: usize,
+    /// The transport the nodes listen and dial on: tcp or quic.
+    #[arg(long, default_value = "tcp", value_parser = crate::bench::parse_transport)]
+    transport: Transport,
 }
 
 const CHANNEL: u16 = 16;
@@ -79,8 +83,10 @@ pub async fn run(args: Args) -> Result<()> {
         ..NodeConfig::default()
     };
     println!(
-        "peerlink devnet: {n} nodes, {links} links dialled per node, {} × {} B per link",
-        args.messages, args.size
+        "peerlink devnet: {n} nodes over {}, {links} links dialled per node, {} × {} B per link",
+        args.transport.scheme(),
+        args.messages,
+        args.size
     );
 
     // 1. Start the nodes; each joins through the DHT, bootstrapping from
@@ -91,6 +97,7 @@ pub async fn run(args: Args) -> Result<()> {
     let net = Testnet::start(TestnetConfig {
         nodes: n,
         node: config.clone(),
+        transport: args.transport,
         ..TestnetConfig::default()
     })
     .await?;

@@ -18,7 +18,7 @@ use peerlink_proto::dht::{
 };
 use peerlink_proto::peers::PeerBook;
 use peerlink_proto::rng::Rng;
-use peerlink_proto::{PeerAddr, PeerId};
+use peerlink_proto::{PeerAddr, PeerId, TransportAddr};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::dbwriter::{DbWriter, Ticket};
@@ -215,7 +215,7 @@ impl DhtHandle {
     pub async fn bootstrap(&self, seeds: Vec<PeerAddr>) -> Result<Outcome<usize>, NetError> {
         let seeds: Vec<Contact> = seeds
             .into_iter()
-            .map(|s| Contact::new(s.id, s.addr))
+            .map(|s| Contact::at(s.id, s.at()))
             .collect();
         self.query(
             move |d, now| Ok(d.bootstrap(now, seeds)),
@@ -277,7 +277,9 @@ pub(crate) fn start(node: &Node, seeds: &[PeerAddr]) -> Result<DhtHandle, NetErr
         }
         None => (Box::new(MemoryStore::default()), None),
     };
-    let listen = node.listen_addrs().first().copied();
+    // The address advertised: the first listener (TCP first, when a node
+    // listens on both).
+    let listen = node.addrs().first().map(PeerAddr::at);
     let mut rng = Rng::from_os();
     let now = Instant::now();
     let timeout = config.query_timeout + Duration::from_secs(1);
@@ -299,7 +301,7 @@ pub(crate) fn start(node: &Node, seeds: &[PeerAddr]) -> Result<DhtHandle, NetErr
     let (tx, rx) = mpsc::channel(1024);
     if !seeds.is_empty() {
         // Nobody waits for this one: its Done is dropped.
-        let contacts = seeds.iter().map(|s| Contact::new(s.id, s.addr)).collect();
+        let contacts = seeds.iter().map(|s| Contact::at(s.id, s.at())).collect();
         dht.bootstrap(now, contacts);
     }
     let driver = Driver {
@@ -420,7 +422,10 @@ impl Driver {
                 let addr = r
                     .listen
                     .zip(node.remote_addr(&from))
-                    .map(|(l, c)| SocketAddr::new(c.ip(), l.port()));
+                    .map(|(l, c)| TransportAddr {
+                        transport: l.transport,
+                        socket: SocketAddr::new(c.ip(), l.socket.port()),
+                    });
                 let now = Instant::now();
                 let resp = self.dht.handle_request(now, from, addr, r.body);
                 if matches!(resp, Response::SlowDown { .. }) {
@@ -516,7 +521,8 @@ impl Driver {
                 // kept. DHT requests are idempotent, so ask once more, on a
                 // connection that is open.
                 for _ in 0..2 {
-                    node.connect(PeerAddr::new(to.id, to.addr)).await?;
+                    node.connect(PeerAddr::with(to.id, to.transport_addr()))
+                        .await?;
                     reply = node
                         .request_with(&to.id, PROTOCOL, body.clone(), timeout, max)
                         .await;
@@ -577,7 +583,7 @@ impl Driver {
         {
             let node = node.clone();
             tokio::spawn(async move {
-                let _ = node.connect(PeerAddr::new(c.id, c.addr)).await;
+                let _ = node.connect(PeerAddr::with(c.id, c.transport_addr())).await;
             });
         }
         if self.dht.table().len() < self.dht.config().k {

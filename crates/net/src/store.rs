@@ -234,7 +234,7 @@ impl RecordStore for RedbStore {
 mod tests {
     use super::*;
     use bytes::Bytes;
-    use peerlink_proto::Keypair;
+    use peerlink_proto::{Keypair, TransportAddr};
 
     #[test]
     fn records_survive_reopen_and_garbage_rows_are_skipped() {
@@ -343,10 +343,12 @@ mod tests {
                             let j = 1 - i;
                             assert_eq!(to.id, nodes[j].0.local_id());
                             let (from, addr) = (nodes[i].0.local_id(), nodes[i].1);
-                            let resp =
-                                nodes[j]
-                                    .0
-                                    .handle_request(now, from, Some(addr), request.body);
+                            let resp = nodes[j].0.handle_request(
+                                now,
+                                from,
+                                Some(TransportAddr::tcp(addr)),
+                                request.body,
+                            );
                             nodes[i].0.on_response(now, id, resp);
                         }
                         Action::Done(r) => done.push(r),
@@ -381,7 +383,7 @@ mod tests {
             Dht::new(
                 config.clone(),
                 ka.clone(),
-                Some(addr_a),
+                Some(TransportAddr::tcp(addr_a)),
                 store,
                 at,
                 wall + (at - t0).as_millis() as u64,
@@ -391,7 +393,7 @@ mod tests {
         let mut b = Dht::new(
             config.clone(),
             kb.clone(),
-            Some(addr_b),
+            Some(TransportAddr::tcp(addr_b)),
             Box::new(MemoryStore::default()),
             t0,
             wall,

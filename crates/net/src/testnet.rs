@@ -12,7 +12,9 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use crate::{KeepaliveConfig, Limits, NetError, Node, NodeConfig, PeerAddr};
+use crate::{
+    KeepaliveConfig, Limits, NetError, Node, NodeConfig, PeerAddr, Transport, TransportAddr,
+};
 
 #[derive(Clone, Debug)]
 pub struct TestnetConfig {
@@ -26,6 +28,8 @@ pub struct TestnetConfig {
     /// Join an existing network through this node instead of making node 0
     /// the seed.
     pub seed: Option<PeerAddr>,
+    /// What the nodes listen on (and so dial each other over).
+    pub transport: Transport,
 }
 
 impl Default for TestnetConfig {
@@ -61,6 +65,7 @@ impl Default for TestnetConfig {
             node,
             join_concurrency: 16,
             seed: None,
+            transport: Transport::Tcp,
         }
     }
 }
@@ -78,12 +83,16 @@ impl Testnet {
     pub async fn start(config: TestnetConfig) -> Result<Testnet, NetError> {
         let mut node_config = config.node.clone();
         node_config.link_delay = config.link_delay;
-        let listen: SocketAddr = "127.0.0.1:0".parse().map_err(|_| NetError::Shutdown)?;
+        let socket: SocketAddr = "127.0.0.1:0".parse().map_err(|_| NetError::Shutdown)?;
+        let listen = TransportAddr {
+            transport: config.transport,
+            socket,
+        };
         let mut nodes = Vec::with_capacity(config.nodes);
         for _ in 0..config.nodes.max(1) {
             nodes.push(
                 Node::builder()
-                    .listen(listen)
+                    .listen_on(listen)
                     .config(node_config.clone())
                     .build()
                     .await?,

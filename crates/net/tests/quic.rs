@@ -349,3 +349,38 @@ async fn a_quic_peer_that_stops_reading_is_bounded_and_timed_out() {
     drop(conn);
     node.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quic_only_network_forms_and_works_through_the_dht() {
+    use peerlink_net::testnet::{Testnet, TestnetConfig};
+    let net = Testnet::start(TestnetConfig {
+        nodes: 12,
+        transport: Transport::Quic,
+        ..TestnetConfig::default()
+    })
+    .await
+    .unwrap();
+    // Every node learned the others' QUIC addresses from the DHT alone
+    // (they were seeded with node 0 only): puts and gets reach across.
+    for (i, node) in net.nodes.iter().enumerate() {
+        assert!(node.listen_addrs().is_empty(), "QUIC only");
+        node.dht()
+            .put(format!("k{i}"), format!("v{i}"))
+            .await
+            .unwrap();
+    }
+    for node in &net.nodes {
+        for i in 0..net.nodes.len() {
+            let got = node.dht().get(format!("k{i}")).await.unwrap();
+            let value = got.value.map(|r| r.value);
+            assert_eq!(value.as_deref(), Some(format!("v{i}").as_bytes()));
+        }
+    }
+    let peers = net.nodes[11].peers();
+    assert!(
+        peers.len() >= 2,
+        "node 11 knows more than its seed: {}",
+        peers.len()
+    );
+    net.shutdown().await;
+}

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use crate::dht::{addr_usable, Contact};
 use crate::rng::Rng;
-use crate::PeerId;
+use crate::{PeerId, Transport, TransportAddr};
 
 #[derive(Clone, Debug)]
 pub struct PeerBookConfig {
@@ -44,6 +44,7 @@ impl Default for PeerBookConfig {
 #[derive(Clone, Debug)]
 struct Entry {
     addr: SocketAddr,
+    transport: Transport,
     /// Last time we were connected to it or a peer vouched for it.
     seen: Instant,
     failures: u32,
@@ -126,6 +127,7 @@ impl PeerBook {
             contact.id,
             Entry {
                 addr: contact.addr,
+                transport: contact.transport,
                 seen: now,
                 failures: 0,
                 next_attempt: now,
@@ -134,18 +136,21 @@ impl PeerBook {
         Ok(())
     }
 
-    /// A connection to `peer` at `addr` is up: the address is confirmed.
-    pub fn on_connected(&mut self, now: Instant, peer: PeerId, addr: SocketAddr) {
+    /// A connection to `peer` at `at` is up: the address is confirmed.
+    pub fn on_connected(&mut self, now: Instant, peer: PeerId, at: TransportAddr) {
+        let addr = at.socket;
         if peer == self.local || !addr_usable(&addr) {
             return;
         }
         let e = self.entries.entry(peer).or_insert(Entry {
             addr,
+            transport: at.transport,
             seen: now,
             failures: 0,
             next_attempt: now,
         });
         e.addr = addr;
+        e.transport = at.transport;
         e.seen = now;
         e.failures = 0;
         e.next_attempt = now;
@@ -205,7 +210,11 @@ impl PeerBook {
         let picked: Vec<Contact> = ready
             .into_iter()
             .take(want)
-            .map(|(id, e)| Contact::new(*id, e.addr))
+            .map(|(id, e)| Contact {
+                id: *id,
+                addr: e.addr,
+                transport: e.transport,
+            })
             .collect();
         // Not again until this dial has had time to finish or fail.
         for c in &picked {

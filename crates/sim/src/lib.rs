@@ -163,7 +163,7 @@ impl Sim {
             let dht = Dht::new(
                 config.dht.clone(),
                 kp,
-                Some(node_addr(i)),
+                Some(peerlink_proto::TransportAddr::tcp(node_addr(i))),
                 store,
                 base,
                 UNIX_EPOCH_MS,

@@ -26,7 +26,6 @@ pub mod routing;
 pub mod wire;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -39,7 +38,7 @@ pub use wire::{Contact, ErrorCode, Request, RequestBody, Response, WireError};
 
 use crate::prefix::Prefix;
 use crate::rng::Rng;
-use crate::{Keypair, PeerId};
+use crate::{Keypair, PeerId, TransportAddr};
 
 /// DHT settings. The defaults suit a public network; tests and the
 /// simulator shorten the intervals.
@@ -385,7 +384,7 @@ pub struct Dht {
     config: DhtConfig,
     keypair: Keypair,
     local: PeerId,
-    listen: Option<SocketAddr>,
+    listen: Option<TransportAddr>,
     table: RoutingTable,
     store: Box<dyn RecordStore>,
     rng: Rng,
@@ -420,7 +419,7 @@ impl Dht {
     pub fn new(
         config: DhtConfig,
         keypair: Keypair,
-        listen: Option<SocketAddr>,
+        listen: Option<TransportAddr>,
         store: Box<dyn RecordStore>,
         now: Instant,
         unix_ms: u64,
@@ -875,11 +874,12 @@ impl Dht {
         &mut self,
         now: Instant,
         from: PeerId,
-        addr: Option<SocketAddr>,
+        addr: Option<TransportAddr>,
         body: RequestBody,
     ) -> Response {
         self.stats.requests_in += 1;
-        let prefix = addr.map(|a| Prefix::of(a.ip()));
+        let prefix = addr.map(|a| Prefix::of(a.socket.ip()));
+        let addr = addr.filter(|a| addr_usable(&a.socket));
         let is_ping = matches!(body, RequestBody::Ping);
         let k = self.config.k;
         let closer = |t: &RoutingTable, key: &Key| -> Vec<Contact> {
@@ -904,11 +904,11 @@ impl Dht {
                     Err(code) => Response::Error(code),
                 },
             },
-            RequestBody::AddProvider { key } => match addr.filter(addr_usable) {
+            RequestBody::AddProvider { key } => match addr {
                 None => Response::Error(ErrorCode::Unsupported),
                 Some(a) => match self.allow_write(now, &from) {
                     Err(wait) => Response::slow_down(wait, self.write_interval()),
-                    Ok(()) => match self.accept_provider(now, key, Contact::new(from, a)) {
+                    Ok(()) => match self.accept_provider(now, key, Contact::at(from, a)) {
                         Ok(()) => Response::Stored,
                         Err(code) => Response::Error(code),
                     },
@@ -948,8 +948,8 @@ impl Dht {
         };
         // A peer that asks may join our table once it answers a ping (not
         // for pings: those are how verification itself is done).
-        if let Some(a) = addr.filter(|a| addr_usable(a) && !is_ping) {
-            self.verify(now, Contact::new(from, a));
+        if let Some(a) = addr.filter(|_| !is_ping) {
+            self.verify(now, Contact::at(from, a));
         }
         resp
     }

@@ -2,6 +2,8 @@
 //! instant-delivery network. Whole networks with latency, loss and churn
 //! are tested in `peerlink-sim`.
 
+use std::net::SocketAddr;
+
 use super::*;
 
 const UNIX: u64 = 1_700_000_000_000;
@@ -22,7 +24,7 @@ fn node(i: u32, now: Instant, config: DhtConfig) -> Dht {
     Dht::new(
         config,
         kp(i),
-        Some(addr(i)),
+        Some(TransportAddr::tcp(addr(i))),
         Box::new(MemoryStore::default()),
         now,
         UNIX,
@@ -518,7 +520,7 @@ fn inbound_requesters_are_pinged_before_joining_the_table() {
     d.handle_request(
         now,
         asker,
-        Some(addr(7)),
+        Some(TransportAddr::tcp(addr(7))),
         RequestBody::FindNode {
             target: Key::hash(b"t"),
         },
@@ -744,7 +746,7 @@ fn put_from(d: &mut Dht, now: Instant, writer: u32, ip: [u8; 4], r: Record) -> R
     d.handle_request(
         now,
         kp(writer).peer_id(),
-        Some(SocketAddr::from((ip, 4000))),
+        Some(TransportAddr::tcp(SocketAddr::from((ip, 4000)))),
         RequestBody::PutRecord { record: r },
     )
 }
@@ -768,7 +770,7 @@ fn records_and_providers_for_keys_we_are_far_from_are_refused() {
         d.handle_request(
             now,
             kp(900).peer_id(),
-            Some(SocketAddr::from(([10, 9, 9, 9], 4000))),
+            Some(TransportAddr::tcp(SocketAddr::from(([10, 9, 9, 9], 4000)))),
             RequestBody::AddProvider { key },
         )
     };
@@ -862,7 +864,10 @@ fn one_publisher_one_prefix_and_the_total_each_have_a_quota() {
         let resp = d.handle_request(
             later,
             kp(700 + p).peer_id(),
-            Some(SocketAddr::from(([10, 4, 0, p as u8 + 1], 4000))),
+            Some(TransportAddr::tcp(SocketAddr::from((
+                [10, 4, 0, p as u8 + 1],
+                4000,
+            )))),
             RequestBody::AddProvider {
                 key: Key::hash(&p.to_le_bytes()),
             },
@@ -961,7 +966,7 @@ fn a_node_holding_a_provider_record_finds_it_itself() {
         d.handle_request(
             now,
             provider.id,
-            Some(provider.addr),
+            Some(provider.transport_addr()),
             RequestBody::AddProvider { key }
         ),
         Response::Stored

@@ -1,7 +1,10 @@
 //! The DHT's wire messages and their bounded binary codec.
 //!
 //! A request is `sender-listen-addr | kind u8 | fields`; a response is
-//! `kind u8 | fields`. Lists carry a `u8` count checked against
+//! `kind u8 | fields`. An address is `form u8 | ip | port u16be`, where
+//! the form's low nibble is the IP family (4 or 6; 0 alone: no address)
+//! and its high nibble the transport (0 TCP, 1 QUIC), so a contact says
+//! how to reach it; a form this version does not know is an error. Lists carry a `u8` count checked against
 //! [`MAX_WIRE_CONTACTS`] before anything is allocated; a record's value
 //! length is checked against [`MAX_WIRE_VALUE`]. Every failure is a named
 //! [`WireError`]; trailing bytes are an error too.
@@ -12,23 +15,46 @@ use bytes::{BufMut, Bytes, BytesMut};
 
 use super::key::Key;
 use super::record::{Record, SIGNATURE_LEN};
-use crate::PeerId;
+use crate::{PeerId, Transport, TransportAddr};
 
 /// Most contacts one message may carry (any `k` up to this works).
 pub const MAX_WIRE_CONTACTS: usize = 64;
 /// Largest record value the codec accepts; the node's own limit is lower.
 pub const MAX_WIRE_VALUE: usize = 512 * 1024;
 
-/// A peer and the address it listens on.
+/// A peer and the address it listens on, with the transport there.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Contact {
     pub id: PeerId,
     pub addr: SocketAddr,
+    pub transport: Transport,
 }
 
 impl Contact {
+    /// A peer listening on TCP at `addr`.
     pub fn new(id: PeerId, addr: SocketAddr) -> Self {
-        Contact { id, addr }
+        Contact {
+            id,
+            addr,
+            transport: Transport::Tcp,
+        }
+    }
+
+    /// A peer listening at `at`.
+    pub fn at(id: PeerId, at: TransportAddr) -> Self {
+        Contact {
+            id,
+            addr: at.socket,
+            transport: at.transport,
+        }
+    }
+
+    /// Where it listens, with the transport.
+    pub fn transport_addr(&self) -> TransportAddr {
+        TransportAddr {
+            transport: self.transport,
+            socket: self.addr,
+        }
     }
 }
 
@@ -62,7 +88,7 @@ pub enum RequestBody {
 /// receiver may add the sender to its table once it has answered a ping.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Request {
-    pub listen: Option<SocketAddr>,
+    pub listen: Option<TransportAddr>,
     pub body: RequestBody,
 }
 
@@ -142,7 +168,7 @@ pub enum WireError {
     Trailing(usize),
     #[error("unknown message kind {0}")]
     UnknownKind(u8),
-    #[error("unknown address family {0}")]
+    #[error("unknown address form {0:#04x} (family in the low nibble, transport in the high)")]
     UnknownAddrFamily(u8),
     #[error("{0} contacts in one message (max {MAX_WIRE_CONTACTS})")]
     TooManyContacts(usize),
@@ -194,19 +220,28 @@ impl<'a> Reader<'a> {
     fn peer(&mut self) -> Result<PeerId, WireError> {
         Ok(PeerId::unverified(self.array()?))
     }
-    fn addr(&mut self) -> Result<Option<SocketAddr>, WireError> {
-        let ip = match self.u8()? {
-            0 => return Ok(None),
+    fn addr(&mut self) -> Result<Option<TransportAddr>, WireError> {
+        let form = self.u8()?;
+        if form == 0 {
+            return Ok(None);
+        }
+        let transport = match form >> 4 {
+            0 => Transport::Tcp,
+            1 => Transport::Quic,
+            _ => return Err(WireError::UnknownAddrFamily(form)),
+        };
+        let ip = match form & 0x0f {
             4 => IpAddr::V4(Ipv4Addr::from(self.array::<4>()?)),
             6 => IpAddr::V6(Ipv6Addr::from(self.array::<16>()?)),
-            f => return Err(WireError::UnknownAddrFamily(f)),
+            _ => return Err(WireError::UnknownAddrFamily(form)),
         };
-        Ok(Some(SocketAddr::new(ip, self.u16()?)))
+        let socket = SocketAddr::new(ip, self.u16()?);
+        Ok(Some(TransportAddr { transport, socket }))
     }
     fn contact(&mut self) -> Result<Contact, WireError> {
         let id = self.peer()?;
         match self.addr()? {
-            Some(addr) => Ok(Contact { id, addr }),
+            Some(at) => Ok(Contact::at(id, at)),
             None => Err(WireError::UnknownAddrFamily(0)),
         }
     }
@@ -252,16 +287,23 @@ impl<'a> Reader<'a> {
     }
 }
 
-fn put_addr(out: &mut BytesMut, addr: Option<SocketAddr>) {
-    match addr {
-        None => out.put_u8(0),
-        Some(SocketAddr::V4(a)) => {
-            out.put_u8(4);
+fn put_addr(out: &mut BytesMut, addr: Option<TransportAddr>) {
+    let Some(at) = addr else {
+        out.put_u8(0);
+        return;
+    };
+    let transport = match at.transport {
+        Transport::Tcp => 0x00,
+        Transport::Quic => 0x10,
+    };
+    match at.socket {
+        SocketAddr::V4(a) => {
+            out.put_u8(transport | 4);
             out.put_slice(&a.ip().octets());
             out.put_u16(a.port());
         }
-        Some(SocketAddr::V6(a)) => {
-            out.put_u8(6);
+        SocketAddr::V6(a) => {
+            out.put_u8(transport | 6);
             out.put_slice(&a.ip().octets());
             out.put_u16(a.port());
         }
@@ -273,7 +315,7 @@ fn put_contacts(out: &mut BytesMut, contacts: &[Contact]) {
     out.put_u8(n as u8);
     for c in &contacts[..n] {
         out.put_slice(c.id.as_bytes());
-        put_addr(out, Some(c.addr));
+        put_addr(out, Some(c.transport_addr()));
     }
 }
 
@@ -441,10 +483,26 @@ mod tests {
 
     fn contact(i: u8) -> Contact {
         let kp = Keypair::from_secret([i; 32]);
-        Contact::new(
-            kp.peer_id(),
-            SocketAddr::from(([10, 0, 0, i], 4000 + i as u16)),
-        )
+        let socket = SocketAddr::from(([10, 0, 0, i], 4000 + i as u16));
+        // Every other contact listens on QUIC: both forms round-trip.
+        match i % 2 {
+            0 => Contact::new(kp.peer_id(), socket),
+            _ => Contact::at(kp.peer_id(), TransportAddr::quic(socket)),
+        }
+    }
+
+    #[test]
+    fn unknown_address_forms_are_refused() {
+        // The high nibble 2 is no transport this version knows; 0x15 is
+        // QUIC with no IP family.
+        for form in [0x24u8, 0x15, 0x07] {
+            let mut wire = vec![form];
+            wire.extend_from_slice(&[0u8; 40]);
+            assert!(matches!(
+                Request::decode(&wire),
+                Err(WireError::UnknownAddrFamily(f)) if f == form
+            ));
+        }
     }
 
     fn record() -> Record {
@@ -459,8 +517,8 @@ mod tests {
     }
 
     fn all_messages() -> (Vec<Request>, Vec<Response>) {
-        let listen = Some(SocketAddr::from(([1, 2, 3, 4], 5)));
-        let v6 = Some("[::1]:7".parse().unwrap());
+        let listen = Some(TransportAddr::tcp(SocketAddr::from(([1, 2, 3, 4], 5))));
+        let v6 = Some("quic://[::1]:7".parse().unwrap());
         let bodies = vec![
             RequestBody::Ping,
             RequestBody::FindNode {
