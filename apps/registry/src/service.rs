@@ -885,18 +885,23 @@ impl Registry {
             .await?
             .value
             .into_iter()
-            .map(|c| PeerAddr::new(c.id, c.addr))
+            .map(|c| PeerAddr::with(c.id, c.transport_addr()))
             .collect();
         let owner = signed.publisher;
         let owner = inner
             .node
-            .remote_addr(&owner)
-            .map(|addr| PeerAddr::new(owner, addr));
+            .remote(&owner)
+            .map(|at| PeerAddr::with(owner, at));
         let providers = pick_providers(
             owner,
             announced,
             inner.node.peer_id(),
-            &inner.node.listen_addrs(),
+            &inner
+                .node
+                .addrs()
+                .iter()
+                .map(|a| a.addr)
+                .collect::<Vec<_>>(),
             inner.config.max_providers,
         );
         let fail = |tried: usize, reasons: Vec<String>| RegistryError::Fetch {

@@ -16,7 +16,7 @@ use peerlink_proto::control::{
 use peerlink_proto::frame::{Record, DEFAULT_FRAME_TARGET, MAX_RECORD_OVERHEAD};
 use peerlink_proto::session::{Event, Refused, Session, Status, Transmit};
 use peerlink_proto::{
-    Established, FrameDecoder, FrameSealer, Handshake, HandshakeError, PeerId, Records,
+    Established, FrameDecoder, FrameSealer, Handshake, HandshakeError, PeerId, Records, Transport,
 };
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -224,6 +224,14 @@ impl Conn {
             quic: None,
             terminated: AtomicBool::new(false),
             tasks: OnceLock::new(),
+        }
+    }
+
+    /// What carries this connection.
+    pub fn transport(&self) -> Transport {
+        match self.quic {
+            Some(_) => Transport::Quic,
+            None => Transport::Tcp,
         }
     }
 

@@ -390,7 +390,7 @@ async fn handle(node: &Node, req: ControlRequest) -> Result<Value, ControlError>
             let d = dht.info().await.ok();
             json!({
                 "peer_id": node.peer_id().to_string(),
-                "listen": node.listen_addrs().iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+                "listen": node.addrs().iter().map(|a| a.at().to_string()).collect::<Vec<_>>(),
                 "connections": node.peers().len(),
                 "gossip": node.gossip().info().await.ok().map(|g| json!({
                     "peers": g.peers,

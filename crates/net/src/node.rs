@@ -48,6 +48,8 @@ pub enum PeerEvent {
 pub struct PeerInfo {
     pub id: PeerId,
     pub addr: SocketAddr,
+    /// What carries the connection.
+    pub transport: Transport,
     /// The peer dialled us.
     pub inbound: bool,
     /// Smoothed keepalive round-trip time, once measured.
@@ -716,6 +718,14 @@ impl Node {
         lock(&self.inner.peers).get(peer).map(|c| c.addr)
     }
 
+    /// The remote address of the connection to `peer`, with its transport.
+    pub fn remote(&self, peer: &PeerId) -> Option<TransportAddr> {
+        lock(&self.inner.peers).get(peer).map(|c| TransportAddr {
+            transport: c.transport(),
+            socket: c.addr,
+        })
+    }
+
     pub fn peer_id(&self) -> PeerId {
         self.inner.keypair.peer_id()
     }
@@ -931,6 +941,7 @@ impl Node {
             .map(|c| PeerInfo {
                 id: c.peer,
                 addr: c.addr,
+                transport: c.transport(),
                 inbound: c.inbound,
                 rtt: c.rtt(),
                 connected_for: c.connected_at.elapsed(),
