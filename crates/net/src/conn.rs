@@ -510,7 +510,6 @@ pub(crate) async fn reader(
     let mut events: Vec<Event<Waiter>> = Vec::new();
     let mut pending: VecDeque<Message> = VecDeque::new();
     let mut arena = BytesMut::new();
-    let mut goaway = None;
     let mut last_read = 0;
     loop {
         loop {
@@ -568,7 +567,8 @@ pub(crate) async fn reader(
                             let _ = tx.send(Instant::now());
                         }
                     }
-                    Event::GoAway(reason) => goaway = Some(reason),
+                    // Why it ends is asked of the session at the end.
+                    Event::GoAway(_) => {}
                 }
             }
             deliver(&mut current, &mut pending).await;
@@ -587,7 +587,7 @@ pub(crate) async fn reader(
         buf.reserve(need.saturating_sub(buf.len()).max(chunk));
         last_read = rd.read_buf(&mut buf).await?;
         if last_read == 0 {
-            return Ok(goaway);
+            return Ok(conn.session().go_away_reason());
         }
     }
 }
@@ -719,7 +719,11 @@ fn copy_out(arena: &mut BytesMut, payload: &Bytes) -> Bytes {
 
 /// Takes frames from the session, seals and writes them, and runs its
 /// timers, until the session is finished.
-pub(crate) async fn writer(conn: Arc<Conn>, wr: Wr, sealer: FrameSealer) -> Result<(), NetError> {
+pub(crate) async fn writer(
+    conn: Arc<Conn>,
+    wr: Wr,
+    sealer: FrameSealer,
+) -> Result<Option<GoAwayReason>, NetError> {
     let stall = conn.session().config().keepalive.timeout;
     let mut idle = false;
     let mut held = Some(WriteSide::new(wr, sealer));
@@ -798,7 +802,7 @@ pub(crate) async fn writer(conn: Arc<Conn>, wr: Wr, sealer: FrameSealer) -> Resu
                 if linger {
                     tokio::time::sleep(DRAIN).await;
                 }
-                return Ok(());
+                return Ok(conn.session().go_away_reason());
             }
         }
     }

@@ -615,7 +615,7 @@ impl Inner {
             let (node, conn) = (self.clone(), conn.clone());
             async move {
                 let result = conn::writer(conn.clone(), wr, enc).await;
-                node.on_closed(&conn, result.map(|_| None));
+                node.on_closed(&conn, result);
             }
         });
         conn.set_tasks(reader.abort_handle(), writer.abort_handle());

@@ -256,6 +256,8 @@ pub struct Session<T> {
     /// The peer said go-away: it takes no new requests.
     peer_leaving: bool,
     closing: Option<Close>,
+    /// The first go-away either side said: why the connection ends.
+    first_go_away: Option<GoAwayReason>,
     /// Set once our go-away went out: the end of the drain.
     drain_until: Option<Instant>,
 }
@@ -272,6 +274,7 @@ impl<T> Session<T> {
             serving: 0,
             peer_leaving: false,
             closing: None,
+            first_go_away: None,
             drain_until: None,
         }
     }
@@ -421,6 +424,7 @@ impl<T> Session<T> {
                         self.keepalive.on_pong(n, now);
                     }
                     Control::GoAway(reason) => {
+                        self.first_go_away.get_or_insert(reason);
                         self.peer_leaving = true;
                         self.settle();
                         events.push(Event::GoAway(reason));
@@ -582,6 +586,13 @@ impl<T> Session<T> {
         if self.closing.is_none() || !flush {
             self.closing = Some(Close { reason, flush });
         }
+        self.first_go_away.get_or_insert(reason);
+    }
+
+    /// Why the connection ends: the first go-away either side said (a
+    /// go-away answering the other's is an acknowledgement, not a reason).
+    pub fn go_away_reason(&self) -> Option<GoAwayReason> {
+        self.first_go_away
     }
 
     /// Whether [`Session::close`] was called.

@@ -268,6 +268,10 @@ fn idle_timeout_closes_both_sides_gracefully() {
     }
     assert!(p.a.is_closing() && p.b.is_closing());
     assert!(p.a_events.contains(&Event::GoAway(GoAwayReason::Idle)));
+    // Both went idle at once here; either way each names the idle close,
+    // not the other's acknowledgement.
+    assert_eq!(p.a.go_away_reason(), Some(GoAwayReason::Idle));
+    assert_eq!(p.b.go_away_reason(), Some(GoAwayReason::Idle));
     assert_eq!(p.a.status(p.now), Status::Finished { linger: true });
     assert_eq!(p.b.status(p.now), Status::Finished { linger: true });
     // Finished means quiet: later timers queue no second go-away, and a
@@ -293,6 +297,7 @@ fn go_away_with_requests_in_flight_answers_them_first() {
     p.a.close(GoAwayReason::Normal, true);
     p.drive().unwrap();
     assert_eq!(p.b_events, vec![Event::GoAway(GoAwayReason::Normal)]);
+    assert_eq!(p.b.go_away_reason(), Some(GoAwayReason::Normal));
     // b still awaits its answer, so it has not said go-away back yet;
     // a is draining; b can no longer ask a for anything new.
     assert!(!p.b.is_open() && p.b.is_busy());
