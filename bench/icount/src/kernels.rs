@@ -7,12 +7,14 @@
 //! only [`Kernel::run`] is counted and timed.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
 use bytes::{Bytes, BytesMut};
 use peerlink_proto::dht::{self, Dht, DhtConfig, Key, MemoryStore, Request, RequestBody, Response};
-use peerlink_proto::frame::DEFAULT_FRAME_TARGET;
+use peerlink_proto::frame::{DEFAULT_FRAME_TARGET, FRAME_HEADER_LEN};
+use peerlink_proto::session::{Event as SessionEvent, Session, SessionConfig};
 use peerlink_proto::gossip::{self, Gossip, GossipConfig, Validation, Wire};
 use peerlink_proto::rng::Rng;
 use peerlink_proto::{
@@ -48,6 +50,11 @@ pub const ALL: &[Spec] = &[
         name: "frame_decode_64b",
         op: "64 B record opened and read from frames",
         setup: FrameDecode::setup,
+    },
+    Spec {
+        name: "session_64b",
+        op: "64 B message queued, framed, handed over, routed by sessions",
+        setup: SessionStream::setup,
     },
     Spec {
         name: "dht_find_node",
@@ -231,6 +238,62 @@ impl Kernel for FrameDecode {
 }
 
 // ----- level 1 -----------------------------------------------------------
+
+/// The connection core's hot path without sockets or sealing: a message
+/// pushed into one session, taken out in frames, handed to the other
+/// session and routed to its channel (what a stream does per message).
+struct SessionStream {
+    tx: Session<()>,
+    rx: Session<()>,
+    events: Vec<SessionEvent<()>>,
+    payload: [u8; 64],
+}
+
+impl SessionStream {
+    const OPS: u64 = 20_000;
+
+    fn setup() -> Result<Box<dyn Kernel>> {
+        let now = Instant::now();
+        let config = Arc::new(SessionConfig::default());
+        Ok(Box::new(SessionStream {
+            tx: Session::new(config.clone(), now),
+            rx: Session::new(config, now),
+            events: Vec::with_capacity(2048),
+            payload: [0x42; 64],
+        }))
+    }
+}
+
+impl Kernel for SessionStream {
+    fn run(&mut self) -> Result<u64> {
+        let now = Instant::now();
+        let mut delivered = 0u64;
+        for batch in 0..Self::OPS / 1000 {
+            for i in 0..1000u64 {
+                self.payload[..8].copy_from_slice(&(batch * 1000 + i).to_le_bytes());
+                if self.tx.push(16, &self.payload, false).is_err() {
+                    bail!("session refused a message");
+                }
+            }
+            let Some(t) = self.tx.poll_transmit(now, true) else {
+                bail!("nothing to transmit");
+            };
+            for frame in t.frames {
+                let plain = bytes::Bytes::from(frame).slice(FRAME_HEADER_LEN..);
+                self.rx.handle_frame(plain, now, &mut self.events)?;
+            }
+            for e in self.events.drain(..) {
+                if let SessionEvent::Message { payload, .. } = e {
+                    delivered += u64::from(payload.len() == 64);
+                }
+            }
+        }
+        if delivered != Self::OPS {
+            bail!("delivered {delivered} of {}", Self::OPS);
+        }
+        Ok(Self::OPS)
+    }
+}
 
 /// A DHT whose table holds 300 verified peers, answering FIND_NODE
 /// requests for random targets from them, off the wire and back onto it.
