@@ -14,9 +14,9 @@ use anyhow::{bail, Result};
 use bytes::{Bytes, BytesMut};
 use peerlink_proto::dht::{self, Dht, DhtConfig, Key, MemoryStore, Request, RequestBody, Response};
 use peerlink_proto::frame::{DEFAULT_FRAME_TARGET, FRAME_HEADER_LEN};
-use peerlink_proto::session::{Event as SessionEvent, Session, SessionConfig};
 use peerlink_proto::gossip::{self, Gossip, GossipConfig, Validation, Wire};
 use peerlink_proto::rng::Rng;
+use peerlink_proto::session::{Event as SessionEvent, Session, SessionConfig};
 use peerlink_proto::{
     CipherState, CipherSuite, FrameDecoder, FrameEncoder, Keypair, PeerId, Records, TransportAddr,
 };
