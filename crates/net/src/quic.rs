@@ -97,7 +97,7 @@ impl QuicTls {
         let mut tls = rustls::ServerConfig::builder_with_provider(self.provider.clone())
             .with_protocol_versions(&[&rustls::version::TLS13])
             .map_err(tls_error)?
-            .with_client_cert_verifier(Arc::new(PeerVerifier::new(None, &self.provider)))
+            .with_client_cert_verifier(Arc::new(PeerVerifier::new(None)))
             .with_single_cert(vec![self.cert.clone()], self.key())
             .map_err(tls_error)?;
         tls.alpn_protocols = vec![ALPN.to_vec()];
@@ -113,10 +113,7 @@ impl QuicTls {
             .with_protocol_versions(&[&rustls::version::TLS13])
             .map_err(tls_error)?
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(PeerVerifier::new(
-                Some(expected),
-                &self.provider,
-            )))
+            .with_custom_certificate_verifier(Arc::new(PeerVerifier::new(Some(expected))))
             .with_client_auth_cert(vec![self.cert.clone()], self.key())
             .map_err(tls_error)?;
         tls.alpn_protocols = vec![ALPN.to_vec()];
@@ -185,7 +182,7 @@ struct PeerVerifier {
 }
 
 impl PeerVerifier {
-    fn new(expected: Option<PeerId>, _provider: &CryptoProvider) -> Self {
+    fn new(expected: Option<PeerId>) -> Self {
         PeerVerifier {
             expected,
             schemes: vec![SignatureScheme::ED25519],
