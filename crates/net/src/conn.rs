@@ -758,7 +758,7 @@ pub(crate) async fn writer(
             ws.count(&conn.metrics);
             let mut frames = t.frames;
             for frame in &mut frames {
-                ws.sealer.seal(frame, 0)?;
+                ws.sealer.seal(frame, 0).map_err(NetError::Sealing)?;
                 write(&mut ws.wr, frame, stall).await?;
             }
             let mut s = conn.session();

@@ -2,11 +2,21 @@
 
 use std::time::Duration;
 
-use peerlink_proto::control::{ControlError, RemoteErrorCode};
+use peerlink_proto::control::RemoteErrorCode;
 use peerlink_proto::session::SessionError;
 use peerlink_proto::{FrameError, HandshakeError, IdentityError, PeerId};
 
 /// Errors from the [`crate::Node`] API and connection handling.
+///
+/// By side:
+/// - **the peer misbehaved**: [`NetError::Peer`], one variant holding what
+///   it did (proto's `SessionError`); it alone closes the connection as a
+///   fault, bans the peer and labels `peer_errors` ([`NetError::is_peer_fault`]);
+/// - **the remote's answer** to a request: [`NetError::Remote`];
+/// - **I/O and transport**: `Io`, `Quic`, `Tls`, the handshake failures
+///   and timeouts;
+/// - **local misuse or state**: the rest (a reserved channel, a taken
+///   protocol, not connected, a full queue, shut down, ...).
 #[derive(Debug, thiserror::Error)]
 pub enum NetError {
     #[error("i/o: {0}")]
@@ -26,14 +36,14 @@ pub enum NetError {
     },
     #[error("peer closed the connection during the handshake")]
     HandshakeEof,
-    #[error("frame error: {0}")]
-    Frame(#[from] FrameError),
-    #[error("malformed message: {0}")]
-    Message(#[from] ControlError),
-    #[error("peer used reserved channel {0}")]
-    ReservedChannel(u16),
-    #[error("peer floods {0} without reading the answers")]
-    Flood(&'static str),
+    /// The peer broke the protocol (what it did is named inside): its
+    /// connection is closed, it is counted in `peer_errors` and banned.
+    #[error("peer broke the protocol: {0}")]
+    Peer(#[from] SessionError),
+    /// This side cannot seal another frame on the connection (its nonce
+    /// space is spent): only a new connection helps.
+    #[error("cannot seal: {0}")]
+    Sealing(FrameError),
     #[error("TLS: {0}")]
     Tls(String),
     #[error("QUIC: {0}")]
@@ -91,14 +101,10 @@ pub enum NetError {
     Topic(#[from] peerlink_proto::gossip::WireError),
 }
 
-impl From<SessionError> for NetError {
-    fn from(e: SessionError) -> Self {
-        match e {
-            SessionError::Frame(e) => NetError::Frame(e),
-            SessionError::Message(e) => NetError::Message(e),
-            SessionError::ReservedChannel(ch) => NetError::ReservedChannel(ch),
-            SessionError::Flood(what) => NetError::Flood(what),
-        }
+/// Frames that fail to open or parse are the peer's doing.
+impl From<FrameError> for NetError {
+    fn from(e: FrameError) -> Self {
+        NetError::Peer(SessionError::Frame(e))
     }
 }
 
@@ -106,13 +112,7 @@ impl NetError {
     /// Whether the peer broke the protocol (as opposed to the network or
     /// this node failing): such peers are counted in `peer_errors`.
     pub fn is_peer_fault(&self) -> bool {
-        matches!(
-            self,
-            NetError::Frame(_)
-                | NetError::Message(_)
-                | NetError::ReservedChannel(_)
-                | NetError::Flood(_)
-        )
+        matches!(self, NetError::Peer(_))
     }
 
     /// A short, stable label for metrics.
@@ -125,12 +125,14 @@ impl NetError {
             NetError::HandshakeEvicted => "evicted",
             NetError::Banned(_) => "banned",
             NetError::HandshakeEof => "eof",
-            NetError::Frame(FrameError::Cipher(_)) => "authentication",
-            NetError::Frame(FrameError::FrameTooLarge { .. }) => "frame_too_large",
-            NetError::Frame(_) => "bad_frame",
-            NetError::Message(_) => "bad_message",
-            NetError::ReservedChannel(_) => "reserved_channel",
-            NetError::Flood(_) => "flood",
+            NetError::Peer(SessionError::Frame(FrameError::Cipher(_))) => "authentication",
+            NetError::Peer(SessionError::Frame(FrameError::FrameTooLarge { .. })) => {
+                "frame_too_large"
+            }
+            NetError::Peer(SessionError::Frame(_)) => "bad_frame",
+            NetError::Peer(SessionError::Message(_)) => "bad_message",
+            NetError::Peer(SessionError::ReservedChannel(_)) => "reserved_channel",
+            NetError::Peer(SessionError::Flood(_)) => "flood",
             NetError::PeerSilent(_) => "keepalive_timeout",
             _ => "other",
         }
