@@ -26,17 +26,20 @@ fuzz_target!(|data: &[u8]| {
     let mut events = Vec::new();
     let (mut issued, mut returned) = (0u32, 0u32);
     let mut served = Vec::new();
+    let mut failed = false;
     let mut rest = data;
     while let Some((&op, tail)) = rest.split_first() {
         let len = tail.first().map_or(0, |&n| n as usize).min(tail.len().saturating_sub(1));
         let arg = tail.get(1..1 + len).unwrap_or_default();
         rest = tail.get(1 + len..).unwrap_or_default();
         match op % 8 {
-            // A frame from the peer: any bytes at all.
+            // A frame from the peer: any bytes at all. What it produced
+            // before an error in it still counts (a driver drops those
+            // events with the connection, failing their waiters).
             0 | 1 => {
-                if s.handle_frame(Bytes::copy_from_slice(arg), now, &mut events).is_err() {
-                    break;
-                }
+                failed = s
+                    .handle_frame(Bytes::copy_from_slice(arg), now, &mut events)
+                    .is_err()
             }
             2 => {
                 let _ = s.push(16 + u16::from(op >> 6), arg, op & 0x20 != 0);
@@ -74,6 +77,9 @@ fuzz_target!(|data: &[u8]| {
                 Event::Response(_) => returned += 1,
                 _ => {}
             }
+        }
+        if failed {
+            break;
         }
         for ch in [16u16, 17] {
             assert!(s.queued_bytes(ch) <= (FORCED_OVERRUN + 1) * 256 + 256);
