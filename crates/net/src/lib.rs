@@ -1,7 +1,9 @@
 //! # peerlink-net — the tokio driver and the `Node` API
 //!
-//! A [`Node`] owns an ed25519 identity, listens on TCP, and keeps one
-//! authenticated, encrypted connection per peer. On each connection:
+//! A [`Node`] owns an ed25519 identity, listens on TCP and/or QUIC, and
+//! keeps one authenticated, encrypted connection per peer. On each
+//! connection (the same on both transports: each is a sans-IO session from
+//! `peerlink-proto`):
 //!
 //! * **channels** — numbered message streams (applications use 16 and up),
 //!   each with a bounded queue that blocks or drops when full ([`Policy`]);
@@ -46,6 +48,27 @@
 //!
 //! alice.shutdown().await;
 //! bob.shutdown().await;
+//! # Ok(()) }
+//! ```
+//!
+//! The same over QUIC: listen on a `quic://` address; a `quic://` peer
+//! address dials over QUIC (a node may listen on both).
+//!
+//! ```
+//! use peerlink_net::{Node, Transport};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), peerlink_net::NetError> {
+//! let carol = Node::builder().listen_on("quic://127.0.0.1:0".parse()?).build().await?;
+//! let dave = Node::builder().build().await?; // dials without listening
+//! let carol_addr = carol.addr().unwrap();
+//! assert_eq!(carol_addr.transport, Transport::Quic);
+//! dave.connect(carol_addr).await?;
+//! let rtt = dave.ping(&carol.peer_id()).await?;
+//! assert!(rtt.as_nanos() > 0);
+//! assert_eq!(dave.peers()[0].transport, Transport::Quic);
+//! dave.shutdown().await;
+//! carol.shutdown().await;
 //! # Ok(()) }
 //! ```
 #![forbid(unsafe_code)]
