@@ -251,19 +251,7 @@ async fn accept_loop(node: Weak<Inner>, listener: TcpListener) {
         if inner.shutdown.load(Ordering::Acquire) {
             return;
         }
-        if inner.bans.ip_banned(Instant::now(), &addr.ip()) {
-            inner.reject("banned");
-            continue;
-        }
-        let admitted = match inner.handshakes.admit(addr.ip()) {
-            Ok((admitted, _evicted)) => admitted,
-            Err(refusal) => {
-                inner.reject(refusal.label());
-                continue;
-            }
-        };
-        let Some(slot) = inner.ip_slot(addr.ip()) else {
-            inner.reject("per_ip");
+        let Some((admitted, slot)) = inner.admit(addr.ip()) else {
             continue;
         };
         tokio::spawn(inbound(inner, stream, addr, admitted, slot));
@@ -377,21 +365,7 @@ async fn quic_accept_loop(node: Weak<Inner>, endpoint: quinn::Endpoint) {
         }
         let addr = incoming.remote_address();
         // The same admission as TCP, before any handshake work is done.
-        if inner.bans.ip_banned(Instant::now(), &addr.ip()) {
-            inner.reject("banned");
-            incoming.refuse();
-            continue;
-        }
-        let admitted = match inner.handshakes.admit(addr.ip()) {
-            Ok((admitted, _evicted)) => admitted,
-            Err(refusal) => {
-                inner.reject(refusal.label());
-                incoming.refuse();
-                continue;
-            }
-        };
-        let Some(slot) = inner.ip_slot(addr.ip()) else {
-            inner.reject("per_ip");
+        let Some((admitted, slot)) = inner.admit(addr.ip()) else {
             incoming.refuse();
             continue;
         };
@@ -494,6 +468,28 @@ impl Inner {
 
     fn reject(&self, limit: &'static str) {
         Metrics::inc(&self.metrics.connections_rejected, "limit", limit);
+    }
+
+    /// Admission of a connection from `ip`, on any transport, before any
+    /// handshake work: not banned, a pending-handshake slot, an IP slot.
+    /// A refusal is counted under its limit.
+    fn admit(self: &Arc<Self>, ip: IpAddr) -> Option<(Admitted, IpSlot)> {
+        if self.bans.ip_banned(Instant::now(), &ip) {
+            self.reject("banned");
+            return None;
+        }
+        let admitted = match self.handshakes.admit(ip) {
+            Ok((admitted, _evicted)) => admitted,
+            Err(refusal) => {
+                self.reject(refusal.label());
+                return None;
+            }
+        };
+        let Some(slot) = self.ip_slot(ip) else {
+            self.reject("per_ip");
+            return None;
+        };
+        Some((admitted, slot))
     }
 
     fn ip_slot(self: &Arc<Self>, ip: IpAddr) -> Option<IpSlot> {
