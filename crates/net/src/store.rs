@@ -17,13 +17,14 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use peerlink_proto::dht::{
     Contact, Key, MemoryStore, ProviderRecord, Record, RecordStore, StoreError,
 };
-use peerlink_proto::PeerId;
+use peerlink_proto::{PeerId, TransportAddr};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
 use crate::dbwriter::{DbWriter, MAX_BACKLOG};
 
 const RECORDS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("records");
-/// Key: record key (32) ‖ provider id (32). Value: addr text ‖ expiry.
+/// Key: record key (32) ‖ provider id (32). Value: expiry ‖ address text
+/// (`ip:port` for TCP, `quic://ip:port` for QUIC).
 const PROVIDERS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("providers");
 /// Key: record key. Value: the newest record this node signed under it.
 const OWN: TableDefinition<&[u8], &[u8]> = TableDefinition::new("own");
@@ -151,11 +152,12 @@ fn decode_provider(k: &[u8], v: &[u8]) -> Option<(Key, ProviderRecord)> {
     let key = Key(k.get(..32)?.try_into().ok()?);
     let id = PeerId::from_slice(k.get(32..64)?).ok()?;
     let expires_ms = u64::from_be_bytes(v.get(..8)?.try_into().ok()?);
-    let addr = std::str::from_utf8(v.get(8..)?).ok()?.parse().ok()?;
+    // A bare address is TCP (rows written before transports existed).
+    let at: TransportAddr = std::str::from_utf8(v.get(8..)?).ok()?.parse().ok()?;
     Some((
         key,
         ProviderRecord {
-            provider: Contact::new(id, addr),
+            provider: Contact::at(id, at),
             expires_ms,
         },
     ))
@@ -191,7 +193,7 @@ impl RecordStore for RedbStore {
         self.mem.add_provider(key, record)?;
         let k = provider_key(&key, &record.provider.id).to_vec();
         let mut v = record.expires_ms.to_be_bytes().to_vec();
-        v.extend_from_slice(record.provider.addr.to_string().as_bytes());
+        v.extend_from_slice(record.provider.transport_addr().to_string().as_bytes());
         self.write(vec![(PROVIDERS, k, Some(v))], false)
     }
     fn providers(&self, key: &Key) -> Vec<ProviderRecord> {
@@ -234,7 +236,7 @@ impl RecordStore for RedbStore {
 mod tests {
     use super::*;
     use bytes::Bytes;
-    use peerlink_proto::{Keypair, TransportAddr};
+    use peerlink_proto::Keypair;
 
     #[test]
     fn records_survive_reopen_and_garbage_rows_are_skipped() {
@@ -281,6 +283,24 @@ mod tests {
                 expires_ms: 77
             }]
         );
+    }
+
+    #[test]
+    fn a_quic_provider_stays_quic_across_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let kp = Keypair::from_secret([5; 32]);
+        let key = Key::hash(b"over quic");
+        let at: TransportAddr = "quic://10.1.2.3:4001".parse().unwrap();
+        let record = ProviderRecord {
+            provider: Contact::at(kp.peer_id(), at),
+            expires_ms: u64::MAX / 2,
+        };
+        RedbStore::open(dir.path())
+            .unwrap()
+            .add_provider(key, record)
+            .unwrap();
+        let s = RedbStore::open(dir.path()).unwrap();
+        assert_eq!(s.providers(&key), vec![record]);
     }
 
     #[test]
